@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install migrate run test models bench lint format
+
+install: $(STAMP)
+
+# torch first, pinned, so pip takes the local CPU build and never pulls a CUDA one.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	touch $(STAMP)
+
+migrate: install
+	$(BIN)/genserve migrate
+
+run: migrate
+	$(BIN)/genserve serve
+
+test: install
+	$(BIN)/pytest -x -q
+
+models: install
+	$(BIN)/python -m models.build_defaults
+
+bench: install
+	$(BIN)/python bench/classify_quality.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .

@@ -1,0 +1,1 @@
+"""genserve: train and serve generative models and classifiers over HTTP."""

@@ -1,0 +1,55 @@
+"""Assembles the app: settings, database, registry, worker pool, middleware and routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.db import Database
+from app.errors import install_error_handlers
+from app.middleware import BodySizeLimit, RequestMetrics
+from app.pool.local import LocalPool
+from app.routers import classify, health, models
+from app.services.classify import ClassifyService
+from app.services.registry import ModelRegistry
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("genserve")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database.from_settings(settings)
+        registry = ModelRegistry(db, settings)
+        registry.sync_builtin()
+        specs = list(registry.refresh().values())
+        pool = LocalPool(settings)
+        await pool.start(specs)
+        app.state.db, app.state.registry, app.state.pool = db, registry, pool
+        app.state.classify = ClassifyService(settings, registry, pool)
+        log.info("serving %s on %d worker(s)", sorted(registry.active), len(pool.workers()))
+        try:
+            yield
+        finally:
+            await pool.stop()
+            db.dispose()
+
+    app = FastAPI(
+        title="genserve",
+        summary="Train and serve generative models and classifiers over HTTP.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)
+    for router in (health.router, classify.router, models.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,74 @@
+"""The one interface every pool backend implements (local processes now, Ray actors later)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.errors import Unavailable
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a worker needs to load one model version; plain data, cheap to send to a process."""
+
+    name: str
+    version: int
+    kind: str
+    task: str
+    artifact_dir: str
+    sha256: str
+    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass
+class WorkerInfo:
+    id: int
+    pid: int | None
+    device: str
+    ready: bool
+    models: dict[str, int]  # name -> loaded version
+    restarts: int
+    inflight: int
+
+
+class WorkerLost(Unavailable):
+    code = "worker_lost"
+
+
+class WorkerPool(ABC):
+    """Runs inference for the API; implementations decide where the workers live."""
+
+    specs: list[ModelSpec]  # the model versions this pool was asked to serve
+
+    @abstractmethod
+    async def start(self, specs: list[ModelSpec]) -> None:
+        """Starts the workers and returns at once; readiness follows as they load."""
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @abstractmethod
+    async def infer(self, model: str, inputs: Any, rows: int) -> Any:
+        """Runs `rows` inputs through `model`, batched with other callers' inputs."""
+
+    @abstractmethod
+    def workers(self) -> list[WorkerInfo]: ...
+
+    def placement(self) -> dict[str, list[int]]:
+        """Model name -> ids of the ready workers that serve it."""
+        out: dict[str, list[int]] = {}
+        for worker in self.workers():
+            if worker.ready:
+                for name in worker.models:
+                    out.setdefault(name, []).append(worker.id)
+        return out
+
+    def missing(self) -> list[str]:
+        """Models asked for that no ready worker serves yet."""
+        placement = self.placement()
+        return [spec.name for spec in self.specs if spec.name not in placement]
+
+    def is_ready(self) -> bool:
+        return bool(self.specs) and not self.missing()

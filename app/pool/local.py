@@ -1,0 +1,255 @@
+"""Local pool backend: N spawned worker processes on this machine.
+
+Each worker gets its own request queue and result pipe, so a worker killed mid-write can
+corrupt only its own channel, which is thrown away with it. A reader thread per worker
+waits on the pipe and on the process sentinel; results and deaths are handed to the event
+loop, which owns all request bookkeeping (no locks needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing as mp
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from app import metrics
+from app.errors import AppError, GatewayTimeout, NotFound, Overloaded, Unavailable
+from app.pool.base import ModelSpec, WorkerInfo, WorkerLost, WorkerPool
+from app.pool.worker import worker_main
+from app.settings import Settings
+
+log = logging.getLogger("genserve.pool")
+_ctx = mp.get_context("spawn")  # never fork a process that may hold torch or CUDA state
+
+
+class InferenceFailed(AppError):
+    status, code = 500, "inference_failed"
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[Any]
+    model: str
+    rows: int
+
+
+@dataclass
+class _Worker:
+    id: int
+    device: str
+    process: Any = None
+    inbox: Any = None
+    results: Connection | None = None
+    ready: bool = False
+    models: dict[str, int] = field(default_factory=dict)
+    load_errors: dict[str, str] = field(default_factory=dict)
+    inflight: dict[int, _Pending] = field(default_factory=dict)
+    inflight_rows: int = 0
+    restarts: int = 0
+    started_at: float = 0.0
+    generation: int = 0  # bumps on restart so stale reader threads are ignored
+
+
+class LocalPool(WorkerPool):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.specs: list[ModelSpec] = []
+        self._workers = [_Worker(i, d) for i, d in enumerate(settings.worker_devices())]
+        self._ids = itertools.count(1)
+        self._queued: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, specs: list[ModelSpec]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.specs = list(specs)
+        for worker in self._workers:
+            self._spawn(worker)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for worker in self._workers:
+            if worker.inbox is not None:
+                worker.inbox.put(("stop",))
+        deadline = time.monotonic() + 5
+        for worker in self._workers:
+            if worker.process is None:
+                continue
+            await asyncio.to_thread(worker.process.join, max(0.1, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                await asyncio.to_thread(worker.process.join, 2)
+            self._fail_inflight(worker, Unavailable("the server is shutting down"))
+
+    def _spawn(self, worker: _Worker) -> None:
+        worker.generation += 1
+        worker.ready, worker.models, worker.load_errors = False, {}, {}
+        inbox = _ctx.Queue()
+        receive, send = _ctx.Pipe(duplex=False)
+        process = _ctx.Process(
+            target=worker_main,
+            name=f"genserve-worker-{worker.id}",
+            args=(
+                worker.id,
+                worker.device,
+                self.settings.worker_threads(),
+                self.specs,
+                inbox,
+                send,
+                self.settings.max_batch_size,
+                self.settings.max_wait_ms,
+            ),
+            daemon=True,
+        )
+        process.start()
+        send.close()  # the child holds the only writer, so EOF means it is gone
+        worker.process, worker.inbox, worker.results = process, inbox, receive
+        worker.started_at = time.monotonic()
+        threading.Thread(
+            target=self._read,
+            args=(worker, worker.generation, process, receive),
+            name=f"genserve-pool-reader-{worker.id}",
+            daemon=True,
+        ).start()
+        log.info("started worker %d (pid %d) on %s", worker.id, process.pid, worker.device)
+
+    def _read(self, worker: _Worker, generation: int, process: Any, conn: Connection) -> None:
+        """Reader thread: forwards messages to the loop until the worker exits."""
+        assert self._loop is not None
+        while True:
+            ready = wait([conn, process.sentinel])
+            if conn in ready:
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    break
+                self._loop.call_soon_threadsafe(self._on_message, worker, generation, message)
+            elif process.sentinel in ready:
+                break
+        process.join()
+        conn.close()
+        self._loop.call_soon_threadsafe(self._on_exit, worker, generation, process.exitcode)
+
+    # -- loop-side handlers -----------------------------------------------------------------
+
+    def _on_message(self, worker: _Worker, generation: int, message: tuple[Any, ...]) -> None:
+        if generation != worker.generation:
+            return
+        kind = message[0]
+        if kind == "batch":
+            _, model, rows, _seconds, results = message
+            metrics.BATCH_SIZE.labels(model).observe(rows)
+            for request_id, output in results:
+                self._resolve(worker, request_id, output, None)
+        elif kind == "errors":
+            for request_id, reason in message[1]:
+                self._resolve(worker, request_id, None, InferenceFailed(reason))
+        elif kind == "ready":
+            worker.models, worker.load_errors = message[1], message[2]
+            worker.ready = True
+            metrics.WORKERS_READY.set(sum(w.ready for w in self._workers))
+            log.info("worker %d ready with %s", worker.id, worker.models)
+
+    def _on_exit(self, worker: _Worker, generation: int, exitcode: int | None) -> None:
+        if generation != worker.generation:
+            return
+        worker.ready = False
+        metrics.WORKERS_READY.set(sum(w.ready for w in self._workers))
+        self._fail_inflight(worker, WorkerLost(f"worker {worker.id} exited; retry the request"))
+        if self._stopping:
+            return
+        log.error("worker %d exited with code %s; restarting", worker.id, exitcode)
+        worker.restarts += 1
+        metrics.WORKER_RESTARTS.inc()
+        # Back off when a worker dies right after starting, so a crash loop does not spin.
+        uptime = time.monotonic() - worker.started_at
+        delay = 0.0 if uptime > 30 else min(30.0, 0.5 * 2 ** min(worker.restarts, 6))
+        assert self._loop is not None
+        self._loop.call_later(delay, self._respawn, worker, worker.generation)
+
+    def _respawn(self, worker: _Worker, generation: int) -> None:
+        if not self._stopping and generation == worker.generation:
+            self._spawn(worker)
+
+    def _resolve(
+        self, worker: _Worker, request_id: int, output: Any, error: Exception | None
+    ) -> None:
+        pending = worker.inflight.pop(request_id, None)
+        if pending is None:
+            return  # timed out or cancelled already
+        self._release(worker, pending)
+        if pending.future.done():
+            return
+        if error is None:
+            pending.future.set_result(output)
+        else:
+            pending.future.set_exception(error)
+
+    def _release(self, worker: _Worker, pending: _Pending) -> None:
+        worker.inflight_rows -= pending.rows
+        self._queued[pending.model] -= 1
+        metrics.QUEUE_DEPTH.labels(pending.model).set(self._queued[pending.model])
+
+    def _fail_inflight(self, worker: _Worker, error: Exception) -> None:
+        for request_id in list(worker.inflight):
+            self._resolve(worker, request_id, None, error)
+
+    # -- the API ---------------------------------------------------------------------------
+
+    async def infer(self, model: str, inputs: Any, rows: int) -> Any:
+        worker = self._pick(model)
+        if self._queued.get(model, 0) >= self.settings.max_queue:
+            raise Overloaded(f"the queue for {model!r} is full; retry shortly")
+        assert self._loop is not None
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = self._loop.create_future()
+        pending = _Pending(future, model, rows)
+        worker.inflight[request_id] = pending
+        worker.inflight_rows += rows
+        self._queued[model] = self._queued.get(model, 0) + 1
+        metrics.QUEUE_DEPTH.labels(model).set(self._queued[model])
+        worker.inbox.put(("infer", request_id, model, inputs, rows))
+        try:
+            return await asyncio.wait_for(future, self.settings.request_timeout_s)
+        except TimeoutError:
+            raise GatewayTimeout(
+                f"{model!r} did not answer within {self.settings.request_timeout_s:g} s"
+            ) from None
+        finally:
+            # Timed out or the client went away: forget the request so its slot frees up.
+            if worker.inflight.pop(request_id, None) is not None:
+                self._release(worker, pending)
+
+    def _pick(self, model: str) -> _Worker:
+        """The least loaded ready worker that serves `model`."""
+        candidates = [w for w in self._workers if w.ready and model in w.models]
+        if candidates:
+            return min(candidates, key=lambda w: w.inflight_rows)
+        if not any(s.name == model for s in self.specs):
+            raise NotFound(f"model {model!r} is not served by this pool")
+        errors = {w.id: w.load_errors[model] for w in self._workers if model in w.load_errors}
+        if errors and all(w.ready for w in self._workers):
+            raise Unavailable(f"model {model!r} failed to load", details=errors, retry_after=30)
+        raise Unavailable(f"model {model!r} is loading; retry shortly", retry_after=2)
+
+    def workers(self) -> list[WorkerInfo]:
+        return [
+            WorkerInfo(
+                id=w.id,
+                pid=w.process.pid if w.process is not None else None,
+                device=w.device,
+                ready=w.ready,
+                models=dict(w.models),
+                restarts=w.restarts,
+                inflight=len(w.inflight),
+            )
+            for w in self._workers
+        ]

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from app.deps import ClassifyServiceDep, ReadScope
+from app.schemas.classify import ClassifyRequest, ClassifyResponse
+from app.schemas.errors import error_responses
+
+router = APIRouter(tags=["classify"], dependencies=[ReadScope])
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    responses=error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504),
+)
+async def create_classification(
+    body: ClassifyRequest, request: Request, service: ClassifyServiceDep
+) -> ClassifyResponse:
+    """Classify texts or base64 PNG images; omit `model` for the default of that input type."""
+    spec = service.resolve(body)
+    request.state.model = spec.name
+    return await service.classify(body, spec)

@@ -1,0 +1,1 @@
+"""Business logic behind the routers: registry, classification, images."""

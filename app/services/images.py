@@ -1,0 +1,56 @@
+"""PNG decoding for model inputs, with limits checked before any pixel is decompressed."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from app.errors import BadRequest
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_PIXELS = 4096 * 4096
+
+
+def decode_png(data: str, index: int, size: tuple[int, int]) -> np.ndarray:
+    """Base64 PNG -> float32 (H, W) in [0, 1], ink bright on a dark background."""
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"images[{index}] is not valid base64", code="invalid_image") from None
+    if not raw.startswith(PNG_SIGNATURE):
+        raise BadRequest(f"images[{index}] is not a PNG", code="invalid_image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw), formats=["PNG"])
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise BadRequest(f"images[{index}] is {width}x{height}: too many pixels")
+            if (height, width) != size:
+                raise BadRequest(
+                    f"images[{index}] is {width}x{height}; this model takes "
+                    f"{size[1]}x{size[0]} grayscale PNGs",
+                    code="invalid_image_size",
+                    details={"expected": {"width": size[1], "height": size[0]}},
+                )
+            pixels = np.asarray(image.convert("L"), dtype=np.float32)
+    except BadRequest:
+        raise
+    except Exception as exc:  # truncated or corrupt data, bombs, odd modes
+        raise BadRequest(
+            f"images[{index}] could not be decoded as a PNG: {exc}", code="invalid_image"
+        ) from None
+    return pixels / 255.0
+
+
+def encode_png(pixels: np.ndarray) -> str:
+    """float (H, W) in [0, 1] -> base64 PNG; the inverse of `decode_png`."""
+    image = Image.fromarray(np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,111 @@
+"""One settings class: every knob comes from a `GENSERVE_*` variable or `.env`."""
+
+from __future__ import annotations
+
+import glob
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRETRAINED_DIR = REPO_ROOT / "models" / "pretrained"
+
+
+class ApiKey:
+    """A parsed `key:scope` pair; the key itself never appears in repr or logs."""
+
+    __slots__ = ("key", "scope")
+
+    def __init__(self, key: str, scope: Literal["read", "admin"]) -> None:
+        self.key = key
+        self.scope = scope
+
+    def __repr__(self) -> str:
+        return f"ApiKey(scope={self.scope!r})"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GENSERVE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    state_dir: Path = Path("./var")
+    database_url: str = ""  # empty: a SQLite file under state_dir
+    data_dir: Path = REPO_ROOT.parent / "shared" / "data"
+    pretrained_dir: Path = PRETRAINED_DIR
+
+    default_text_classifier: str = "sentiment"  # /classify with texts and no model
+    default_image_classifier: str = "digits"  # /classify with images and no model
+
+    pool: Literal["local"] = "local"  # "ray" is the planned multi-machine backend
+    workers: int = Field(0, ge=0, le=64)  # 0: one per GPU, or 1 on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads_per_worker: int = Field(0, ge=0, le=256)  # 0: cores divided among workers
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_wait_ms: float = Field(2.0, ge=0, le=10_000)
+    max_queue: int = Field(1024, ge=1, le=1_000_000)
+    request_timeout_s: float = Field(30.0, gt=0, le=3600)
+    worker_start_timeout_s: float = Field(120.0, gt=0)
+
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_inputs: int = Field(256, ge=1, le=100_000)  # texts or images per /classify request
+    max_text_chars: int = Field(10_000, ge=1)
+
+    api_keys: str = ""  # "key:scope,key:scope" with scope read|admin; empty: auth off
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            key, sep, scope = item.rpartition(":")
+            if not sep or not key or scope not in ("read", "admin"):
+                raise ValueError("GENSERVE_API_KEYS must be 'key:read' or 'key:admin' items")
+            if len(key) < 8:
+                raise ValueError("API keys must be at least 8 characters long")
+        return value
+
+    @model_validator(mode="after")
+    def _check_device(self) -> Settings:
+        if self.device == "cuda" and not _cuda_device_nodes():
+            raise ValueError("GENSERVE_DEVICE=cuda but no NVIDIA device is visible")
+        return self
+
+    @cached_property
+    def keys(self) -> list[ApiKey]:
+        items = filter(None, (part.strip() for part in self.api_keys.split(",")))
+        return [ApiKey(*item.rsplit(":", 1)) for item in items]  # type: ignore[arg-type]
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.state_dir / 'genserve.db').resolve()}"
+
+    def worker_devices(self) -> list[str]:
+        """One worker per GPU on CUDA machines, `workers` CPU workers otherwise."""
+        gpus = _cuda_device_nodes() if self.device in ("auto", "cuda") else 0
+        if gpus:
+            count = self.workers or gpus
+            return [f"cuda:{i % gpus}" for i in range(count)]
+        return ["cpu"] * (self.workers or 1)
+
+    def worker_threads(self) -> int:
+        if self.threads_per_worker:
+            return self.threads_per_worker
+        return max(1, (os.cpu_count() or 1) // len(self.worker_devices()))
+
+
+def _cuda_device_nodes() -> int:
+    """Counts GPUs without importing torch, so the API process stays light."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    return len(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def get_settings() -> Settings:
+    return Settings()

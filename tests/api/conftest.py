@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.db import migrate
+from app.main import create_app
+from tests.conftest import make_settings, wait_until_ready
+
+
+@pytest.fixture(scope="package")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The app with its real lifespan: migrated SQLite, registry, one spawned worker."""
+    settings = make_settings(tmp_path_factory.mktemp("api"), max_body_bytes=64 * 1024)
+    migrate(settings.db_url)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        wait_until_ready(test_client.get)
+        yield test_client
