@@ -9,6 +9,7 @@ loop, which owns all request bookkeeping (no locks needed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import multiprocessing as mp
@@ -88,6 +89,7 @@ class LocalPool(WorkerPool):
                 worker.process.kill()
                 await asyncio.to_thread(worker.process.join, 2)
             self._fail_inflight(worker, Unavailable("the server is shutting down"))
+            worker.inbox = _close_queue(worker.inbox)
 
     def _spawn(self, worker: _Worker) -> None:
         worker.generation += 1
@@ -123,7 +125,6 @@ class LocalPool(WorkerPool):
 
     def _read(self, worker: _Worker, generation: int, process: Any, conn: Connection) -> None:
         """Reader thread: forwards messages to the loop until the worker exits."""
-        assert self._loop is not None
         while True:
             ready = wait([conn, process.sentinel])
             if conn in ready:
@@ -131,12 +132,17 @@ class LocalPool(WorkerPool):
                     message = conn.recv()
                 except (EOFError, OSError):
                     break
-                self._loop.call_soon_threadsafe(self._on_message, worker, generation, message)
+                self._post(self._on_message, worker, generation, message)
             elif process.sentinel in ready:
                 break
         process.join()
         conn.close()
-        self._loop.call_soon_threadsafe(self._on_exit, worker, generation, process.exitcode)
+        self._post(self._on_exit, worker, generation, process.exitcode)
+
+    def _post(self, callback: Any, *args: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+            self._loop.call_soon_threadsafe(callback, *args)
 
     # -- loop-side handlers -----------------------------------------------------------------
 
@@ -163,6 +169,7 @@ class LocalPool(WorkerPool):
             return
         worker.ready = False
         metrics.WORKERS_READY.set(sum(w.ready for w in self._workers))
+        worker.inbox = _close_queue(worker.inbox)
         self._fail_inflight(worker, WorkerLost(f"worker {worker.id} exited; retry the request"))
         if self._stopping:
             return
@@ -253,3 +260,10 @@ class LocalPool(WorkerPool):
             )
             for w in self._workers
         ]
+
+
+def _close_queue(inbox: Any) -> None:
+    """Releases a dead worker's queue (and its semaphores) without flushing unread data."""
+    if inbox is not None:
+        inbox.cancel_join_thread()
+        inbox.close()

@@ -1,0 +1,252 @@
+"""Model artifacts: a directory holding config.json, one payload file and a README.md model card.
+
+Nothing here unpickles. Torch weights are safetensors (plain tensors, no code); scikit-learn
+pipelines are skops files whose every type must be on an explicit allowlist before loading.
+The digest covers config + payload but not the card, so a card can be rewritten without the
+model's identity changing. Loading reads the payload bytes once and parses those same bytes,
+so a file swapped between the digest check and the parse cannot slip through.
+
+    <artifact>/config.json          name, kind, task, input, labels, image_size, model_args, ...
+    <artifact>/weights.safetensors  torch kinds (classify-cnn)
+    <artifact>/model.skops          scikit-learn kinds (classify-logreg, classify-nb, classify-mlp)
+    <artifact>/README.md            the model card
+"""
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import uuid
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import skops.io
+import torch
+
+from models.classifiers import (
+    SKLEARN_KINDS,
+    TORCH_MODELS,
+    Classifier,
+    SklearnTextClassifier,
+    TorchImageClassifier,
+)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+SKOPS_FILE = "model.skops"
+CARD_FILE = "README.md"
+PAYLOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE, SKOPS_FILE)  # what the digest covers, if present
+
+# Every type a skops file may contain: exactly what the text pipelines in classifiers.py use,
+# found by dumping one fitted pipeline of each kind. Anything else is refused before loading.
+TRUSTED_SKOPS_TYPES: list[str] = [
+    "builtins.dict",
+    "builtins.list",
+    "builtins.str",
+    "builtins.tuple",
+    "numpy.float64",
+    "numpy.ndarray",
+    "numpy.random.mtrand.RandomState",
+    "sklearn.feature_extraction.text.TfidfTransformer",
+    "sklearn.feature_extraction.text.TfidfVectorizer",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.naive_bayes.MultinomialNB",
+    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.pipeline.FeatureUnion",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._label.LabelBinarizer",
+]
+
+
+class ArtifactError(Exception):
+    """An artifact is missing, altered, malformed or not trusted; it was not loaded."""
+
+
+def _digest(payload: dict[str, bytes]) -> tuple[str, int]:
+    """sha256 over (name, length, bytes) of each payload file in name order, and total size."""
+    h = hashlib.sha256()
+    size = 0
+    for name in sorted(payload):
+        data = payload[name]
+        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little"))  # unambiguous framing
+        h.update(data)
+        size += len(data)
+    return h.hexdigest(), size
+
+
+def _read_payload(path: Path) -> dict[str, bytes]:
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file():
+        raise ArtifactError(f"{path}: no {CONFIG_FILE}, not a model artifact")
+    payload = {
+        name: (path / name).read_bytes() for name in PAYLOAD_FILES if (path / name).is_file()
+    }
+    if len(payload) != 2:
+        raise ArtifactError(
+            f"{path}: expected {CONFIG_FILE} and one of {WEIGHTS_FILE}, {SKOPS_FILE}"
+        )
+    return payload
+
+
+def artifact_digest(path: Path) -> tuple[str, int]:
+    """(sha256 hex, total bytes) of config.json + weights/skops file; the card is excluded."""
+    return _digest(_read_payload(path))
+
+
+def save_artifact(
+    path: Path,
+    config: dict[str, Any],
+    *,
+    module: torch.nn.Module | None = None,
+    estimator: Any = None,
+    card: str,
+) -> tuple[str, int]:
+    """Write an artifact atomically (temp dir beside `path`, then rename), replacing any old one.
+
+    For a module without `model_args` in `config`, they are taken from `module.config`.
+    Returns the digest of what was written.
+    """
+    if (module is None) == (estimator is None):
+        raise ArtifactError("pass exactly one of module= or estimator=")
+    config = dict(config)
+    if module is not None and "model_args" not in config:
+        config["model_args"] = asdict(module.config)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+        (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
+        if module is not None:
+            # safetensors refuses shared or strided storage: store plain contiguous CPU copies
+            state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            safetensors.torch.save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
+        else:
+            # the schema is JSON with one node per vocabulary entry: deflate shrinks it ~40x
+            skops.io.dump(estimator, tmp / SKOPS_FILE, compression=zipfile.ZIP_DEFLATED)
+        (tmp / CARD_FILE).write_text(card, encoding="utf-8")
+        # mkdtemp makes a private 0700 dir; artifacts are not secrets and other users serve them
+        tmp.chmod(0o755)
+        for file in tmp.iterdir():
+            file.chmod(0o644)
+        old = None
+        if path.exists():
+            # two renames (a directory cannot be os.replace'd onto a non-empty one); readers
+            # see either the old or the new artifact, or briefly none, never a mix of both
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex}")
+            os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if old is not None:
+                os.rename(old, path)  # put the previous artifact back
+            raise
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return artifact_digest(path)
+
+
+def skops_types(data: bytes) -> set[str]:
+    """Every `module.Class` named anywhere in a skops file's schema, trusted by skops or not."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            schema = json.loads(zf.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as e:
+        raise ArtifactError(f"not a skops file: {e}") from e
+    found: set[str] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__module__" in node and "__class__" in node:
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def _load_sklearn(data: bytes, labels: list[str]) -> SklearnTextClassifier:
+    # two independent checks: our own walk over every type, and skops's own audit
+    untrusted = (skops_types(data) | set(skops.io.get_untrusted_types(data=data))) - set(
+        TRUSTED_SKOPS_TYPES
+    )
+    if untrusted:
+        raise ArtifactError(f"{SKOPS_FILE} contains untrusted types: {sorted(untrusted)}")
+    try:
+        pipeline = skops.io.load(io.BytesIO(data), trusted=TRUSTED_SKOPS_TYPES)
+        return SklearnTextClassifier(pipeline, labels)
+    except Exception as e:
+        raise ArtifactError(f"cannot load {SKOPS_FILE}: {e}") from e
+
+
+def _load_torch(
+    kind: str, data: bytes, config: dict[str, Any], device: str
+) -> TorchImageClassifier:
+    config_cls, model_cls = TORCH_MODELS[kind]
+    try:
+        model_config = config_cls(**config.get("model_args", {}))
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"bad model_args for {kind}: {e}") from e
+    if model_config.num_classes != len(config["labels"]):
+        raise ArtifactError(
+            f"{len(config['labels'])} labels for {model_config.num_classes} classes"
+        )
+    image_size = config.get("image_size")
+    if image_size is None or tuple(image_size) != tuple(model_config.image_size):
+        raise ArtifactError(f"image_size {image_size} != model_args {model_config.image_size}")
+    try:
+        state = safetensors.torch.load(data)  # parses a JSON header + raw tensors, runs no code
+    except Exception as e:
+        raise ArtifactError(f"{WEIGHTS_FILE} is not a valid safetensors file: {e}") from e
+    module = model_cls(model_config)
+    try:
+        module.load_state_dict(state, strict=True)
+        return TorchImageClassifier(module.eval(), config["labels"], device=device)
+    except (RuntimeError, ValueError) as e:
+        raise ArtifactError(f"weights do not fit {kind} {model_config}: {e}") from e
+
+
+def load_classifier(
+    path: Path, *, expected_sha256: str | None = None, device: str = "cpu"
+) -> Classifier:
+    """Load a classification artifact, verifying its digest first when one is expected."""
+    path = Path(path)
+    payload = _read_payload(path)
+    if expected_sha256 is not None:
+        actual, _ = _digest(payload)
+        if actual != expected_sha256.lower():
+            raise ArtifactError(
+                f"{path}: sha256 {actual} does not match expected {expected_sha256}"
+            )
+    try:
+        config = json.loads(payload[CONFIG_FILE])
+    except ValueError as e:
+        raise ArtifactError(f"{path}/{CONFIG_FILE} is not valid JSON: {e}") from e
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{path}/{CONFIG_FILE} must hold a JSON object")
+    kind, labels = config.get("kind"), config.get("labels")
+    if config.get("task", "classification") != "classification":
+        raise ArtifactError(f"{path}: task {config.get('task')!r} is not classification")
+    if not isinstance(labels, list) or not labels or not all(isinstance(s, str) for s in labels):
+        raise ArtifactError(f"{path}: labels must be a non-empty list of strings")
+
+    if kind in TORCH_MODELS:
+        if config.get("input") != "image" or WEIGHTS_FILE not in payload:
+            raise ArtifactError(f"{path}: {kind} needs input 'image' and {WEIGHTS_FILE}")
+        return _load_torch(kind, payload[WEIGHTS_FILE], config, device)
+    if kind in SKLEARN_KINDS:
+        if config.get("input") != "text" or SKOPS_FILE not in payload:
+            raise ArtifactError(f"{path}: {kind} needs input 'text' and {SKOPS_FILE}")
+        return _load_sklearn(payload[SKOPS_FILE], labels)
+    known = sorted([*TORCH_MODELS, *SKLEARN_KINDS])
+    raise ArtifactError(f"{path}: unknown kind {kind!r}, expected one of {known}")
