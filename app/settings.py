@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads_per_worker: int = Field(0, ge=0, le=256)  # 0: cores divided among workers
     max_batch_size: int = Field(32, ge=1, le=4096)
-    max_wait_ms: float = Field(2.0, ge=0, le=10_000)
+    max_wait_ms: float = Field(0.0, ge=0, le=10_000)  # 0: batch what queued while busy
     max_queue: int = Field(1024, ge=1, le=1_000_000)
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
     worker_start_timeout_s: float = Field(120.0, gt=0)

@@ -1,22 +1,20 @@
 """Local pool backend: N spawned worker processes on this machine.
 
-Each worker gets its own request queue and result pipe, so a worker killed mid-write can
-corrupt only its own channel, which is thrown away with it. A reader thread per worker
-waits on the pipe and on the process sentinel; results and deaths are handed to the event
-loop, which owns all request bookkeeping (no locks needed).
+Each worker has two pipes of its own, so a worker killed mid-write can corrupt only its own
+channel, which is thrown away with it. The event loop watches each result pipe and process
+sentinel directly (add_reader): no threads and no queue feeder hop on the request path, and
+a death is noticed the moment the kernel closes the process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import multiprocessing as mp
-import threading
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 from app import metrics
@@ -45,8 +43,8 @@ class _Worker:
     id: int
     device: str
     process: Any = None
-    inbox: Any = None
-    results: Connection | None = None
+    requests: Connection | None = None  # API -> worker
+    results: Connection | None = None  # worker -> API
     ready: bool = False
     models: dict[str, int] = field(default_factory=dict)
     load_errors: dict[str, str] = field(default_factory=dict)
@@ -78,24 +76,24 @@ class LocalPool(WorkerPool):
     async def stop(self) -> None:
         self._stopping = True
         for worker in self._workers:
-            if worker.inbox is not None:
-                worker.inbox.put(("stop",))
+            self._send(worker, ("stop",))
         deadline = time.monotonic() + 5
         for worker in self._workers:
-            if worker.process is None:
+            process = worker.process  # _on_exit may clear it while we wait
+            if process is None:
                 continue
-            await asyncio.to_thread(worker.process.join, max(0.1, deadline - time.monotonic()))
-            if worker.process.is_alive():
-                worker.process.kill()
-                await asyncio.to_thread(worker.process.join, 2)
-            self._fail_inflight(worker, Unavailable("the server is shutting down"))
-            worker.inbox = _close_queue(worker.inbox)
+            await asyncio.to_thread(process.join, max(0.1, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                await asyncio.to_thread(process.join, 2)
+            self._on_exit(worker, worker.generation)
 
     def _spawn(self, worker: _Worker) -> None:
+        assert self._loop is not None
         worker.generation += 1
         worker.ready, worker.models, worker.load_errors = False, {}, {}
-        inbox = _ctx.Queue()
-        receive, send = _ctx.Pipe(duplex=False)
+        requests_in, requests_out = _ctx.Pipe(duplex=False)  # (read end, write end)
+        results_in, results_out = _ctx.Pipe(duplex=False)
         process = _ctx.Process(
             target=worker_main,
             name=f"genserve-worker-{worker.id}",
@@ -104,51 +102,52 @@ class LocalPool(WorkerPool):
                 worker.device,
                 self.settings.worker_threads(),
                 self.specs,
-                inbox,
-                send,
+                requests_in,
+                results_out,
                 self.settings.max_batch_size,
                 self.settings.max_wait_ms,
             ),
             daemon=True,
         )
         process.start()
-        send.close()  # the child holds the only writer, so EOF means it is gone
-        worker.process, worker.inbox, worker.results = process, inbox, receive
+        # The child holds the other ends, so EOF on either side means the peer is gone.
+        requests_in.close()
+        results_out.close()
+        worker.process, worker.requests, worker.results = process, requests_out, results_in
         worker.started_at = time.monotonic()
-        threading.Thread(
-            target=self._read,
-            args=(worker, worker.generation, process, receive),
-            name=f"genserve-pool-reader-{worker.id}",
-            daemon=True,
-        ).start()
+        generation = worker.generation
+        self._loop.add_reader(results_in.fileno(), self._on_readable, worker, generation)
+        self._loop.add_reader(process.sentinel, self._on_exit, worker, generation)
         log.info("started worker %d (pid %d) on %s", worker.id, process.pid, worker.device)
 
-    def _read(self, worker: _Worker, generation: int, process: Any, conn: Connection) -> None:
-        """Reader thread: forwards messages to the loop until the worker exits."""
-        while True:
-            ready = wait([conn, process.sentinel])
-            if conn in ready:
-                try:
-                    message = conn.recv()
-                except (EOFError, OSError):
-                    break
-                self._post(self._on_message, worker, generation, message)
-            elif process.sentinel in ready:
-                break
-        process.join()
-        conn.close()
-        self._post(self._on_exit, worker, generation, process.exitcode)
-
-    def _post(self, callback: Any, *args: Any) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-            self._loop.call_soon_threadsafe(callback, *args)
+    def _send(self, worker: _Worker, message: tuple[Any, ...]) -> bool:
+        if worker.requests is None:
+            return False
+        try:
+            worker.requests.send(message)
+        except (BrokenPipeError, OSError):
+            return False
+        return True
 
     # -- loop-side handlers -----------------------------------------------------------------
 
-    def _on_message(self, worker: _Worker, generation: int, message: tuple[Any, ...]) -> None:
-        if generation != worker.generation:
-            return
+    def _on_readable(self, worker: _Worker, generation: int) -> None:
+        if generation == worker.generation and not self._drain(worker):
+            self._on_exit(worker, generation)
+
+    def _drain(self, worker: _Worker) -> bool:
+        """Handles every message already in the result pipe; False once the pipe is closed."""
+        conn = worker.results
+        if conn is None:
+            return False
+        try:
+            while conn.poll():
+                self._on_message(worker, conn.recv())
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _on_message(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "batch":
             _, model, rows, _seconds, results = message
@@ -164,12 +163,24 @@ class LocalPool(WorkerPool):
             metrics.WORKERS_READY.set(sum(w.ready for w in self._workers))
             log.info("worker %d ready with %s", worker.id, worker.models)
 
-    def _on_exit(self, worker: _Worker, generation: int, exitcode: int | None) -> None:
-        if generation != worker.generation:
+    def _on_exit(self, worker: _Worker, generation: int) -> None:
+        """The worker's process ended (or its pipe broke): fail its requests, restart it."""
+        if generation != worker.generation or worker.process is None:
             return
+        assert self._loop is not None
+        if worker.results is not None:
+            self._drain(worker)  # results it sent before dying still count
+            self._loop.remove_reader(worker.results.fileno())
+            worker.results.close()
+        self._loop.remove_reader(worker.process.sentinel)
+        if worker.requests is not None:
+            worker.requests.close()
+        worker.process.join(timeout=1)
+        exitcode = worker.process.exitcode
+        worker.process, worker.requests, worker.results = None, None, None
+        worker.generation += 1
         worker.ready = False
         metrics.WORKERS_READY.set(sum(w.ready for w in self._workers))
-        worker.inbox = _close_queue(worker.inbox)
         self._fail_inflight(worker, WorkerLost(f"worker {worker.id} exited; retry the request"))
         if self._stopping:
             return
@@ -179,7 +190,6 @@ class LocalPool(WorkerPool):
         # Back off when a worker dies right after starting, so a crash loop does not spin.
         uptime = time.monotonic() - worker.started_at
         delay = 0.0 if uptime > 30 else min(30.0, 0.5 * 2 ** min(worker.restarts, 6))
-        assert self._loop is not None
         self._loop.call_later(delay, self._respawn, worker, worker.generation)
 
     def _respawn(self, worker: _Worker, generation: int) -> None:
@@ -223,7 +233,8 @@ class LocalPool(WorkerPool):
         worker.inflight_rows += rows
         self._queued[model] = self._queued.get(model, 0) + 1
         metrics.QUEUE_DEPTH.labels(model).set(self._queued[model])
-        worker.inbox.put(("infer", request_id, model, inputs, rows))
+        if not self._send(worker, ("infer", request_id, model, inputs, rows)):
+            self._on_exit(worker, worker.generation)  # fails this request with WorkerLost too
         try:
             return await asyncio.wait_for(future, self.settings.request_timeout_s)
         except TimeoutError:
@@ -261,9 +272,3 @@ class LocalPool(WorkerPool):
             for w in self._workers
         ]
 
-
-def _close_queue(inbox: Any) -> None:
-    """Releases a dead worker's queue (and its semaphores) without flushing unread data."""
-    if inbox is not None:
-        inbox.cancel_join_thread()
-        inbox.close()

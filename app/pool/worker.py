@@ -1,10 +1,12 @@
 """The worker process: loads model versions on its device and serves dynamic batches.
 
-Messages in (a multiprocessing queue):  ("infer", id, model, inputs, rows) | ("stop",)
+Messages in (a pipe):   ("infer", id, model, inputs, rows) | ("stop",)
 Messages out (a pipe):  ("ready", {name: version}, {name: load error})
                         ("batch", model, rows, seconds, [(id, output), ...])
                         ("errors", [(id, message), ...])
-One message per batch keeps the pipe's per-message cost off the per-request path.
+One message per batch keeps the pipe's per-message cost off the per-request path. A thread
+drains the request pipe into a local queue while the main thread computes, so the API's
+writes never wait on a forward pass; EOF on that pipe (the API died) stops the worker.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
-from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +45,23 @@ def run_batch(model: Any, batch: list[Request]) -> list[np.ndarray]:
     return out
 
 
+def _receive(requests: Connection, inbox: queue.SimpleQueue) -> None:
+    while True:
+        try:
+            message = requests.recv()
+        except (EOFError, OSError):
+            message = ("stop",)
+        inbox.put(message)
+        if message[0] == "stop":
+            return
+
+
 def worker_main(
     worker_id: int,
     device: str,
     threads: int,
     specs: list[ModelSpec],
-    inbox: Queue,
+    requests: Connection,
     outbox: Connection,
     max_batch_size: int,
     max_wait_ms: float,
@@ -56,6 +69,7 @@ def worker_main(
     # Threads are fixed before torch starts so that workers do not fight over the cores.
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch
+
     from models.artifacts import load_classifier
 
     torch.set_num_threads(threads)
@@ -77,6 +91,9 @@ def worker_main(
             errors[spec.name] = f"{type(exc).__name__}: {exc}"
             log.error("could not load %s v%d: %s", spec.name, spec.version, exc)
     outbox.send(("ready", versions, errors))
+
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    threading.Thread(target=_receive, args=(requests, inbox), daemon=True).start()
 
     batcher = DynamicBatcher(max_batch_size, max_wait_ms / 1000)
     while True:

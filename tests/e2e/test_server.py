@@ -71,7 +71,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("e2e"))
+    # A short batching window makes the batching assertion below independent of timing luck.
+    srv = Server(tmp_path_factory.mktemp("e2e"), GENSERVE_MAX_WAIT_MS="5")
     try:
         wait_until_ready(srv.client.get, timeout=120)
     except TimeoutError:
