@@ -12,7 +12,6 @@ so a file swapped between the digest check and the parse cannot slip through.
     <artifact>/README.md            the model card
 """
 
-import hashlib
 import io
 import json
 import os
@@ -28,6 +27,16 @@ import safetensors.torch
 import skops.io
 import torch
 
+from models.checksum import (
+    CARD_FILE,
+    CONFIG_FILE,
+    SKOPS_FILE,
+    WEIGHTS_FILE,
+    ArtifactError,
+    artifact_digest,
+    digest_payload,
+    read_payload,
+)
 from models.classifiers import (
     SKLEARN_KINDS,
     TORCH_MODELS,
@@ -35,12 +44,6 @@ from models.classifiers import (
     SklearnTextClassifier,
     TorchImageClassifier,
 )
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.safetensors"
-SKOPS_FILE = "model.skops"
-CARD_FILE = "README.md"
-PAYLOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE, SKOPS_FILE)  # what the digest covers, if present
 
 # Every type a skops file may contain: exactly what the text pipelines in classifiers.py use,
 # found by dumping one fitted pipeline of each kind. Anything else is refused before loading.
@@ -62,41 +65,6 @@ TRUSTED_SKOPS_TYPES: list[str] = [
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._label.LabelBinarizer",
 ]
-
-
-class ArtifactError(Exception):
-    """An artifact is missing, altered, malformed or not trusted; it was not loaded."""
-
-
-def _digest(payload: dict[str, bytes]) -> tuple[str, int]:
-    """sha256 over (name, length, bytes) of each payload file in name order, and total size."""
-    h = hashlib.sha256()
-    size = 0
-    for name in sorted(payload):
-        data = payload[name]
-        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little"))  # unambiguous framing
-        h.update(data)
-        size += len(data)
-    return h.hexdigest(), size
-
-
-def _read_payload(path: Path) -> dict[str, bytes]:
-    path = Path(path)
-    if not (path / CONFIG_FILE).is_file():
-        raise ArtifactError(f"{path}: no {CONFIG_FILE}, not a model artifact")
-    payload = {
-        name: (path / name).read_bytes() for name in PAYLOAD_FILES if (path / name).is_file()
-    }
-    if len(payload) != 2:
-        raise ArtifactError(
-            f"{path}: expected {CONFIG_FILE} and one of {WEIGHTS_FILE}, {SKOPS_FILE}"
-        )
-    return payload
-
-
-def artifact_digest(path: Path) -> tuple[str, int]:
-    """(sha256 hex, total bytes) of config.json + weights/skops file; the card is excluded."""
-    return _digest(_read_payload(path))
 
 
 def save_artifact(
@@ -221,9 +189,9 @@ def load_classifier(
 ) -> Classifier:
     """Load a classification artifact, verifying its digest first when one is expected."""
     path = Path(path)
-    payload = _read_payload(path)
+    payload = read_payload(path)
     if expected_sha256 is not None:
-        actual, _ = _digest(payload)
+        actual, _ = digest_payload(payload)
         if actual != expected_sha256.lower():
             raise ArtifactError(
                 f"{path}: sha256 {actual} does not match expected {expected_sha256}"

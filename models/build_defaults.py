@@ -107,6 +107,7 @@ def build_sentiment(data_dir: Path, out: Path, seed: int) -> float:
     pipeline, metrics = train_sentiment(data_dir, seed=seed, kind="classify-logreg")
     config = {
         "name": "sentiment",
+        "description": "Sentiment of an English review sentence: negative or positive.",
         "kind": "classify-logreg",
         "task": "classification",
         "input": "text",
@@ -130,6 +131,7 @@ def build_digits(out: Path, seed: int, device: str) -> float:
     model, model_config, metrics = train_digits(seed=seed, device=device)
     config = {
         "name": "digits",
+        "description": "Handwritten digit 0-9 in an 8x8 grayscale image (ink bright on dark).",
         "kind": "classify-cnn",
         "task": "classification",
         "input": "image",

@@ -271,4 +271,3 @@ class LocalPool(WorkerPool):
             )
             for w in self._workers
         ]
-

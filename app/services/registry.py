@@ -18,7 +18,7 @@ from app.errors import NotFound
 from app.pool.base import ModelSpec
 from app.settings import Settings
 from app.tables import Model, ModelVersion
-from models.artifacts import CONFIG_FILE, artifact_digest
+from models.checksum import CONFIG_FILE, artifact_digest
 
 log = logging.getLogger("genserve.registry")
 BUILTIN_PREFIX = "builtin:"
