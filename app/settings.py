@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,12 +57,12 @@ class Settings(BaseSettings):
     max_inputs: int = Field(256, ge=1, le=100_000)  # texts or images per /classify request
     max_text_chars: int = Field(10_000, ge=1)
 
-    api_keys: str = ""  # "key:scope,key:scope" with scope read|admin; empty: auth off
+    api_keys: SecretStr = SecretStr("")  # "key:scope,..." with scope read|admin; empty: off
 
     @field_validator("api_keys")
     @classmethod
-    def _check_api_keys(cls, value: str) -> str:
-        for item in filter(None, (part.strip() for part in value.split(","))):
+    def _check_api_keys(cls, value: SecretStr) -> SecretStr:
+        for item in filter(None, (p.strip() for p in value.get_secret_value().split(","))):
             key, sep, scope = item.rpartition(":")
             if not sep or not key or scope not in ("read", "admin"):
                 raise ValueError("GENSERVE_API_KEYS must be 'key:read' or 'key:admin' items")
@@ -78,7 +78,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def keys(self) -> list[ApiKey]:
-        items = filter(None, (part.strip() for part in self.api_keys.split(",")))
+        items = filter(None, (p.strip() for p in self.api_keys.get_secret_value().split(",")))
         return [ApiKey(*item.rsplit(":", 1)) for item in items]  # type: ignore[arg-type]
 
     @property
