@@ -92,8 +92,8 @@ def save_artifact(
         text = json.dumps(config, indent=2, sort_keys=True) + "\n"
         (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
         if module is not None:
-            # safetensors refuses shared or strided storage: store plain contiguous CPU copies
-            state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            # plain CPU copies: tied weights share storage, which safetensors refuses twice
+            state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
             safetensors.torch.save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
         else:
             # the schema is JSON with one node per vocabulary entry: deflate shrinks it ~40x

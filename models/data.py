@@ -41,3 +41,10 @@ def load_digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
         x, y, test_size=0.2, random_state=0, stratify=y
     )
     return x_train, y_train, x_test, y_test
+
+
+def load_shakespeare(data_dir: Path) -> tuple[str, str]:
+    """tinyshakespeare: the first 90 % of the characters train, the last 10 % validate."""
+    text = (Path(data_dir) / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    cut = int(len(text) * 0.9)
+    return text[:cut], text[cut:]

@@ -1,0 +1,247 @@
+"""A small GPT decoder for character-level language modelling, after nanoGPT.
+
+References:
+- Radford et al., "Language Models are Unsupervised Multitask Learners" (GPT-2), 2019.
+- Karpathy, nanoGPT (github.com/karpathy/nanoGPT): the layout and the training recipe.
+
+Generation keeps a slot-based KV cache: each running sequence owns a slot of fixed-size
+key/value tensors, so sequences can join and leave a decoding batch between steps
+(continuous batching) without copying anyone else's cache.
+"""
+
+import math
+from dataclasses import dataclass
+
+import safetensors.torch
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.checksum import WEIGHTS_FILE
+from models.lm import LanguageModel
+from models.tokenizer import CharTokenizer
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65  # characters in the tokenizer
+    block_size: int = 256  # longest context the model attends over
+    n_layer: int = 6  # transformer blocks
+    n_head: int = 6  # attention heads per block
+    n_embd: int = 192  # residual stream width; divisible by n_head
+    dropout: float = 0.1  # on attention weights, residual branches and embeddings (training)
+    bias: bool = False  # biases in Linear and LayerNorm; off is slightly better and faster
+
+
+class KVCache:
+    """Keys and values for `slots` sequences: (n_layer, slots, n_head, block_size, head_dim)."""
+
+    def __init__(self, config: GPTConfig, slots: int, device: torch.device, dtype: torch.dtype):
+        head_dim = config.n_embd // config.n_head
+        shape = (config.n_layer, slots, config.n_head, config.block_size, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hs)
+        return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self._heads(x)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def forward_cached(
+        self,
+        x: torch.Tensor,
+        layer_k: torch.Tensor,
+        layer_v: torch.Tensor,
+        slots: torch.Tensor,
+        start: torch.Tensor,
+    ) -> torch.Tensor:
+        """x (B, T, C) at positions start..start+T-1 of each slot; writes k, v into the cache.
+
+        T > 1 only for one sequence's prompt (prefill); decoding steps have T == 1 and B
+        sequences of different lengths, masked to their own prefixes.
+        """
+        B, T, C = x.shape
+        q, k, v = self._heads(x)  # (B, nh, T, hs)
+        pos = start[:, None] + torch.arange(T, device=x.device)  # (B, T)
+        layer_k[slots[:, None], :, pos] = k.transpose(1, 2).to(layer_k.dtype)  # (B, T, nh, hs)
+        layer_v[slots[:, None], :, pos] = v.transpose(1, 2).to(layer_v.dtype)
+        L = int(pos.max()) + 1
+        keys = layer_k[slots, :, :L].to(q.dtype)  # (B, nh, L, hs)
+        values = layer_v[slots, :, :L].to(q.dtype)
+        # query at position p sees keys 0..p of its own sequence
+        mask = torch.arange(L, device=x.device)[None, None, :] <= pos[:, :, None]  # (B, T, L)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask[:, None])
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+    def forward_cached(self, x: torch.Tensor, *cache_args: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn.forward_cached(self.ln_1(x), *cache_args)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying
+        self.apply(self._init_weights)
+        # GPT-2: scale residual projections by 1/sqrt(2 * n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters()) - self.wpe.weight.numel()
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) -> logits (B, T, vocab), and the mean cross-entropy if targets are given."""
+        B, T = idx.shape
+        assert T <= self.config.block_size, f"sequence of {T} > block_size"
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    # -- generation with a KV cache -------------------------------------------------------
+
+    def new_cache(self, slots: int) -> KVCache:
+        p = next(self.parameters())
+        return KVCache(self.config, slots, p.device, p.dtype)
+
+    @torch.inference_mode()
+    def forward_cached(
+        self, idx: torch.Tensor, cache: KVCache, slots: torch.Tensor, start: torch.Tensor
+    ) -> torch.Tensor:
+        """idx (B, T) continuing each slot at `start` -> logits of the last position (B, vocab)."""
+        T = idx.shape[1]
+        pos = start[:, None] + torch.arange(T, device=idx.device)  # (B, T)
+        x = self.wte(idx) + self.wpe(pos)
+        for i, block in enumerate(self.blocks):
+            x = block.forward_cached(x, cache.k[i], cache.v[i], slots, start)
+        return self.lm_head(self.ln_f(x[:, -1]))  # (B, vocab)
+
+
+class GPTLanguageModel(LanguageModel):
+    """The generation-engine view of a GPT: one KV-cache slot per running sequence.
+
+    A sequence that outgrows the context is re-prefilled from its last half-context, so
+    generation can run past block_size (positions are absolute, so the cache cannot slide).
+    """
+
+    def __init__(self, model: GPT, tokenizer: CharTokenizer, name: str = ""):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.device = next(model.parameters()).device
+        self.cache: KVCache | None = None
+        self.history: dict[int, list[int]] = {}  # slot -> ids currently in its cache
+
+    @classmethod
+    def from_artifact(
+        cls, config: dict, payload: dict[str, bytes], device: torch.device
+    ) -> "GPTLanguageModel":
+        model = GPT(GPTConfig(**config["model_args"]))
+        model.load_state_dict(safetensors.torch.load(payload[WEIGHTS_FILE]), strict=True)
+        tokenizer = CharTokenizer(config["tokenizer"]["chars"])
+        return cls(model.to(device), tokenizer, config.get("name", ""))
+
+    def allocate(self, slots: int) -> None:
+        self.cache = self.model.new_cache(slots)
+        self.history = {}
+
+    def _run(self, slots: list[int], ids: torch.Tensor, start: list[int]) -> torch.Tensor:
+        assert self.cache is not None, "allocate() first"
+        s = torch.tensor(slots, device=self.device)
+        p = torch.tensor(start, device=self.device)
+        return self.model.forward_cached(ids.to(self.device), self.cache, s, p).float()
+
+    def prefill(self, slot: int, ids: list[int]) -> torch.Tensor:
+        ids = ids[-self.model.config.block_size :] or [self.tokenizer.stoi.get("\n", 0)]
+        self.history[slot] = list(ids)
+        return self._run([slot], torch.tensor([ids]), [0])[0]
+
+    def decode(self, slots: list[int], ids: list[int]) -> torch.Tensor:
+        block = self.model.config.block_size
+        logits: dict[int, torch.Tensor] = {}
+        batch = []
+        for slot, token in zip(slots, ids, strict=True):
+            history = self.history[slot]
+            history.append(token)
+            if len(history) > block:  # full: restart from the recent half-context
+                logits[slot] = self.prefill(slot, history[-block // 2 :])
+            else:
+                batch.append(slot)
+        if batch:
+            last = torch.tensor([[self.history[s][-1]] for s in batch])
+            start = [len(self.history[s]) - 1 for s in batch]
+            for slot, row in zip(batch, self._run(batch, last, start), strict=True):
+                logits[slot] = row
+        return torch.stack([logits[s] for s in slots])
+
+    def release(self, slot: int) -> None:
+        self.history.pop(slot, None)
