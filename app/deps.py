@@ -11,6 +11,7 @@ from app.db import Database
 from app.errors import Forbidden, Unauthorized
 from app.pool.base import WorkerPool
 from app.services.classify import ClassifyService
+from app.services.generate import GenerateService
 from app.services.registry import ModelRegistry
 from app.settings import Settings
 
@@ -35,11 +36,16 @@ def get_classify_service(request: Request) -> ClassifyService:
     return request.app.state.classify
 
 
+def get_generate_service(request: Request) -> GenerateService:
+    return request.app.state.generate
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
 PoolDep = Annotated[WorkerPool, Depends(get_pool)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 ClassifyServiceDep = Annotated[ClassifyService, Depends(get_classify_service)]
+GenerateServiceDep = Annotated[GenerateService, Depends(get_generate_service)]
 
 
 def require_scope(scope: Literal["read", "admin"]):  # type: ignore[no-untyped-def]

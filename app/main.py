@@ -12,8 +12,9 @@ from app.db import Database
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimit, RequestMetrics
 from app.pool.local import LocalPool
-from app.routers import classify, health, models
+from app.routers import classify, generate, health, models, openai
 from app.services.classify import ClassifyService
+from app.services.generate import GenerateService
 from app.services.registry import ModelRegistry
 from app.settings import Settings, get_settings
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await pool.start(specs)
         app.state.db, app.state.registry, app.state.pool = db, registry, pool
         app.state.classify = ClassifyService(settings, registry, pool)
+        app.state.generate = GenerateService(settings, registry, pool)
         log.info("serving %s on %d worker(s)", sorted(registry.active), len(pool.workers()))
         try:
             yield
@@ -50,6 +52,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
-    for router in (health.router, classify.router, models.router):
+    for router in (health.router, classify.router, generate.router, openai.router, models.router):
         app.include_router(router)
     return app

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
 
     default_text_classifier: str = "sentiment"  # /classify with texts and no model
     default_image_classifier: str = "digits"  # /classify with images and no model
+    default_text_model: str = "shakespeare-gpt"  # /generate/text with no model
 
     pool: Literal["local"] = "local"  # "ray" is the planned multi-machine backend
     workers: int = Field(0, ge=0, le=64)  # 0: one per GPU, or 1 on CPU
@@ -50,12 +51,16 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_wait_ms: float = Field(0.0, ge=0, le=10_000)  # 0: batch what queued while busy
     max_queue: int = Field(1024, ge=1, le=1_000_000)
+    max_running_sequences: int = Field(64, ge=1, le=4096)  # per text model per worker
+    max_waiting_sequences: int = Field(256, ge=0, le=100_000)  # beyond: 429
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
     worker_start_timeout_s: float = Field(120.0, gt=0)
 
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_inputs: int = Field(256, ge=1, le=100_000)  # texts or images per /classify request
     max_text_chars: int = Field(10_000, ge=1)
+    max_prompt_chars: int = Field(4096, ge=1)
+    max_new_tokens: int = Field(1024, ge=1, le=100_000)
 
     api_keys: SecretStr = SecretStr("")  # "key:scope,..." with scope read|admin; empty: off
 

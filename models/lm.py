@@ -6,6 +6,7 @@ batch between decoding steps: `prefill` starts a sequence in a slot, `decode` ad
 slots by one token each in a single batched call, `release` frees a slot.
 """
 
+import importlib
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -46,18 +47,17 @@ def load_language_model(path: Path, expected_sha256: str | None = None, device: 
             raise ArtifactError(f"{path}: sha256 {actual} does not match {expected_sha256}")
     config = json.loads(payload[CONFIG_FILE])
     kind = config.get("kind")
-    loaders = _loaders()
-    if kind not in loaders:
+    if kind not in FAMILIES:
         raise ArtifactError(f"{path}: unknown language model kind {kind!r}")
-    return loaders[kind](config, payload, torch.device(device))
+    module, name = FAMILIES[kind]
+    family = getattr(importlib.import_module(module), name)
+    return family.from_artifact(config, payload, torch.device(device))
 
 
-def _loaders():  # imported lazily: each family pulls in only what it needs
-    from models import gpt, ngram, rnn
-
-    return {
-        "text-gpt": gpt.GPTLanguageModel.from_artifact,
-        "text-lstm": rnn.RNNLanguageModel.from_artifact,
-        "text-gru": rnn.RNNLanguageModel.from_artifact,
-        "text-ngram": ngram.NGramLanguageModel.from_artifact,
-    }
+# kind -> (module, LanguageModel class); imported on use, so a family loads only its own code
+FAMILIES = {
+    "text-gpt": ("models.gpt", "GPTLanguageModel"),
+    "text-lstm": ("models.rnn", "RNNLanguageModel"),
+    "text-gru": ("models.rnn", "RNNLanguageModel"),
+    "text-ngram": ("models.ngram", "NGramLanguageModel"),
+}

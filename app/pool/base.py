@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,11 @@ class WorkerInfo:
     inflight: int
 
 
+# A generation event: (request id, choice index, new text, finish reason or None,
+# completion tokens so far, logprob of the token)
+Event = tuple[int, int, str, str | None, int, float | None]
+
+
 class WorkerLost(Unavailable):
     code = "worker_lost"
 
@@ -52,6 +58,12 @@ class WorkerPool(ABC):
     @abstractmethod
     async def infer(self, model: str, inputs: Any, rows: int) -> Any:
         """Runs `rows` inputs through `model`, batched with other callers' inputs."""
+
+    @abstractmethod
+    def generate(
+        self, model: str, prompt: str, params: dict[str, Any], n: int
+    ) -> AsyncIterator[Event]:
+        """Streams the events of `n` sampled continuations; closing the stream cancels them."""
 
     @abstractmethod
     def workers(self) -> list[WorkerInfo]: ...

@@ -13,13 +13,14 @@ import itertools
 import logging
 import multiprocessing as mp
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 from app import metrics
 from app.errors import AppError, GatewayTimeout, NotFound, Overloaded, Unavailable
-from app.pool.base import ModelSpec, WorkerInfo, WorkerLost, WorkerPool
+from app.pool.base import Event, ModelSpec, WorkerInfo, WorkerLost, WorkerPool
 from app.pool.worker import worker_main
 from app.settings import Settings
 
@@ -33,9 +34,13 @@ class InferenceFailed(AppError):
 
 @dataclass
 class _Pending:
-    future: asyncio.Future[Any]
+    """One request in flight: a future (inference) or an event queue (generation)."""
+
     model: str
     rows: int
+    future: asyncio.Future[Any] | None = None
+    events: asyncio.Queue[Any] | None = None
+    remaining: int = 0  # generation: choices not finished yet
 
 
 @dataclass
@@ -106,6 +111,7 @@ class LocalPool(WorkerPool):
                 results_out,
                 self.settings.max_batch_size,
                 self.settings.max_wait_ms,
+                self.settings.max_running_sequences,
             ),
             daemon=True,
         )
@@ -154,6 +160,19 @@ class LocalPool(WorkerPool):
             metrics.BATCH_SIZE.labels(model).observe(rows)
             for request_id, output in results:
                 self._resolve(worker, request_id, output, None)
+        elif kind == "tokens":
+            _, model, running, events = message
+            metrics.BATCH_SIZE.labels(model).observe(running)
+            for event in events:
+                pending = worker.inflight.get(event[0])
+                if pending is None or pending.events is None:
+                    continue  # cancelled: the worker learns soon
+                pending.events.put_nowait(event)
+                if event[3] is not None:
+                    pending.remaining -= 1
+                    if pending.remaining == 0:
+                        del worker.inflight[event[0]]
+                        self._release(worker, pending)
         elif kind == "errors":
             for request_id, reason in message[1]:
                 self._resolve(worker, request_id, None, InferenceFailed(reason))
@@ -203,9 +222,11 @@ class LocalPool(WorkerPool):
         if pending is None:
             return  # timed out or cancelled already
         self._release(worker, pending)
-        if pending.future.done():
+        if pending.events is not None:
+            pending.events.put_nowait(error)
+        elif pending.future is None or pending.future.done():
             return
-        if error is None:
+        elif error is None:
             pending.future.set_result(output)
         else:
             pending.future.set_exception(error)
@@ -221,20 +242,29 @@ class LocalPool(WorkerPool):
 
     # -- the API ---------------------------------------------------------------------------
 
-    async def infer(self, model: str, inputs: Any, rows: int) -> Any:
-        worker = self._pick(model)
-        if self._queued.get(model, 0) >= self.settings.max_queue:
-            raise Overloaded(f"the queue for {model!r} is full; retry shortly")
-        assert self._loop is not None
+    def _submit(
+        self, pending: _Pending, message: tuple[Any, ...], limit: int
+    ) -> tuple[_Worker, int]:
+        """Queues `message` on the least loaded worker, or refuses it when the queue is full."""
+        worker = self._pick(pending.model)
+        if self._queued.get(pending.model, 0) >= limit:
+            raise Overloaded(f"the queue for {pending.model!r} is full; retry shortly")
         request_id = next(self._ids)
-        future: asyncio.Future[Any] = self._loop.create_future()
-        pending = _Pending(future, model, rows)
         worker.inflight[request_id] = pending
-        worker.inflight_rows += rows
-        self._queued[model] = self._queued.get(model, 0) + 1
-        metrics.QUEUE_DEPTH.labels(model).set(self._queued[model])
-        if not self._send(worker, ("infer", request_id, model, inputs, rows)):
+        worker.inflight_rows += pending.rows
+        self._queued[pending.model] = self._queued.get(pending.model, 0) + 1
+        metrics.QUEUE_DEPTH.labels(pending.model).set(self._queued[pending.model])
+        if not self._send(worker, (message[0], request_id, *message[1:])):
             self._on_exit(worker, worker.generation)  # fails this request with WorkerLost too
+        return worker, request_id
+
+    async def infer(self, model: str, inputs: Any, rows: int) -> Any:
+        assert self._loop is not None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        pending = _Pending(model, rows, future=future)
+        worker, request_id = self._submit(
+            pending, ("infer", model, inputs, rows), self.settings.max_queue
+        )
         try:
             return await asyncio.wait_for(future, self.settings.request_timeout_s)
         except TimeoutError:
@@ -245,6 +275,39 @@ class LocalPool(WorkerPool):
             # Timed out or the client went away: forget the request so its slot frees up.
             if worker.inflight.pop(request_id, None) is not None:
                 self._release(worker, pending)
+
+    def generate(
+        self, model: str, prompt: str, params: dict[str, Any], n: int
+    ) -> AsyncIterator[Event]:
+        # Submitted now, not on first iteration, so a full queue is an error before streaming.
+        pending = _Pending(model, n, events=asyncio.Queue(), remaining=n)
+        limit = self.settings.max_running_sequences + self.settings.max_waiting_sequences
+        worker, request_id = self._submit(pending, ("generate", model, prompt, params, n), limit)
+        return self._events(worker, request_id, pending)
+
+    async def _events(
+        self, worker: _Worker, request_id: int, pending: _Pending
+    ) -> AsyncIterator[Event]:
+        model = pending.model
+        assert pending.events is not None
+        try:
+            while pending.remaining > 0 or not pending.events.empty():
+                try:
+                    item = await asyncio.wait_for(
+                        pending.events.get(), self.settings.request_timeout_s
+                    )
+                except TimeoutError:
+                    raise GatewayTimeout(
+                        f"{model!r} produced no token for {self.settings.request_timeout_s:g} s"
+                    ) from None
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            # The client went away or we failed: stop the work in the worker too.
+            if worker.inflight.pop(request_id, None) is not None:
+                self._release(worker, pending)
+                self._send(worker, ("cancel", request_id))
 
     def _pick(self, model: str) -> _Worker:
         """The least loaded ready worker that serves `model`."""

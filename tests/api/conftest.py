@@ -8,12 +8,20 @@ from fastapi.testclient import TestClient
 from app.db import migrate
 from app.main import create_app
 from tests.conftest import make_settings, wait_until_ready
+from tests.textmodels import pretrained_with_tiny_gpt
 
 
 @pytest.fixture(scope="package")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The app with its real lifespan: migrated SQLite, registry, one spawned worker."""
-    settings = make_settings(tmp_path_factory.mktemp("api"), max_body_bytes=64 * 1024)
+    tmp = tmp_path_factory.mktemp("api")
+    settings = make_settings(
+        tmp,
+        max_body_bytes=64 * 1024,
+        pretrained_dir=pretrained_with_tiny_gpt(tmp / "pretrained"),
+        default_text_model="tiny-gpt",
+        max_new_tokens=256,
+    )
     migrate(settings.db_url)
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         wait_until_ready(test_client.get)

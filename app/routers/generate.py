@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+from fastapi import APIRouter, Request
+from sse_starlette import EventSourceResponse
+
+from app.deps import GenerateServiceDep, ReadScope
+from app.errors import AppError
+from app.pool.base import Event
+from app.schemas.errors import error_responses
+from app.schemas.generate import GenerateTextRequest, GenerateTextResponse
+from app.services.generate import Completion
+
+router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[ReadScope])
+
+
+@router.post(
+    "/text",
+    response_model=GenerateTextResponse,
+    responses={
+        **error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504),
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"},
+    },
+)
+async def create_text(
+    body: GenerateTextRequest, request: Request, service: GenerateServiceDep
+) -> GenerateTextResponse | EventSourceResponse:
+    """Sample text; with `stream: true`, one SSE `token` event per token, then `done`."""
+    spec = service.resolve(body.model)
+    request.state.model = spec.name
+    events = service.start(spec, body.prompt, body.max_new_tokens, body)
+    if not body.stream:
+        return await service.collect(spec, events, body.n, body.prompt, body.logprobs)
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        completion = Completion(body.n, len(body.prompt))
+        try:
+            async for event in events:
+                completion.add(event)
+                yield {"event": "token", "data": _token(event, body.logprobs)}
+        except AppError as exc:
+            error = {"code": exc.code, "message": exc.message, "details": exc.details}
+            yield {"event": "error", "data": orjson.dumps({"error": error}).decode()}
+            return
+        done = {
+            "model": spec.name,
+            "version": spec.version,
+            "choices": [
+                {
+                    "index": i,
+                    "finish_reason": completion.finish[i] or "length",
+                    "completion_tokens": completion.tokens[i],
+                }
+                for i in range(body.n)
+            ],
+            "usage": completion.usage().model_dump(),
+        }
+        yield {"event": "done", "data": orjson.dumps(done).decode()}
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+def _token(event: Event, logprobs: bool) -> str:
+    _, index, text, finish, tokens, logprob = event
+    data = {"index": index, "text": text, "completion_tokens": tokens, "finish_reason": finish}
+    if logprobs:
+        data["logprob"] = logprob
+    return orjson.dumps(data).decode()
