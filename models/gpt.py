@@ -155,8 +155,8 @@ class GPT(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) -> logits (B, T, vocab), and the mean cross-entropy if targets are given."""
-        B, T = idx.shape
-        assert T <= self.config.block_size, f"sequence of {T} > block_size"
+        T = idx.shape[1]
+        assert self.config.block_size >= T, f"sequence of {T} > block_size"
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         for block in self.blocks:

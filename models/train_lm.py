@@ -210,11 +210,9 @@ def train(
             tokens, t0 = 0, time.perf_counter()
             if on_eval is not None:
                 on_eval(step + 1, metrics)
-        if checkpoint_dir is not None and cfg.checkpoint_every:
-            if (step + 1) % cfg.checkpoint_every == 0 or last:
-                save_checkpoint(
-                    checkpoint_dir, model, opt, {"step": step + 1, "history": history,
-                                                 "train_config": asdict(cfg)}
-                )  # fmt: skip
+        due = cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or last)
+        if checkpoint_dir is not None and due:
+            state = {"step": step + 1, "history": history, "train_config": asdict(cfg)}
+            save_checkpoint(checkpoint_dir, model, opt, state)
     model.eval()
     return {"history": history, **metrics}
