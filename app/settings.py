@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     pool: Literal["local"] = "local"  # "ray" is the planned multi-machine backend
     workers: int = Field(0, ge=0, le=64)  # 0: one per GPU, or 1 on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads_per_worker: int = Field(0, ge=0, le=256)  # 0: cores divided among workers
+    threads_per_worker: int = Field(0, ge=0, le=256)  # 0: half the cores, shared by workers
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_wait_ms: float = Field(0.0, ge=0, le=10_000)  # 0: batch what queued while busy
     max_queue: int = Field(1024, ge=1, le=1_000_000)
@@ -99,9 +99,11 @@ class Settings(BaseSettings):
         return ["cpu"] * (self.workers or 1)
 
     def worker_threads(self) -> int:
+        """Half the cores go to workers: the API process and its clients need the rest, and
+        oversubscribed OpenMP threads spin, making small models 100x slower."""
         if self.threads_per_worker:
             return self.threads_per_worker
-        return max(1, (os.cpu_count() or 1) // len(self.worker_devices()))
+        return max(1, (os.cpu_count() or 1) // 2 // len(self.worker_devices()))
 
 
 def _cuda_device_nodes() -> int:

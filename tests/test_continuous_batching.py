@@ -1,0 +1,69 @@
+"""The worker's continuous-batching engine, driven directly on a tiny untrained GPT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.pool.continuous_batching import GenerationEngine
+from models.lm import load_language_model
+from tests.textmodels import make_tiny_gpt
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return load_language_model(make_tiny_gpt(tmp_path_factory.mktemp("lm")))
+
+
+def run(engine: GenerationEngine, max_steps: int = 10_000) -> dict[tuple[int, int], str]:
+    texts: dict[tuple[int, int], str] = {}
+    for _ in range(max_steps):
+        if not engine.has_work():
+            break
+        for request_id, index, text, _, _, _ in engine.step():
+            texts[request_id, index] = texts.get((request_id, index), "") + text
+    return texts
+
+
+def test_sequences_join_and_leave_between_steps(lm) -> None:  # type: ignore[no-untyped-def]
+    engine = GenerationEngine(lm, max_running=2)
+    engine.add(1, "ROMEO:", {"max_new_tokens": 5, "seed": 1}, 1)
+    engine.add(2, "KING:", {"max_new_tokens": 50, "seed": 2}, 1)
+    engine.add(3, "", {"max_new_tokens": 5, "seed": 3}, 1)  # waits for a free slot
+    engine.step()
+    assert len(engine.running) == 2 and len(engine.waiting) == 1
+    for _ in range(5):
+        engine.step()
+    assert {s.request_id for s in engine.running.values()} == {2, 3}  # 1 left, 3 joined
+    texts = run(engine)
+    assert {k: len(v) for k, v in texts.items()} == {(2, 0): 44, (3, 0): 4}  # after 6 steps
+    assert engine.free and not engine.running
+
+
+def test_batch_composition_does_not_change_a_seeded_sequence(lm) -> None:  # type: ignore[no-untyped-def]
+    alone = GenerationEngine(lm, max_running=4)
+    alone.add(1, "ROMEO:", {"max_new_tokens": 60, "seed": 42}, 1)
+    expected = run(alone)[1, 0]
+    busy = GenerationEngine(lm, max_running=4)
+    busy.add(7, "KING:", {"max_new_tokens": 20, "seed": 1}, 2)
+    busy.step()
+    busy.add(1, "ROMEO:", {"max_new_tokens": 60, "seed": 42}, 1)  # joins a running batch
+    busy.add(8, "Q", {"max_new_tokens": 90, "seed": 3, "temperature": 0.5}, 1)
+    assert run(busy)[1, 0] == expected
+
+
+def test_runs_past_the_context_window(lm) -> None:  # type: ignore[no-untyped-def]
+    engine = GenerationEngine(lm, max_running=1)
+    engine.add(1, "ROMEO:", {"max_new_tokens": 100, "seed": 1}, 1)  # block_size is 32
+    assert len(run(engine)[1, 0]) == 100
+
+
+def test_cancel_frees_slots(lm) -> None:  # type: ignore[no-untyped-def]
+    engine = GenerationEngine(lm, max_running=2)
+    engine.add(1, "A", {"max_new_tokens": 1000}, 2)
+    engine.add(2, "B", {"max_new_tokens": 1000}, 1)
+    engine.step()
+    engine.cancel(1)
+    engine.cancel(2)
+    assert not engine.has_work() and sorted(engine.free) == [0, 1]
