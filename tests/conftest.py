@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+
+# One torch thread in the test process: on a busy 2-core machine, spinning OpenMP threads
+# make small models a hundred times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 import time
 from collections.abc import Iterator
 from pathlib import Path

@@ -138,7 +138,7 @@ def test_openai_client_completions_and_models(client: TestClient) -> None:
     chunks = list(
         api.completions.create(
             model="tiny-gpt", prompt="ROMEO:", max_tokens=10, seed=3, stream=True
-        )  # fmt: skip
+        )
     )
     assert "".join(c.choices[0].text for c in chunks) == result.choices[0].text
     assert chunks[-1].choices[0].finish_reason == "length"
