@@ -5,68 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from app.settings import REPO_ROOT
 from tests.conftest import wait_until_ready
+from tests.e2e.server import Server, metric
 from tests.helpers import accuracy, held_out_digits, held_out_sentences
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, state_dir: Path, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(state_dir / "server.log", "w+")  # noqa: SIM115
-        environ = {
-            **os.environ,
-            "GENSERVE_STATE_DIR": str(state_dir),
-            "GENSERVE_PORT": str(self.port),
-            "GENSERVE_WORKERS": "1",
-            "GENSERVE_DEVICE": "cpu",
-            **env,
-        }
-        environ.pop("GENSERVE_DATABASE_URL", None)
-        self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--no-access-log"],
-            cwd=REPO_ROOT,
-            env=environ,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.client = httpx.Client(base_url=self.url, timeout=30)
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self) -> int:
-        self.client.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise
-        return self.process.returncode
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +58,8 @@ def test_concurrent_clients_are_batched(server: Server) -> None:
     responses = asyncio.run(run())
     assert all(r.status_code == 200 for r in responses)
     metrics = server.client.get("/metrics").text
-    count = _metric(metrics, 'genserve_batch_size_count{model="sentiment"}')
-    total = _metric(metrics, 'genserve_batch_size_sum{model="sentiment"}')
+    count = metric(metrics, 'genserve_batch_size_count{model="sentiment"}')
+    total = metric(metrics, 'genserve_batch_size_sum{model="sentiment"}')
     assert total / count > 1, "concurrent requests should share forward passes"
 
 
@@ -142,11 +91,4 @@ def test_killed_worker_fails_its_requests_with_503_then_restarts(server: Server)
     workers = server.client.get("/readyz").json()["workers"]
     assert workers[0]["pid"] != pid and workers[0]["restarts"] == 1
     assert server.client.post("/classify", json={"inputs": texts}).status_code == 200
-    assert _metric(server.client.get("/metrics").text, "genserve_worker_restarts_total") == 1
-
-
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in /metrics")
+    assert metric(server.client.get("/metrics").text, "genserve_worker_restarts_total") == 1
