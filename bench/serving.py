@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
-import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,10 +18,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.data import load_sentiment  # noqa: E402
+from bench.common import DATA_DIR, GENSERVE, REPO, batch_totals, machine, mean_batch, start, stop
+from models.data import load_sentiment
 
 ECHO_APP = """
 from fastapi import FastAPI
@@ -46,36 +41,6 @@ async def classify(body: Body) -> dict:
 async def ready() -> dict:
     return {"status": "ready"}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen, str, float]:
-    """Starts a server and returns it with its URL and the seconds until /readyz was 200."""
-    port = free_port()
-    env = {**os.environ, **env, "GENSERVE_PORT": str(port)}
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [*cmd, "--port", str(port)] if "uvicorn" in cmd else cmd,
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url, time.perf_counter() - started
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.perf_counter() - started > 120:
-            raise RuntimeError(f"{cmd} did not become ready")
-        time.sleep(0.05)
 
 
 async def load(url: str, texts: list[str], concurrency: int, requests: int) -> dict[str, float]:
@@ -107,25 +72,13 @@ async def load(url: str, texts: list[str], concurrency: int, requests: int) -> d
     }
 
 
-def mean_batch(url: str) -> float:
-    text = httpx.get(url + "/metrics").text
-    total = re.search(r'genserve_batch_size_sum\{model="sentiment"\} (\S+)', text)
-    count = re.search(r'genserve_batch_size_count\{model="sentiment"\} (\S+)', text)
-    if not total or not count or float(count.group(1)) == 0:
-        return float("nan")
-    return float(total.group(1)) / float(count.group(1))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     args = parser.parse_args()
-    data_dir = Path(os.environ.get("GENSERVE_DATA_DIR", REPO.parent / "shared" / "data"))
-    _, _, texts, _ = load_sentiment(data_dir)
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
-    )
+    _, _, texts, _ = load_sentiment(DATA_DIR)
+    print(f"machine: {machine()}")
 
     with tempfile.TemporaryDirectory() as tmp:
         echo_path = Path(tmp) / "echo_app.py"
@@ -135,7 +88,7 @@ def main() -> None:
         servers = {"echo": (uvicorn, {}, Path(tmp))}
         for name, batch in (("genserve", "32"), ("genserve-nobatch", "1")):
             env = {"GENSERVE_STATE_DIR": str(Path(tmp) / name), "GENSERVE_MAX_BATCH_SIZE": batch}
-            servers[name] = ([sys.executable, "-m", "app", "serve", "--no-access-log"], env, REPO)
+            servers[name] = (GENSERVE, env, REPO)
 
         results: dict[str, dict[int, dict[str, float]]] = {}
         for name, (cmd, env, cwd) in servers.items():
@@ -144,12 +97,13 @@ def main() -> None:
                 print(f"{name}: ready in {startup:.2f} s")
                 results[name] = {}
                 for c in args.concurrency:
+                    before = batch_totals(url, "sentiment") if name != "echo" else (0, 0)
                     results[name][c] = asyncio.run(load(url, texts, c, args.requests))
                     if name != "echo":
-                        results[name][c]["batch"] = mean_batch(url)
+                        after = batch_totals(url, "sentiment")
+                        results[name][c]["batch"] = mean_batch(before, after)
             finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+                stop(proc)
 
     print(f"\n/classify, {args.requests} requests of one sentence per concurrency level")
     print(f"{'server':<18}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"

@@ -1,0 +1,103 @@
+"""Text-generation benchmark through the HTTP API: tokens/s and time to first token by number
+of concurrent streams, with continuous batching, in one run.
+
+    python bench/text_generation.py [--model shakespeare-gpt] [--tokens 128] [--streams 1 4 16 64]
+
+At each level, `streams` clients each run --rounds streamed `/generate/text` requests back
+to back with different seeds and prompts; tokens/s counts SSE token events received.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import GENSERVE, batch_totals, machine, mean_batch, start, stop
+
+PROMPTS = ["ROMEO:", "JULIET:\nO ", "KING HENRY:\n", "First Citizen:\nWe ", "HAMLET:\nTo be"]
+
+
+async def one_stream(client: httpx.AsyncClient, body: dict) -> tuple[float, int, float]:
+    """-> (seconds to first token, tokens, total seconds)"""
+    t0 = time.perf_counter()
+    first, tokens = 0.0, 0
+    async with client.stream("POST", "/generate/text", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("event: token"):
+                tokens += 1
+                if tokens == 1:
+                    first = time.perf_counter() - t0
+    return first, tokens, time.perf_counter() - t0
+
+
+async def level(url: str, model: str, streams: int, tokens: int, rounds: int) -> dict:
+    limits = httpx.Limits(max_connections=streams + 4, max_keepalive_connections=streams + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+
+        async def client_loop(c: int) -> list[tuple[float, int, float]]:
+            out = []
+            for r in range(rounds):
+                body = {"model": model, "prompt": PROMPTS[(c + r) % len(PROMPTS)],
+                        "max_new_tokens": tokens, "seed": c * 1000 + r, "stream": True}  # fmt: skip
+                out.append(await one_stream(client, body))
+            return out
+
+        await one_stream(client, {"model": model, "prompt": "A", "max_new_tokens": 4,
+                                  "stream": True})  # fmt: skip
+        t0 = time.perf_counter()
+        results = [x for xs in await asyncio.gather(*(client_loop(c) for c in range(streams)))
+                   for x in xs]  # fmt: skip
+        elapsed = time.perf_counter() - t0
+    ttft = np.array([r[0] for r in results]) * 1000
+    total = sum(r[1] for r in results)
+    return {
+        "tok_s": total / elapsed,
+        "per_stream": float(np.mean([r[1] / r[2] for r in results])),
+        "ttft_p50": float(np.percentile(ttft, 50)),
+        "ttft_p95": float(np.percentile(ttft, 95)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="shakespeare-gpt")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16, 64])
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GENSERVE_STATE_DIR": tmp, "GENSERVE_MAX_RUNNING_SEQUENCES": "64"}
+        proc, url, startup = start(GENSERVE, env)
+        try:
+            print(f"genserve ready in {startup:.2f} s; model {args.model}, "
+                  f"{args.tokens} tokens per stream")  # fmt: skip
+            results = {}
+            for s in args.streams:
+                before = batch_totals(url, args.model)
+                results[s] = asyncio.run(level(url, args.model, s, args.tokens, args.rounds))
+                results[s]["batch"] = mean_batch(before, batch_totals(url, args.model))
+        finally:
+            stop(proc)
+    print(f"\n{'streams':>8}{'tokens/s':>11}{'per stream':>12}{'TTFT p50 ms':>13}"
+          f"{'TTFT p95 ms':>13}{'mean batch':>12}")  # fmt: skip
+    for s, r in results.items():
+        print(f"{s:>8}{r['tok_s']:>11.0f}{r['per_stream']:>12.0f}{r['ttft_p50']:>13.1f}"
+              f"{r['ttft_p95']:>13.1f}{r['batch']:>12.1f}")  # fmt: skip
+    if 1 in results and 16 in results:
+        ratio = results[16]["tok_s"] / results[1]["tok_s"]
+        print(f"\n16 streams / 1 stream: {ratio:.1f}x (target >= 8x)")
+
+
+if __name__ == "__main__":
+    main()
