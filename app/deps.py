@@ -12,6 +12,7 @@ from app.errors import Forbidden, Unauthorized
 from app.pool.base import WorkerPool
 from app.services.classify import ClassifyService
 from app.services.generate import GenerateService
+from app.services.generate_image import GenerateImageService
 from app.services.registry import ModelRegistry
 from app.settings import Settings
 
@@ -40,12 +41,17 @@ def get_generate_service(request: Request) -> GenerateService:
     return request.app.state.generate
 
 
+def get_generate_image_service(request: Request) -> GenerateImageService:
+    return request.app.state.generate_image
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
 PoolDep = Annotated[WorkerPool, Depends(get_pool)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 ClassifyServiceDep = Annotated[ClassifyService, Depends(get_classify_service)]
 GenerateServiceDep = Annotated[GenerateService, Depends(get_generate_service)]
+GenerateImageServiceDep = Annotated[GenerateImageService, Depends(get_generate_image_service)]
 
 
 def require_scope(scope: Literal["read", "admin"]):  # type: ignore[no-untyped-def]

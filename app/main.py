@@ -15,6 +15,7 @@ from app.pool.local import LocalPool
 from app.routers import classify, generate, health, models, openai
 from app.services.classify import ClassifyService
 from app.services.generate import GenerateService
+from app.services.generate_image import GenerateImageService
 from app.services.registry import ModelRegistry
 from app.settings import Settings, get_settings
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db, app.state.registry, app.state.pool = db, registry, pool
         app.state.classify = ClassifyService(settings, registry, pool)
         app.state.generate = GenerateService(settings, registry, pool)
+        app.state.generate_image = GenerateImageService(settings, registry, pool)
         log.info("serving %s on %d worker(s)", sorted(registry.active), len(pool.workers()))
         try:
             yield

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     default_text_classifier: str = "sentiment"  # /classify with texts and no model
     default_image_classifier: str = "digits"  # /classify with images and no model
     default_text_model: str = "shakespeare-gpt"  # /generate/text with no model
+    default_image_model: str = "mnist-cgan"  # /generate/image with no model
 
     pool: Literal["local"] = "local"  # "ray" is the planned multi-machine backend
     workers: int = Field(0, ge=0, le=64)  # 0: one per GPU, or 1 on CPU
@@ -61,6 +62,7 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(10_000, ge=1)
     max_prompt_chars: int = Field(4096, ge=1)
     max_new_tokens: int = Field(1024, ge=1, le=100_000)
+    max_images: int = Field(64, ge=1, le=4096)  # per /generate/image request
 
     api_keys: SecretStr = SecretStr("")  # "key:scope,..." with scope read|admin; empty: off
 

@@ -57,7 +57,7 @@ class _Worker:
     inflight_rows: int = 0
     restarts: int = 0
     started_at: float = 0.0
-    generation: int = 0  # bumps on restart so stale reader threads are ignored
+    generation: int = 0  # bumps on exit and restart so stale callbacks are ignored
 
 
 class LocalPool(WorkerPool):

@@ -23,8 +23,6 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from app.pool.base import ModelSpec
 from app.pool.batching import DynamicBatcher, Request
 
@@ -32,22 +30,6 @@ if TYPE_CHECKING:  # torch is imported only inside the worker process
     from app.pool.continuous_batching import GenerationEngine
 
 log = logging.getLogger("genserve.worker")
-
-
-def _concat(parts: list[Any]) -> Any:
-    if isinstance(parts[0], np.ndarray):
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
-    return [item for part in parts for item in part]
-
-
-def run_batch(model: Any, batch: list[Request]) -> list[np.ndarray]:
-    """One forward pass over every request's rows, split back per request."""
-    probs = model.predict_proba(_concat([r.inputs for r in batch]))
-    out, start = [], 0
-    for request in batch:
-        out.append(np.asarray(probs[start : start + request.rows], dtype=np.float32))
-        start += request.rows
-    return out
 
 
 def _receive(requests: Connection, inbox: queue.SimpleQueue) -> None:
@@ -89,16 +71,18 @@ def worker_main(
 
 
 class Worker:
-    """Classification batches and text-generation steps, interleaved on one thread."""
+    """Dynamic batches (classification, images) and text-generation steps, interleaved on
+    one thread."""
 
     def __init__(self, outbox: Connection, batcher: DynamicBatcher) -> None:
         self.outbox = outbox
         self.batcher = batcher
-        self.classifiers: dict[str, Any] = {}
+        self.batched: dict[str, Any] = {}  # classifiers, image generators: dynamic batches
         self.engines: dict[str, GenerationEngine] = {}
 
     def load(self, specs: list[ModelSpec], device: str, max_running: int) -> None:
         from app.pool.continuous_batching import GenerationEngine
+        from app.pool.runners import ClassifierRunner, ImageRunner
         from models.artifacts import load_classifier
         from models.lm import load_language_model
 
@@ -110,10 +94,14 @@ class Worker:
                 if spec.task == "text-generation":
                     lm = load_language_model(path, expected_sha256=spec.sha256, device=device)
                     self.engines[spec.name] = GenerationEngine(lm, max_running)
+                elif spec.task == "image-generation":
+                    from models.imagegen import load_image_generator
+
+                    gen = load_image_generator(path, expected_sha256=spec.sha256, device=device)
+                    self.batched[spec.name] = ImageRunner(gen)
                 else:
-                    self.classifiers[spec.name] = load_classifier(
-                        path, expected_sha256=spec.sha256, device=device
-                    )
+                    clf = load_classifier(path, expected_sha256=spec.sha256, device=device)
+                    self.batched[spec.name] = ClassifierRunner(clf)
                 versions[spec.name] = spec.version
             except Exception as exc:  # a bad artifact must not take the worker down
                 errors[spec.name] = f"{type(exc).__name__}: {exc}"
@@ -136,7 +124,7 @@ class Worker:
                 except queue.Empty:
                     message = None
             while (due := self.batcher.next_batch()) is not None:
-                self.classify(*due)
+                self.run_batch(*due)
             for name, engine in self.engines.items():
                 if engine.has_work():
                     self.generate_step(name, engine)
@@ -148,7 +136,7 @@ class Worker:
                 engine.cancel(request_id)
             return
         model = rest[0]
-        if kind == "infer" and model in self.classifiers:
+        if kind == "infer" and model in self.batched:
             _, inputs, rows = rest
             self.batcher.add(Request(request_id, model, inputs, rows))
         elif kind == "generate" and model in self.engines:
@@ -157,10 +145,10 @@ class Worker:
         else:
             self.outbox.send(("errors", [(request_id, f"model {model!r} is not loaded here")]))
 
-    def classify(self, model: str, batch: list[Request]) -> None:
+    def run_batch(self, model: str, batch: list[Request]) -> None:
         started = time.perf_counter()
         try:
-            outputs = run_batch(self.classifiers[model], batch)
+            outputs = self.batched[model].run(batch)
         except Exception:
             self.report_failure(model, [r.id for r in batch])
             return

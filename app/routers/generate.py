@@ -3,14 +3,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
-from app.deps import GenerateServiceDep, ReadScope
+from app.deps import GenerateImageServiceDep, GenerateServiceDep, ReadScope
 from app.errors import AppError
 from app.pool.base import Event
 from app.schemas.errors import error_responses
 from app.schemas.generate import GenerateTextRequest, GenerateTextResponse
+from app.schemas.images import GenerateImageRequest, GenerateImageResponse
 from app.services.generate import Completion
 
 router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[ReadScope])
@@ -68,3 +69,23 @@ def _token(event: Event, logprobs: bool) -> str:
     if logprobs:
         data["logprob"] = logprob
     return orjson.dumps(data).decode()
+
+
+@router.post(
+    "/image",
+    response_model=GenerateImageResponse,
+    responses={
+        **error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504),
+        200: {"content": {"image/png": {}}, "description": "JSON, or one PNG grid"},
+    },
+)
+async def create_image(
+    body: GenerateImageRequest, request: Request, service: GenerateImageServiceDep
+) -> GenerateImageResponse | Response:
+    """Generate images; with `Accept: image/png`, one PNG holding a grid of the n images."""
+    spec = service.resolve(body.model)
+    request.state.model = spec.name
+    labels, pixels = await service.generate(spec, body)
+    if "image/png" in request.headers.get("accept", ""):
+        return Response(await service.to_png_grid(pixels), media_type="image/png")
+    return await service.to_json(spec, labels, pixels)

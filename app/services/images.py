@@ -1,4 +1,5 @@
-"""PNG decoding for model inputs, with limits checked before any pixel is decompressed."""
+"""PNG in and out: model inputs decoded with limits checked before any pixel is
+decompressed; generated images encoded, alone or as a grid."""
 
 from __future__ import annotations
 
@@ -49,8 +50,25 @@ def decode_png(data: str, index: int, size: tuple[int, int]) -> np.ndarray:
 
 
 def encode_png(pixels: np.ndarray) -> str:
-    """float (H, W) in [0, 1] -> base64 PNG; the inverse of `decode_png`."""
-    image = Image.fromarray(np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    """uint8 (H, W) -> base64 PNG."""
+    return base64.b64encode(png_bytes(pixels)).decode("ascii")
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """uint8 (H, W) -> PNG bytes."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def grid(images: np.ndarray, pad: int = 2) -> np.ndarray:
+    """uint8 (N, H, W) -> one uint8 image, ceil(sqrt(N)) columns, dark padding between."""
+    n, h, w = images.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    out = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        out[top : top + h, left : left + w] = image
+    return out

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GenerateImageRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"n": 8, "seed": 1, "label": 3}]}
+    )
+
+    model: str | None = Field(None, max_length=200, description="Omit for the default model")
+    n: int = Field(1, ge=1, description="Images to generate; limited by GENSERVE_MAX_IMAGES")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed, same pixels")
+    label: int | None = Field(
+        None, ge=0, description="Class for conditional models; omitted: sampled per image"
+    )
+    truncation: float = Field(
+        1.0, gt=0, le=2, description="Scales the latent noise: lower is tamer, higher is wilder"
+    )
+
+
+class GeneratedImage(BaseModel):
+    png_base64: str
+    label: int | None = None
+
+
+class GenerateImageResponse(BaseModel):
+    model: str
+    version: int
+    width: int
+    height: int
+    images: list[GeneratedImage]

@@ -1,0 +1,71 @@
+"""Image generation: check the request against the model, batch it through the pool, encode PNGs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from app.errors import BadRequest, InvalidInput
+from app.pool.base import ModelSpec, WorkerPool
+from app.schemas.images import GeneratedImage, GenerateImageRequest, GenerateImageResponse
+from app.services.images import encode_png, grid, png_bytes
+from app.services.registry import ModelRegistry
+from app.settings import Settings
+
+INLINE_ENCODE_IMAGES = 16  # more PNGs than this are encoded off the event loop
+
+
+class GenerateImageService:
+    def __init__(self, settings: Settings, registry: ModelRegistry, pool: WorkerPool) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.pool = pool
+
+    def resolve(self, model: str | None) -> ModelSpec:
+        spec = self.registry.spec(model or self.settings.default_image_model)
+        if spec.task != "image-generation":
+            raise BadRequest(f"model {spec.name!r} is a {spec.task} model, not an image generator")
+        return spec
+
+    async def generate(
+        self, spec: ModelSpec, request: GenerateImageRequest
+    ) -> tuple[list[int] | None, np.ndarray]:
+        """-> (labels or None, uint8 images (n, H, W))"""
+        if request.n > self.settings.max_images:
+            raise InvalidInput(
+                f"n = {request.n} is above the limit of {self.settings.max_images} images"
+            )
+        classes = int(spec.config.get("num_classes", 0))
+        if request.label is not None and not classes:
+            raise InvalidInput(
+                f"model {spec.name!r} is unconditional: it takes no label", code="invalid_label"
+            )
+        if request.label is not None and request.label >= classes:
+            raise InvalidInput(
+                f"label must be an integer from 0 to {classes - 1} for {spec.name!r}",
+                code="invalid_label",
+            )
+        params = {"seed": request.seed, "label": request.label, "truncation": request.truncation}
+        return await self.pool.infer(spec.name, params, request.n)
+
+    async def to_json(
+        self, spec: ModelSpec, labels: list[int] | None, pixels: np.ndarray
+    ) -> GenerateImageResponse:
+        def encode() -> list[str]:
+            return [encode_png(image) for image in pixels]
+
+        pngs = encode() if len(pixels) <= INLINE_ENCODE_IMAGES else await asyncio.to_thread(encode)
+        return GenerateImageResponse(
+            model=spec.name,
+            version=spec.version,
+            width=int(pixels.shape[2]),
+            height=int(pixels.shape[1]),
+            images=[
+                GeneratedImage(png_base64=png, label=labels[i] if labels is not None else None)
+                for i, png in enumerate(pngs)
+            ],
+        )
+
+    async def to_png_grid(self, pixels: np.ndarray) -> bytes:
+        return await asyncio.to_thread(lambda: png_bytes(grid(pixels)))
