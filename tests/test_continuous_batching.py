@@ -6,7 +6,7 @@ import pytest
 
 from app.pool.continuous_batching import GenerationEngine
 from models.lm import load_language_model
-from tests.textmodels import make_tiny_gpt
+from tests.tiny_models import make_tiny_gpt
 
 
 @pytest.fixture(scope="module")

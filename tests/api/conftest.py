@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from app.db import migrate
 from app.main import create_app
 from tests.conftest import make_settings, wait_until_ready
-from tests.textmodels import pretrained_with_tiny_gpt
+from tests.tiny_models import pretrained_with_tiny_models
 
 
 @pytest.fixture(scope="package")
@@ -18,8 +18,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     settings = make_settings(
         tmp,
         max_body_bytes=64 * 1024,
-        pretrained_dir=pretrained_with_tiny_gpt(tmp / "pretrained"),
+        pretrained_dir=pretrained_with_tiny_models(tmp / "pretrained"),
         default_text_model="tiny-gpt",
+        default_image_model="tiny-cvae",
         max_new_tokens=256,
     )
     migrate(settings.db_url)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import wait_until_ready
 from tests.e2e.server import Server, metric
-from tests.textmodels import pretrained_with_tiny_gpt
+from tests.tiny_models import pretrained_with_tiny_models
 
 pytestmark = pytest.mark.e2e
 STEPS = 'genserve_batch_size_count{model="tiny-gpt"}'
@@ -22,7 +22,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("e2e-gen")
     srv = Server(
         tmp,
-        GENSERVE_PRETRAINED_DIR=str(pretrained_with_tiny_gpt(tmp / "pretrained")),
+        GENSERVE_PRETRAINED_DIR=str(pretrained_with_tiny_models(tmp / "pretrained")),
         GENSERVE_DEFAULT_TEXT_MODEL="tiny-gpt",
         GENSERVE_MAX_RUNNING_SEQUENCES="2",
         GENSERVE_MAX_WAITING_SEQUENCES="0",

@@ -92,3 +92,29 @@ def test_killed_worker_fails_its_requests_with_503_then_restarts(server: Server)
     assert workers[0]["pid"] != pid and workers[0]["restarts"] == 1
     assert server.client.post("/classify", json={"inputs": texts}).status_code == 200
     assert metric(server.client.get("/metrics").text, "genserve_worker_restarts_total") == 1
+
+
+def test_default_text_model_writes_shakespeare(server: Server) -> None:
+    body = {"prompt": "ROMEO:\n", "max_new_tokens": 200, "temperature": 0.8, "seed": 3}
+    response = server.client.post("/generate/text", json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["model"] == "shakespeare-gpt"
+    text = result["choices"][0]["text"]
+    words = text.split()
+    assert len(text) == 200 and len(words) > 20
+    # A trained character model spells mostly real words; noise would not.
+    common = {"the", "and", "i", "to", "of", "a", "my", "you", "that", "in", "is", "not", "me"}
+    assert sum(w.lower().strip(",.;:!?'") in common for w in words) >= 3, text
+
+
+def test_default_image_model_draws_the_asked_digit_as_png(server: Server) -> None:
+    response = server.client.post("/generate/image", json={"n": 9, "seed": 1, "label": 7})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["model"] == "mnist-cgan" and (result["width"], result["height"]) == (28, 28)
+    assert [image["label"] for image in result["images"]] == [7] * 9
+    grid = server.client.post(
+        "/generate/image", json={"n": 9, "seed": 1, "label": 7}, headers={"Accept": "image/png"}
+    )
+    assert grid.headers["content-type"] == "image/png" and grid.content[:4] == b"\x89PNG"

@@ -1,0 +1,77 @@
+"""Image-generation benchmark through the HTTP API: images/s by images per request (n) and by
+concurrent clients, in one run.
+
+    python bench/image_generation.py [--model mnist-cgan] [--requests 40] [--n 1 16 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import GENSERVE, batch_totals, machine, mean_batch, start, stop
+
+
+async def run(url: str, model: str, n: int, clients: int, requests: int) -> dict[str, float]:
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def one_client(c: int) -> None:
+            for i in range(c, requests, clients):
+                body = {"model": model, "n": n, "seed": i, "label": i % 10}
+                t0 = time.perf_counter()
+                response = await client.post("/generate/image", json=body)
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - t0)
+
+        await client.post("/generate/image", json={"model": model, "n": 1, "label": 0})
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one_client(c) for c in range(clients)))
+        elapsed = time.perf_counter() - t0
+    ms = np.array(latencies) * 1000
+    return {
+        "images_s": requests * n / elapsed,
+        "p50": float(np.percentile(ms, 50)),
+        "p95": float(np.percentile(ms, 95)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mnist-cgan")
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url, startup = start(GENSERVE, {"GENSERVE_STATE_DIR": tmp})
+        try:
+            print(f"genserve ready in {startup:.2f} s; model {args.model}")
+            for n in args.n:
+                for clients in args.clients:
+                    before = batch_totals(url, args.model)
+                    result = asyncio.run(run(url, args.model, n, clients, args.requests))
+                    result["batch"] = mean_batch(before, batch_totals(url, args.model))
+                    rows.append((n, clients, result))
+        finally:
+            stop(proc)
+    print(f"\n{'n':>4}{'clients':>9}{'images/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'rows/pass':>11}")
+    for n, clients, r in rows:
+        print(f"{n:>4}{clients:>9}{r['images_s']:>10.0f}{r['p50']:>9.1f}{r['p95']:>9.1f}"
+              f"{r['batch']:>11.1f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

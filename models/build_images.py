@@ -1,0 +1,236 @@
+"""Train the default MNIST image generators and write their artifacts and cards.
+
+    python -m models.build_images {mnist-cvae,mnist-cgan,mnist-vae,mnist-gan}
+        [--max-seconds N] [--epochs N] [--device auto] [--fresh]
+
+Data: the MNIST t10k files under ../shared/data (or GENSERVE_DATA_DIR); images 0-7,999 train,
+8,000-9,999 are held out and never seen in training. Training checkpoints under --work (default
+var/train/<name>) after every epoch and resumes from there, so a stopped run picks up where it
+left off; --fresh starts over. The artifact goes to models/pretrained/<name>/. The independent
+figures (class accuracy, Fréchet distance) come from `python bench/image_quality.py`, which
+adds them to each card.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.artifacts import save_artifact
+from models.gan import Discriminator, GANConfig, Generator
+from models.mnist import load_mnist
+from models.train_image import GANTrainConfig, VAETrainConfig, train_gan, train_vae
+from models.vae import VAE, VAEConfig
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(os.environ.get("GENSERVE_DATA_DIR", REPO.parent / "shared" / "data"))
+SPLIT = "MNIST t10k: images 0-7,999 train, 8,000-9,999 held out (never trained on)"
+
+
+@dataclass
+class Recipe:
+    kind: str  # "image-vae" or "image-gan"
+    model: VAEConfig | GANConfig
+    train: VAETrainConfig | GANTrainConfig
+    description: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+RECIPES: dict[str, Recipe] = {
+    "mnist-cvae": Recipe(
+        "image-vae",
+        VAEConfig(latent_dim=16, num_classes=10),
+        VAETrainConfig(epochs=40),
+        "Class-conditional convolutional VAE: a 28x28 handwritten digit of the requested class.",
+    ),
+    "mnist-cgan": Recipe(
+        "image-gan",
+        GANConfig(latent_dim=64, channels=64, num_classes=10),
+        GANTrainConfig(epochs=30),
+        "Class-conditional DCGAN: a 28x28 handwritten digit of the requested class.",
+    ),
+    "mnist-vae": Recipe(
+        "image-vae",
+        VAEConfig(latent_dim=16, num_classes=0),
+        VAETrainConfig(epochs=30),
+        "Unconditional convolutional VAE: a 28x28 handwritten digit.",
+    ),
+    "mnist-gan": Recipe(
+        "image-gan",
+        GANConfig(latent_dim=64, channels=64, num_classes=0),
+        GANTrainConfig(epochs=30, ema=0.999),
+        "Unconditional DCGAN: a 28x28 handwritten digit.",
+    ),
+}
+
+
+def held_out_negative_elbo(
+    model: VAE, x: np.ndarray, y: np.ndarray, device: torch.device, samples: int = 10
+) -> float:
+    """Mean negative ELBO in nats per image (10 draws of z per image, fixed seed)."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    xt = torch.from_numpy(x).unsqueeze(1).to(device)  # (N, 1, H, W)
+    yt = torch.from_numpy(y).to(device) if model.config.num_classes else None
+    total = 0.0
+    for i in range(0, len(xt), 500):
+        labels = None if yt is None else yt[i : i + 500]
+        total += model.negative_elbo(xt[i : i + 500], labels, samples, gen).sum().item()
+    return total / len(xt)
+
+
+def build(name: str, args: argparse.Namespace) -> Path:
+    recipe = RECIPES[name]
+    train_cfg = recipe.train
+    if args.max_seconds is not None:
+        train_cfg.max_seconds = args.max_seconds
+    if args.epochs is not None:
+        train_cfg.epochs = args.epochs
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+    work = args.work or REPO / "var" / "train" / name
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    x_train, y_train, x_held, y_held = load_mnist(args.data_dir)
+    labels = y_train if recipe.model.num_classes else None
+
+    def report(record: dict[str, Any]) -> None:
+        print(json.dumps({"model": name, **record}), flush=True)
+
+    torch.manual_seed(train_cfg.seed)
+    metrics: dict[str, Any] = {}
+    if recipe.kind == "image-vae":
+        module = VAE(recipe.model)
+        result = train_vae(module, x_train, labels, train_cfg, device, work, report)
+        metrics["held_out_neg_elbo"] = round(
+            held_out_negative_elbo(module, x_held, y_held, device), 2
+        )
+        metrics["train_neg_elbo"] = round(
+            held_out_negative_elbo(module, x_train[:2000], y_train[:2000], device), 2
+        )
+        metrics["final_epoch"] = {k: result[k] for k in ("loss", "nll", "kl") if k in result}
+    else:
+        module = Generator(recipe.model)
+        discriminator = Discriminator(recipe.model)
+        result = train_gan(module, discriminator, x_train, labels, train_cfg, device, work, report)
+        keys = ("loss_d", "loss_g", "d_real", "d_fake")
+        metrics["final_epoch"] = {k: result[k] for k in keys if k in result}
+    print(json.dumps({"model": name, "metrics": metrics}), flush=True)
+
+    config = {
+        "name": name,
+        "kind": recipe.kind,
+        "task": "image-generation",
+        "description": recipe.description,
+        "image_size": list(recipe.model.image_size),
+        "num_classes": recipe.model.num_classes,
+        "latent_dim": recipe.model.latent_dim,
+        "model_args": asdict(recipe.model),
+        "metrics": metrics,
+        "training": {
+            "dataset": "mnist-t10k",
+            "split": SPLIT,
+            "train_examples": len(x_train),
+            "params": asdict(train_cfg),
+            "epochs": result.get("epoch"),
+            "steps": result.get("steps"),
+            "seconds": result.get("seconds"),
+            "device": device.type,
+            "environment": {"python": platform.python_version(), "torch": torch.__version__},
+        },
+    }
+    path = args.out / name
+    save_artifact(path, config, module=module, card=card(config, module))
+    print(f"wrote {path}", flush=True)
+    return path
+
+
+def card(config: dict[str, Any], module: torch.nn.Module) -> str:
+    name, kind, t, m = config["name"], config["kind"], config["training"], config["metrics"]
+    params = sum(p.numel() for p in module.parameters())
+    conditional = config["num_classes"] > 0
+    if kind == "image-vae":
+        model = (
+            "Convolutional VAE (Kingma & Welling 2014): two stride-2 conv stages to a "
+            f"{config['latent_dim']}-d diagonal Gaussian, mirrored by transposed convs to "
+            "Bernoulli pixel logits; served pixels are the Bernoulli means."
+        )
+        loss = "negative ELBO (Bernoulli NLL + KL), Adam, cosine decay"
+        figures = (
+            f"- **Negative ELBO, held-out images**: **{m['held_out_neg_elbo']:.2f} nats/image** "
+            f"(2,000 images, 10 draws of z each; train images: {m['train_neg_elbo']:.2f}).\n"
+        )
+    else:
+        model = (
+            "DCGAN (Radford et al. 2016): linear layer to 7x7, two stride-2 transposed convs "
+            "with BatchNorm to a tanh 28x28 image. Only the generator is stored."
+        )
+        loss = (
+            "non-saturating GAN loss, Adam (betas 0.5, 0.999), one-sided label smoothing "
+            f"({t['params']['real_label']})"
+        )
+        if conditional:
+            loss += ", projection discriminator + auxiliary class loss (AC-GAN)"
+        if t["params"].get("ema"):
+            loss += f", served weights an EMA ({t['params']['ema']}) of the generator's"
+        f = m["final_epoch"]
+        figures = (
+            f"- **Last epoch**: D loss {f.get('loss_d')}, G loss {f.get('loss_g')}, "
+            f"mean D(real) {f.get('d_real')}, D(fake) {f.get('d_fake')}.\n"
+        )
+    cond = (
+        "Class-conditional: a label embedding (digits 0-9) enters the "
+        + ("encoder and decoder" if kind == "image-vae" else "generator (and the discriminator)")
+        + "; `labels` are required."
+        if conditional
+        else "Unconditional: `labels` must be None."
+    )
+    return f"""# {name} ({kind})
+
+{config["description"]}
+
+- **Interface**: `models.imagegen.load_image_generator(path).generate(z, labels)` with
+  z float32 (N, {config["latent_dim"]}) ~ N(0, I) -> float32 (N, 28, 28) in [0, 1], ink = 1.
+  {cond}
+- **Model**: {model} {params / 1e6:.2f} M parameters; config
+  `{json.dumps(config["model_args"])}`.
+- **Data**: MNIST (LeCun, Cortes & Burges; CC BY-SA 3.0), the t10k files (10,000 digits).
+- **Split**: {t["split"]}.
+- **Training**: {t["epochs"]} epochs ({t["steps"]} steps of {t["params"]["batch_size"]} images),
+  {loss}, lr {t["params"]["lr"]}, seed {t["params"]["seed"]}, {t["seconds"]} s on {t["device"]}.
+{figures}
+Reproduce:
+
+```
+python -m models.build_images {name}
+python bench/image_quality.py
+```
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=sorted(RECIPES))
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=REPO / "models" / "pretrained")
+    parser.add_argument("--work", type=Path, default=None, help="checkpoints (var/train/<name>)")
+    parser.add_argument("--max-seconds", type=float, default=None, help="training time limit")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--fresh", action="store_true", help="ignore and delete checkpoints")
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    build(args.model, args)
+    print(f"{args.model}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

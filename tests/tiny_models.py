@@ -1,0 +1,66 @@
+"""Tiny, untrained artifacts (a GPT with the Shakespeare vocabulary, conditional and
+unconditional VAEs for 28x28 images) for fast serving tests.
+
+Their outputs are noise, but everything the API promises about generation (seeds, stop
+strings, streaming, batching, cancellation, labels, PNGs) can be tested on them in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from models.artifacts import save_artifact
+from models.data import load_shakespeare
+from models.gpt import GPT, GPTConfig
+from models.tokenizer import CharTokenizer
+from models.vae import VAE, VAEConfig
+from tests.conftest import DATA_DIR
+
+
+def make_tiny_gpt(path: Path, name: str = "tiny-gpt") -> Path:
+    train, val = load_shakespeare(DATA_DIR)
+    tok = CharTokenizer.from_text(train + val)
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)
+    model = GPT(config)
+    meta = {
+        "name": name,
+        "kind": "text-gpt",
+        "task": "text-generation",
+        "tokenizer": tok.to_config(),
+        "metrics": {},
+    }
+    save_artifact(path / name, meta, module=model, card=f"# {name}\n\nUntrained, for tests.\n")
+    return path / name
+
+
+def make_tiny_vae(path: Path, name: str, num_classes: int) -> Path:
+    torch.manual_seed(0)
+    config = VAEConfig(latent_dim=8, channels=(8, 16), hidden=32, num_classes=num_classes)
+    meta = {
+        "name": name,
+        "kind": "image-vae",
+        "task": "image-generation",
+        "image_size": [28, 28],
+        "num_classes": num_classes,
+        "latent_dim": 8,
+        "metrics": {},
+    }
+    save_artifact(path / name, meta, module=VAE(config), card=f"# {name}\n\nUntrained.\n")
+    return path / name
+
+
+def pretrained_with_tiny_models(tmp: Path) -> Path:
+    """A pretrained dir holding the committed defaults (linked) plus the tiny models."""
+    from app.settings import PRETRAINED_DIR
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    for artifact in PRETRAINED_DIR.iterdir():
+        if artifact.is_dir():
+            (tmp / artifact.name).symlink_to(artifact)
+    make_tiny_gpt(tmp)
+    make_tiny_vae(tmp, "tiny-cvae", num_classes=10)
+    make_tiny_vae(tmp, "tiny-vae", num_classes=0)
+    return tmp
