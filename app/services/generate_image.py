@@ -9,9 +9,10 @@ import numpy as np
 from app.errors import BadRequest, InvalidInput
 from app.pool.base import ModelSpec, WorkerPool
 from app.schemas.images import GeneratedImage, GenerateImageRequest, GenerateImageResponse
-from app.services.images import encode_png, grid, png_bytes
+from app.services.images import encode_png
 from app.services.registry import ModelRegistry
 from app.settings import Settings
+from models.png import grid, png_bytes
 
 INLINE_ENCODE_IMAGES = 16  # more PNGs than this are encoded off the event loop
 

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from app.errors import BadRequest
+from models.png import png_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PIXELS = 4096 * 4096
@@ -52,23 +53,3 @@ def decode_png(data: str, index: int, size: tuple[int, int]) -> np.ndarray:
 def encode_png(pixels: np.ndarray) -> str:
     """uint8 (H, W) -> base64 PNG."""
     return base64.b64encode(png_bytes(pixels)).decode("ascii")
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """uint8 (H, W) -> PNG bytes."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def grid(images: np.ndarray, pad: int = 2) -> np.ndarray:
-    """uint8 (N, H, W) -> one uint8 image, ceil(sqrt(N)) columns, dark padding between."""
-    n, h, w = images.shape
-    cols = int(np.ceil(np.sqrt(n)))
-    rows = int(np.ceil(n / cols))
-    out = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, cols)
-        top, left = pad + r * (h + pad), pad + c * (w + pad)
-        out[top : top + h, left : left + w] = image
-    return out
