@@ -10,7 +10,6 @@ precision over every validation character, in non-overlapping windows of the blo
 import argparse
 import json
 import os
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -73,14 +72,15 @@ def main() -> None:
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
     work = args.work or REPO / "var" / "train" / args.model
-    t0 = time.perf_counter()
     model, tok, result, cfg = train_shakespeare_gpt(args.data_dir, work, device, args.max_seconds)
     _, val_text = load_shakespeare(args.data_dir)
     val_ids = torch.tensor(tok.encode(val_text), dtype=torch.long)
     val_loss = full_validation_loss(model, val_ids, model.config.block_size, device)
     print(f"{args.model}: full validation loss {val_loss:.4f} nats/char", flush=True)
+    # Training seconds across resumes, as the checkpoints recorded them.
+    seconds = result.get("seconds", 0.0)
     save_text_model(args.out / args.model, args.model, "text-gpt", model, tok, val_loss, result,
-                    cfg, time.perf_counter() - t0)  # fmt: skip
+                    cfg, seconds)  # fmt: skip
 
 
 def save_text_model(
