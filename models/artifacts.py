@@ -26,6 +26,7 @@ from typing import Any
 import safetensors.torch
 import skops.io
 import torch
+from safetensors.torch import load as load_safetensors
 
 from models.checksum import (
     CARD_FILE,
@@ -173,7 +174,7 @@ def _load_torch(
     if image_size is None or tuple(image_size) != tuple(model_config.image_size):
         raise ArtifactError(f"image_size {image_size} != model_args {model_config.image_size}")
     try:
-        state = safetensors.torch.load(data)  # parses a JSON header + raw tensors, runs no code
+        state = load_safetensors(data)  # parses a JSON header + raw tensors, runs no code
     except Exception as e:
         raise ArtifactError(f"{WEIGHTS_FILE} is not a valid safetensors file: {e}") from e
     module = model_cls(model_config)

@@ -21,11 +21,9 @@ References:
 
 from dataclasses import dataclass
 
-import safetensors.torch
 import torch
 import torch.nn as nn
 
-from models.checksum import WEIGHTS_FILE
 from models.imagegen import ImageGenerator
 
 
@@ -131,20 +129,8 @@ class Discriminator(nn.Module):
 class GANImageGenerator(ImageGenerator):
     """Serves the generator in eval mode (BatchNorm uses its running statistics)."""
 
-    def __init__(self, model: Generator, device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.image_size = tuple(model.config.image_size)
-        self.num_classes = model.config.num_classes
-        self.latent_dim = model.config.latent_dim
-
-    @classmethod
-    def from_artifact(
-        cls, config: dict, payload: dict[str, bytes], device: torch.device
-    ) -> "GANImageGenerator":
-        model = Generator(GANConfig(**config["model_args"]))
-        model.load_state_dict(safetensors.torch.load(payload[WEIGHTS_FILE]), strict=True)
-        return cls(model.eval(), device)
+    config_class = GANConfig
+    module_class = Generator
 
     def decode_latents(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return ((self.model(z, labels) + 1) / 2).squeeze(1)  # [-1, 1] -> [0, 1], (N, H, W)

@@ -12,10 +12,10 @@ key/value tensors, so sequences can join and leave a decoding batch between step
 import math
 from dataclasses import dataclass
 
-import safetensors.torch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load as load_safetensors
 
 from models.checksum import WEIGHTS_FILE
 from models.lm import LanguageModel
@@ -206,7 +206,7 @@ class GPTLanguageModel(LanguageModel):
         cls, config: dict, payload: dict[str, bytes], device: torch.device
     ) -> "GPTLanguageModel":
         model = GPT(GPTConfig(**config["model_args"]))
-        model.load_state_dict(safetensors.torch.load(payload[WEIGHTS_FILE]), strict=True)
+        model.load_state_dict(load_safetensors(payload[WEIGHTS_FILE]), strict=True)
         tokenizer = CharTokenizer(config["tokenizer"]["chars"])
         return cls(model.to(device), tokenizer, config.get("name", ""))
 

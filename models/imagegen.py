@@ -13,8 +13,15 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
+from safetensors.torch import load as load_safetensors
 
-from models.checksum import CONFIG_FILE, ArtifactError, digest_payload, read_payload
+from models.checksum import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ArtifactError,
+    digest_payload,
+    read_payload,
+)
 
 
 class ImageGenerator(ABC):
@@ -23,6 +30,23 @@ class ImageGenerator(ABC):
     latent_dim: int
     device: torch.device = torch.device("cpu")
     name: str = ""
+    config_class: type  # the family's config dataclass, rebuilt from config["model_args"]
+    module_class: type  # the nn.Module that turns z (and labels) into pixels
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.image_size = tuple(model.config.image_size)
+        self.num_classes = model.config.num_classes
+        self.latent_dim = model.config.latent_dim
+
+    @classmethod
+    def from_artifact(
+        cls, config: dict, payload: dict[str, bytes], device: torch.device
+    ) -> "ImageGenerator":
+        model = cls.module_class(cls.config_class(**config["model_args"]))
+        model.load_state_dict(load_safetensors(payload[WEIGHTS_FILE]), strict=True)
+        return cls(model, device)
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """float32 (N, H, W) images in [0, 1] on the CPU from z (N, latent_dim) and labels (N,)."""

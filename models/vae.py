@@ -15,12 +15,10 @@ References:
 
 from dataclasses import dataclass
 
-import safetensors.torch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.checksum import WEIGHTS_FILE
 from models.imagegen import ImageGenerator
 
 
@@ -149,20 +147,8 @@ class VAE(nn.Module):
 class VAEImageGenerator(ImageGenerator):
     """Serves the decoder: pixels are the Bernoulli means sigmoid(decode(z, y))."""
 
-    def __init__(self, model: VAE, device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.image_size = tuple(model.config.image_size)
-        self.num_classes = model.config.num_classes
-        self.latent_dim = model.config.latent_dim
-
-    @classmethod
-    def from_artifact(
-        cls, config: dict, payload: dict[str, bytes], device: torch.device
-    ) -> "VAEImageGenerator":
-        model = VAE(VAEConfig(**config["model_args"]))
-        model.load_state_dict(safetensors.torch.load(payload[WEIGHTS_FILE]), strict=True)
-        return cls(model.eval(), device)
+    config_class = VAEConfig
+    module_class = VAE
 
     def decode_latents(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return torch.sigmoid(self.model.decode(z, labels)).squeeze(1)  # (N, H, W)
