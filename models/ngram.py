@@ -38,7 +38,7 @@ from models.tokenizer import CharTokenizer
 @dataclass
 class NGramConfig:
     vocab_size: int = 65  # characters in the tokenizer
-    order: int = 6  # longest n-gram: a character is predicted from the order - 1 before it
+    order: int = 7  # longest n-gram: a character is predicted from the order - 1 before it
 
 
 def kn_discounts(counts: np.ndarray) -> np.ndarray:
