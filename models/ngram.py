@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import safetensors.torch
 import torch
 import torch.nn as nn
+from safetensors.torch import load as load_safetensors
 
 from models.checksum import WEIGHTS_FILE, ArtifactError
 from models.lm import LanguageModel
@@ -222,7 +222,7 @@ class NGramLanguageModel(LanguageModel):
         try:
             model_config = NGramConfig(**config["model_args"])
             tokenizer = CharTokenizer(config["tokenizer"]["chars"])
-            tables = safetensors.torch.load(payload[WEIGHTS_FILE])  # tensors only, runs no code
+            tables = load_safetensors(payload[WEIGHTS_FILE])  # tensors only, runs no code
             model = NGramModel(model_config, tables)
         except Exception as e:
             raise ArtifactError(f"not a valid n-gram artifact: {e}") from e

@@ -12,10 +12,10 @@ in a fixed-size vector, so decoding costs the same at any length and slots never
 
 from dataclasses import dataclass
 
-import safetensors.torch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load as load_safetensors
 
 from models.checksum import WEIGHTS_FILE, ArtifactError
 from models.lm import LanguageModel
@@ -179,7 +179,7 @@ class RNNLanguageModel(LanguageModel):
                 f"{tokenizer.vocab_size} tokenizer chars for vocab_size {model_config.vocab_size}"
             )
         try:
-            state = safetensors.torch.load(payload[WEIGHTS_FILE])  # tensors only, runs no code
+            state = load_safetensors(payload[WEIGHTS_FILE])  # tensors only, runs no code
             model = RNNModel(model_config)
             model.load_state_dict(state, strict=True)
         except Exception as e:
