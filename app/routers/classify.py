@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request
 
 from app.deps import ClassifyServiceDep, ReadScope
 from app.schemas.classify import ClassifyRequest, ClassifyResponse
-from app.schemas.errors import error_responses
+from app.schemas.errors import SERVING_ERRORS
 
 router = APIRouter(tags=["classify"], dependencies=[ReadScope])
 
@@ -12,7 +12,7 @@ router = APIRouter(tags=["classify"], dependencies=[ReadScope])
 @router.post(
     "/classify",
     response_model=ClassifyResponse,
-    responses=error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504),
+    responses=SERVING_ERRORS,
 )
 async def create_classification(
     body: ClassifyRequest, request: Request, service: ClassifyServiceDep

@@ -9,7 +9,7 @@ from sse_starlette import EventSourceResponse
 from app.deps import GenerateImageServiceDep, GenerateServiceDep, ReadScope
 from app.errors import AppError
 from app.pool.base import Event
-from app.schemas.errors import error_responses
+from app.schemas.errors import SERVING_ERRORS
 from app.schemas.generate import GenerateTextRequest, GenerateTextResponse
 from app.schemas.images import GenerateImageRequest, GenerateImageResponse
 from app.services.generate import Completion
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[ReadScop
     "/text",
     response_model=GenerateTextResponse,
     responses={
-        **error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504),
+        **SERVING_ERRORS,
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"},
     },
 )
@@ -75,7 +75,7 @@ def _token(event: Event, logprobs: bool) -> str:
     "/image",
     response_model=GenerateImageResponse,
     responses={
-        **error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504),
+        **SERVING_ERRORS,
         200: {"content": {"image/png": {}}, "description": "JSON, or one PNG grid"},
     },
 )

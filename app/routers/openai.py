@@ -10,7 +10,7 @@ from sse_starlette import EventSourceResponse
 
 from app.deps import GenerateServiceDep, ReadScope, RegistryDep
 from app.errors import AppError
-from app.schemas.errors import error_responses
+from app.schemas.errors import SERVING_ERRORS
 from app.schemas.generate import Usage
 from app.schemas.openai import (
     CompletionChoice,
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[ReadScope])
 @router.post(
     "/completions",
     response_model=CompletionResponse,
-    responses=error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504),
+    responses=SERVING_ERRORS,
 )
 async def create_completion(
     body: CompletionRequest, request: Request, service: GenerateServiceDep

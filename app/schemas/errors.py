@@ -20,3 +20,7 @@ class ErrorResponse(BaseModel):
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries so clients see the error shape on each documented status."""
     return {status: {"model": ErrorResponse} for status in statuses}
+
+
+# Every status a model-serving endpoint can answer with besides 200.
+SERVING_ERRORS = error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504)

@@ -29,9 +29,7 @@ class ClassifyService:
             if input_type == "text"
             else self.settings.default_image_classifier
         )
-        spec = self.registry.spec(name)
-        if spec.task != "classification":
-            raise BadRequest(f"model {name!r} is a {spec.task} model, not a classifier")
+        spec = self.registry.spec(name, "classification")
         takes = spec.config.get("input", "text")
         if takes != input_type:
             field = "inputs" if takes == "text" else "images"

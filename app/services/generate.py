@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from app.errors import BadRequest, InvalidInput
+from app.errors import InvalidInput
 from app.pool.base import Event, ModelSpec, WorkerPool
 from app.schemas.generate import GenerateTextResponse, SamplingFields, TextChoice, Usage
 from app.services.registry import ModelRegistry
@@ -53,10 +53,7 @@ class GenerateService:
         self.pool = pool
 
     def resolve(self, model: str | None) -> ModelSpec:
-        spec = self.registry.spec(model or self.settings.default_text_model)
-        if spec.task != "text-generation":
-            raise BadRequest(f"model {spec.name!r} is a {spec.task} model, not a text generator")
-        return spec
+        return self.registry.spec(model or self.settings.default_text_model, "text-generation")
 
     def check(self, spec: ModelSpec, prompt: str, max_new_tokens: int) -> None:
         """The rules of DESIGN.md: characters outside the vocabulary are refused, not mapped."""

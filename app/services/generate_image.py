@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from app.errors import BadRequest, InvalidInput
+from app.errors import InvalidInput
 from app.pool.base import ModelSpec, WorkerPool
 from app.schemas.images import GeneratedImage, GenerateImageRequest, GenerateImageResponse
 from app.services.images import encode_png
@@ -24,10 +24,7 @@ class GenerateImageService:
         self.pool = pool
 
     def resolve(self, model: str | None) -> ModelSpec:
-        spec = self.registry.spec(model or self.settings.default_image_model)
-        if spec.task != "image-generation":
-            raise BadRequest(f"model {spec.name!r} is a {spec.task} model, not an image generator")
-        return spec
+        return self.registry.spec(model or self.settings.default_image_model, "image-generation")
 
     async def generate(
         self, spec: ModelSpec, request: GenerateImageRequest

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from app.db import Database
-from app.errors import NotFound
+from app.errors import BadRequest, NotFound
 from app.pool.base import ModelSpec
 from app.settings import Settings
 from app.tables import Model, ModelVersion
@@ -22,6 +22,11 @@ from models.checksum import CONFIG_FILE, artifact_digest
 
 log = logging.getLogger("genserve.registry")
 BUILTIN_PREFIX = "builtin:"
+TASK_NOUNS = {
+    "classification": "a classifier",
+    "text-generation": "a text generator",
+    "image-generation": "an image generator",
+}
 
 
 class ModelRegistry:
@@ -113,11 +118,16 @@ class ModelRegistry:
             }
         return self.active
 
-    def spec(self, name: str) -> ModelSpec:
+    def spec(self, name: str, task: str | None = None) -> ModelSpec:
+        """The active version of `name`; 404 if unknown, 400 if it does not do `task`."""
         spec = self.active.get(name)
         if spec is None:
             known = ", ".join(sorted(self.active)) or "none"
             raise NotFound(f"unknown model {name!r}; served models: {known}")
+        if task is not None and spec.task != task:
+            raise BadRequest(
+                f"model {name!r} is a {spec.task} model, not {TASK_NOUNS.get(task, task)}"
+            )
         return spec
 
     def list_models(self) -> list[Model]:
