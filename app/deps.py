@@ -11,9 +11,11 @@ from app.db import Database
 from app.errors import Forbidden, Unauthorized
 from app.pool.base import WorkerPool
 from app.services.classify import ClassifyService
+from app.services.datasets import DatasetService
 from app.services.generate import GenerateService
 from app.services.generate_image import GenerateImageService
 from app.services.registry import ModelRegistry
+from app.services.training import TrainingService
 from app.settings import Settings
 
 
@@ -37,6 +39,14 @@ def get_classify_service(request: Request) -> ClassifyService:
     return request.app.state.classify
 
 
+def get_dataset_service(request: Request) -> DatasetService:
+    return request.app.state.datasets
+
+
+def get_training_service(request: Request) -> TrainingService:
+    return request.app.state.training
+
+
 def get_generate_service(request: Request) -> GenerateService:
     return request.app.state.generate
 
@@ -50,6 +60,8 @@ DbDep = Annotated[Database, Depends(get_db)]
 PoolDep = Annotated[WorkerPool, Depends(get_pool)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 ClassifyServiceDep = Annotated[ClassifyService, Depends(get_classify_service)]
+DatasetServiceDep = Annotated[DatasetService, Depends(get_dataset_service)]
+TrainingServiceDep = Annotated[TrainingService, Depends(get_training_service)]
 GenerateServiceDep = Annotated[GenerateService, Depends(get_generate_service)]
 GenerateImageServiceDep = Annotated[GenerateImageService, Depends(get_generate_image_service)]
 

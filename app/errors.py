@@ -58,6 +58,10 @@ class PayloadTooLarge(AppError):
     status, code = 413, "payload_too_large"
 
 
+class UnsupportedMediaType(AppError):
+    status, code = 415, "unsupported_media_type"
+
+
 class InvalidInput(AppError):
     status, code = 422, "invalid_input"
 

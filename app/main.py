@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,13 +11,17 @@ from fastapi import FastAPI
 
 from app.db import Database
 from app.errors import install_error_handlers
+from app.jobs.store import JobStore
+from app.jobs.supervisor import RunnerSupervisor
 from app.middleware import BodySizeLimit, RequestMetrics
 from app.pool.local import LocalPool
-from app.routers import classify, generate, health, models, openai
+from app.routers import classify, datasets, generate, health, models, openai, train
 from app.services.classify import ClassifyService
+from app.services.datasets import DatasetService
 from app.services.generate import GenerateService
 from app.services.generate_image import GenerateImageService
 from app.services.registry import ModelRegistry
+from app.services.training import TrainingService
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("genserve")
@@ -28,6 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database.from_settings(settings)
+        app.state.datasets = DatasetService(settings, db)
+        app.state.datasets.sync_builtin()
         registry = ModelRegistry(db, settings)
         registry.sync_builtin()
         specs = list(registry.refresh().values())
@@ -37,10 +44,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.classify = ClassifyService(settings, registry, pool)
         app.state.generate = GenerateService(settings, registry, pool)
         app.state.generate_image = GenerateImageService(settings, registry, pool)
+        app.state.training = TrainingService(db, app.state.datasets)
+        runners = RunnerSupervisor(settings, JobStore(db, settings))
+        await runners.start()
+        app.state.runners = runners
+        watcher = asyncio.create_task(registry.watch(pool), name="registry-watch")
         log.info("serving %s on %d worker(s)", sorted(registry.active), len(pool.workers()))
         try:
             yield
         finally:
+            watcher.cancel()
+            await runners.stop()
             await pool.stop()
             db.dispose()
 
@@ -52,8 +66,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        path_limits={"/datasets": settings.max_upload_bytes},
+    )
     app.add_middleware(RequestMetrics)
-    for router in (health.router, classify.router, generate.router, openai.router, models.router):
+    for router in (
+        health.router,
+        classify.router,
+        generate.router,
+        openai.router,
+        models.router,
+        datasets.router,
+        train.router,
+    ):
         app.include_router(router)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,29 +13,45 @@ from app import metrics
 from app.errors import error_response
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """An HTTPException so that FastAPI's body parsing re-raises it (as a 413), not a 400."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body exceeds the {max_bytes}-byte limit")
 
 
 class BodySizeLimit:
-    """Refuses bodies over the limit by Content-Length, or while streaming chunked ones."""
+    """Refuses bodies over the limit by Content-Length, or while streaming chunked ones.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    `path_limits` maps a path prefix to its own limit (uploads get more than JSON requests).
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = path_limits or {}
+
+    def limit_for(self, path: str) -> int:
+        for prefix, limit in self.path_limits.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0
-                if declared > self.max_bytes:
-                    await self._refuse(scope, receive, send)
+                if declared > max_bytes:
+                    await self._refuse(scope, receive, send, max_bytes)
                     return
         received = 0
         started = False
@@ -44,8 +61,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge
+                if received > max_bytes:
+                    raise BodyTooLarge(max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -57,14 +74,14 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, max_bytes)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
         response = error_response(
             413,
             "payload_too_large",
-            f"request body exceeds the {self.max_bytes}-byte limit",
-            {"max_bytes": self.max_bytes},
+            f"request body exceeds the {max_bytes}-byte limit",
+            {"max_bytes": max_bytes},
         )
         await response(scope, receive, send)
 

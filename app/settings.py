@@ -56,8 +56,19 @@ class Settings(BaseSettings):
     max_waiting_sequences: int = Field(256, ge=0, le=100_000)  # beyond: 429
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
     worker_start_timeout_s: float = Field(120.0, gt=0)
+    model_load_timeout_s: float = Field(300.0, gt=0)  # hot-loading a new version per worker
+    registry_poll_s: float = Field(1.0, gt=0, le=3600)  # how often versions activated elsewhere
+    # (the job runner, another replica) are picked up
+
+    runner_slots: int = Field(1, ge=0, le=64)  # job runner processes, one job each; 0: none
+    runner_device: Literal["auto", "cpu", "cuda"] = "auto"
+    runner_threads: int = Field(0, ge=0, le=256)  # torch threads per runner; 0: half the cores
+    job_heartbeat_s: float = Field(2.0, gt=0, le=600)
+    job_stale_after_s: float = Field(30.0, gt=0)  # a running job silent this long is reclaimed
+    job_max_attempts: int = Field(3, ge=1, le=100)  # runner deaths a job may cause, then failed
 
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)  # POST /datasets bodies
     max_inputs: int = Field(256, ge=1, le=100_000)  # texts or images per /classify request
     max_text_chars: int = Field(10_000, ge=1)
     max_prompt_chars: int = Field(4096, ge=1)
@@ -106,6 +117,18 @@ class Settings(BaseSettings):
         if self.threads_per_worker:
             return self.threads_per_worker
         return max(1, (os.cpu_count() or 1) // 2 // len(self.worker_devices()))
+
+    def runner_device_name(self) -> str:
+        """Training goes to the first GPU when there is one; CPU otherwise."""
+        wanted = self.runner_device if self.runner_device != "auto" else self.device
+        if wanted in ("auto", "cuda") and _cuda_device_nodes():
+            return "cuda"
+        return "cpu"
+
+    def runner_torch_threads(self) -> int:
+        if self.runner_threads:
+            return self.runner_threads
+        return max(1, (os.cpu_count() or 1) // 2 // max(1, self.runner_slots))
 
 
 def _cuda_device_nodes() -> int:

@@ -48,7 +48,11 @@ class Dataset(Base):
 
 class TrainingJob(Base):
     __tablename__ = "training_jobs"
-    __table_args__ = (Index("ix_training_jobs_status", "status"),)
+    __table_args__ = (
+        Index("ix_training_jobs_status", "status"),
+        Index("ix_training_jobs_name", "name"),
+        Index("ix_training_jobs_kind", "kind"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(64))
@@ -61,6 +65,7 @@ class TrainingJob(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)  # latest values
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims by a runner so far
     runner_id: Mapped[str | None] = mapped_column(String(128))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     checkpoint_path: Mapped[str | None] = mapped_column(Text)

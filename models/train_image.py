@@ -125,6 +125,8 @@ def train_vae(
     device: torch.device,
     work_dir: Path | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Maximise the ELBO on float32 (N, H, W) images in [0, 1]; labels (N,) if conditional.
 
@@ -147,7 +149,11 @@ def train_vae(
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # resumable shuffling
         order = torch.randperm(len(x), generator=gen).to(device)
         totals = torch.zeros(3, device=device)  # sums of loss, nll, kl
-        for i in range(0, len(x), cfg.batch_size):
+        stopped = False
+        for n, i in enumerate(range(0, len(x), cfg.batch_size)):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
             idx = order[i : i + cfg.batch_size]
             xb, yb = x[idx], None if y is None else y[idx]  # (B, 1, H, W), (B,)
             with _autocast(device):
@@ -157,12 +163,21 @@ def train_vae(
             loss.backward()
             opt.step()
             totals += torch.stack([loss, nll, kl]).detach() * len(idx)
+            if on_step is not None:
+                on_step(
+                    epoch * steps_per_epoch + n + 1, cfg.epochs * steps_per_epoch, loss.detach()
+                )
+        if stopped:
+            break  # mid-epoch: the last checkpoint stays the last finished epoch
         loss, nll, kl = (totals / len(x)).tolist()
-        state["seconds"] += time.perf_counter() - t0
+        epoch_seconds = time.perf_counter() - t0
+        state["seconds"] += epoch_seconds
         state["epoch"] = epoch + 1
         state["steps"] = state["epoch"] * steps_per_epoch
         record = {
             "epoch": epoch + 1,
+            "step": state["steps"],
+            "samples_per_s": round(len(x) / epoch_seconds, 1),
             "loss": round(loss, 3),
             "nll": round(nll, 3),
             "kl": round(kl, 3),
@@ -216,6 +231,8 @@ def train_gan(
     device: torch.device,
     work_dir: Path | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """DCGAN training (non-saturating loss) on float32 (N, H, W) images in [0, 1].
 
@@ -251,7 +268,11 @@ def train_gan(
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(x), generator=gen).to(device)
         totals = torch.zeros(4, device=device)  # d loss, g loss, D(real), D(fake)
+        stopped = False
         for i in range(steps_per_epoch):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             real, y_real = x[idx], None if y is None else y[idx]  # (B, 1, H, W), (B,)
             B = len(idx)
@@ -296,12 +317,21 @@ def train_gan(
                     torch.sigmoid(logit_fake.detach().float()).mean(),
                 ]
             )
+            if on_step is not None:
+                on_step(
+                    epoch * steps_per_epoch + i + 1, cfg.epochs * steps_per_epoch, loss_g.detach()
+                )
+        if stopped:
+            break  # mid-epoch: the last checkpoint stays the last finished epoch
         loss_d, loss_g, d_real, d_fake = (totals / steps_per_epoch).tolist()
-        state["seconds"] += time.perf_counter() - t0
+        epoch_seconds = time.perf_counter() - t0
+        state["seconds"] += epoch_seconds
         state["epoch"] = epoch + 1
         state["steps"] = state["epoch"] * steps_per_epoch
         record = {
             "epoch": epoch + 1,
+            "step": state["steps"],
+            "samples_per_s": round(steps_per_epoch * cfg.batch_size / epoch_seconds, 1),
             "loss_d": round(loss_d, 3),
             "loss_g": round(loss_g, 3),
             "d_real": round(d_real, 3),

@@ -162,8 +162,13 @@ def train(
     checkpoint_dir: Path | None = None,
     on_eval: Callable[[int, dict], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> dict:
-    """Trains in place; returns the final metrics. Resumes from `checkpoint_dir` if it holds one."""
+    """Trains in place; returns the final metrics. Resumes from `checkpoint_dir` if it holds one.
+
+    `should_stop` is asked before every step (it may raise to abort); `on_step(done, total,
+    loss)` gets the loss as a tensor so that a caller who only samples it forces no sync.
+    """
     torch.manual_seed(cfg.seed)
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
@@ -193,6 +198,8 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         tokens += x.numel()
+        if on_step is not None:
+            on_step(step + 1, cfg.max_steps, loss.detach())
         last = step + 1 == cfg.max_steps or (
             cfg.max_seconds > 0 and time.perf_counter() - began >= cfg.max_seconds
         )
@@ -204,6 +211,7 @@ def train(
                 "val_loss": round(evaluate(model, val_data, cfg, device, cfg.eval_batches), 4),
                 "lr": lr,
                 "tokens_per_s": round(tokens / elapsed, 1),
+                "samples_per_s": round(tokens / cfg.block_size / elapsed, 2),
                 "seconds": round(time.perf_counter() - began, 1),
             }
             history.append(metrics)

@@ -66,6 +66,10 @@ class WorkerPool(ABC):
         """Streams the events of `n` sampled continuations; closing the stream cancels them."""
 
     @abstractmethod
+    async def load(self, spec: ModelSpec) -> None:
+        """Hot-loads a model version on every worker; the old one serves until it is ready."""
+
+    @abstractmethod
     def workers(self) -> list[WorkerInfo]: ...
 
     def placement(self) -> dict[str, list[int]]:

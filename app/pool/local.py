@@ -32,6 +32,12 @@ class InferenceFailed(AppError):
     status, code = 500, "inference_failed"
 
 
+class LoadFailed(AppError):
+    """A model version that verified on disk still would not load in a worker."""
+
+    status, code = 409, "load_failed"
+
+
 @dataclass
 class _Pending:
     """One request in flight: a future (inference) or an event queue (generation)."""
@@ -69,6 +75,7 @@ class LocalPool(WorkerPool):
         self._queued: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._loads: dict[int, asyncio.Future[str | None]] = {}  # hot loads awaiting a worker
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -181,6 +188,18 @@ class LocalPool(WorkerPool):
             worker.ready = True
             metrics.WORKERS_READY.set(sum(w.ready for w in self._workers))
             log.info("worker %d ready with %s", worker.id, worker.models)
+            # A version activated while this worker was starting: catch up.
+            for spec in self.specs:
+                if worker.models.get(spec.name, spec.version) != spec.version:
+                    self._send(worker, ("load", next(self._ids), spec))
+        elif kind == "loaded":
+            _, request_id, name, version, error = message
+            if error is None:
+                worker.models[name] = version
+                worker.load_errors.pop(name, None)
+            future = self._loads.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_result(error)
 
     def _on_exit(self, worker: _Worker, generation: int) -> None:
         """The worker's process ended (or its pipe broke): fail its requests, restart it."""
@@ -308,6 +327,32 @@ class LocalPool(WorkerPool):
             if worker.inflight.pop(request_id, None) is not None:
                 self._release(worker, pending)
                 self._send(worker, ("cancel", request_id))
+
+    async def load(self, spec: ModelSpec) -> None:
+        """Every worker loads `spec` beside what it serves, then switches to it; requests keep
+        flowing to the old version meanwhile. Workers that start later load it at start."""
+        assert self._loop is not None
+        previous = list(self.specs)
+        self.specs = [s for s in self.specs if s.name != spec.name] + [spec]
+        waits: dict[int, asyncio.Future[str | None]] = {}
+        for worker in self._workers:
+            if not worker.ready:
+                continue  # starting: it reads self.specs, or catches up when ready
+            request_id = next(self._ids)
+            waits[worker.id] = self._loads[request_id] = self._loop.create_future()
+            if not self._send(worker, ("load", request_id, spec)):
+                waits[worker.id].set_result(f"worker {worker.id} is gone")
+        try:
+            async with asyncio.timeout(self.settings.model_load_timeout_s):
+                results = await asyncio.gather(*waits.values())
+        except TimeoutError:
+            results = [f"no answer within {self.settings.model_load_timeout_s:g} s"]
+        errors = {wid: err for wid, err in zip(waits, results, strict=False) if err is not None}
+        if errors:
+            # Back to the old version: workers that did switch keep serving, the next
+            # restart (or activation) evens them out.
+            self.specs = previous
+            raise LoadFailed(f"could not load {spec.name!r} version {spec.version}", details=errors)
 
     def _pick(self, model: str) -> _Worker:
         """The least loaded ready worker that serves `model`."""

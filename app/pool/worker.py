@@ -2,7 +2,9 @@
 
 Messages in (a pipe):   ("infer", id, model, inputs, rows) | ("stop",)
                         ("generate", id, model, prompt, params, n) | ("cancel", id)
+                        ("load", id, spec): hot-load a version, loaded on a thread
 Messages out (a pipe):  ("ready", {name: version}, {name: load error})
+                        ("loaded", id, name, version, error or None)
                         ("batch", model, rows, seconds, [(id, output), ...])
                         ("tokens", model, running, [event, ...])
                         ("errors", [(id, message), ...])
@@ -65,9 +67,8 @@ def worker_main(
         device = "cpu"
     worker = Worker(outbox, DynamicBatcher(max_batch_size, max_wait_ms / 1000))
     worker.load(specs, device, max_running)
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
-    threading.Thread(target=_receive, args=(requests, inbox), daemon=True).start()
-    worker.serve(inbox)
+    threading.Thread(target=_receive, args=(requests, worker.inbox), daemon=True).start()
+    worker.serve(worker.inbox)
 
 
 class Worker:
@@ -79,38 +80,74 @@ class Worker:
         self.batcher = batcher
         self.batched: dict[str, Any] = {}  # classifiers, image generators: dynamic batches
         self.engines: dict[str, GenerationEngine] = {}
+        self.retiring: list[GenerationEngine] = []  # replaced engines finishing their sequences
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.device, self.max_running = "cpu", 1
 
     def load(self, specs: list[ModelSpec], device: str, max_running: int) -> None:
-        from app.pool.continuous_batching import GenerationEngine
-        from app.pool.runners import ClassifierRunner, ImageRunner
-        from models.artifacts import load_classifier
-        from models.lm import load_language_model
-
+        self.device, self.max_running = device, max_running
         versions: dict[str, int] = {}
         errors: dict[str, str] = {}
         for spec in specs:
-            path = Path(spec.artifact_dir)
             try:
-                if spec.task == "text-generation":
-                    lm = load_language_model(path, expected_sha256=spec.sha256, device=device)
-                    self.engines[spec.name] = GenerationEngine(lm, max_running)
-                elif spec.task == "image-generation":
-                    from models.imagegen import load_image_generator
-
-                    gen = load_image_generator(path, expected_sha256=spec.sha256, device=device)
-                    self.batched[spec.name] = ImageRunner(gen)
-                else:
-                    clf = load_classifier(path, expected_sha256=spec.sha256, device=device)
-                    self.batched[spec.name] = ClassifierRunner(clf)
+                self.install(spec, self.build(spec))
                 versions[spec.name] = spec.version
             except Exception as exc:  # a bad artifact must not take the worker down
                 errors[spec.name] = f"{type(exc).__name__}: {exc}"
                 log.error("could not load %s v%d: %s", spec.name, spec.version, exc)
         self.outbox.send(("ready", versions, errors))
 
+    def build(self, spec: ModelSpec) -> Any:
+        """Loads one model version (verifying its sha256) into what serves it."""
+        from app.pool.continuous_batching import GenerationEngine
+        from app.pool.runners import ClassifierRunner, ImageRunner
+
+        path = Path(spec.artifact_dir)
+        if spec.task == "text-generation":
+            from models.lm import load_language_model
+
+            lm = load_language_model(path, expected_sha256=spec.sha256, device=self.device)
+            return GenerationEngine(lm, self.max_running)
+        if spec.task == "image-generation":
+            from models.imagegen import load_image_generator
+
+            gen = load_image_generator(path, expected_sha256=spec.sha256, device=self.device)
+            return ImageRunner(gen)
+        from models.artifacts import load_classifier
+
+        clf = load_classifier(path, expected_sha256=spec.sha256, device=self.device)
+        return ClassifierRunner(clf)
+
+    def install(self, spec: ModelSpec, served: Any) -> None:
+        """Serves `served` as `spec.name` from now on. Sequences the old engine is generating
+        finish on it: it keeps stepping until empty, then it is dropped."""
+        from app.pool.continuous_batching import GenerationEngine
+
+        if isinstance(served, GenerationEngine):
+            old = self.engines.pop(spec.name, None)
+            if old is not None and old.has_work():
+                self.retiring.append(old)
+            self.engines[spec.name] = served
+        else:
+            self.batched[spec.name] = served  # queued requests run on the new version
+
+    def load_in_background(
+        self, request_id: int, spec: ModelSpec, inbox: queue.SimpleQueue
+    ) -> None:
+        """Hot load: the old version keeps serving on the main thread while this one loads."""
+
+        def run() -> None:
+            try:
+                inbox.put(("loaded", request_id, spec, self.build(spec), None))
+            except Exception as exc:
+                log.error("could not load %s v%d: %s", spec.name, spec.version, exc)
+                inbox.put(("loaded", request_id, spec, None, f"{type(exc).__name__}: {exc}"))
+
+        threading.Thread(target=run, name=f"load-{spec.name}", daemon=True).start()
+
     def serve(self, inbox: queue.SimpleQueue) -> None:
         while True:
-            busy = any(engine.has_work() for engine in self.engines.values())
+            busy = any(e.has_work() for e in [*self.engines.values(), *self.retiring])
             try:
                 message = inbox.get_nowait() if busy else inbox.get(timeout=self.batcher.timeout())
             except queue.Empty:
@@ -128,12 +165,25 @@ class Worker:
             for name, engine in self.engines.items():
                 if engine.has_work():
                     self.generate_step(name, engine)
+            for engine in self.retiring:
+                self.generate_step(engine.lm.name or "retiring", engine)
+            self.retiring = [e for e in self.retiring if e.has_work()]
 
     def handle(self, message: tuple[Any, ...]) -> None:
         kind, request_id, *rest = message
         if kind == "cancel":
-            for engine in self.engines.values():
+            for engine in [*self.engines.values(), *self.retiring]:
                 engine.cancel(request_id)
+            return
+        if kind == "load":
+            self.load_in_background(request_id, rest[0], self.inbox)
+            return
+        if kind == "loaded":
+            spec, served, error = rest
+            if served is not None:
+                self.install(spec, served)
+                log.info("now serving %s v%d", spec.name, spec.version)
+            self.outbox.send(("loaded", request_id, spec.name, spec.version, error))
             return
         model = rest[0]
         if kind == "infer" and model in self.batched:

@@ -1,0 +1,2 @@
+"""Training jobs: the database side (store), the process that trains (runner), and the
+supervisor that keeps runner processes alive beside the API."""

@@ -1,0 +1,87 @@
+"""Bodies of /train: the request, jobs, their history, and the catalogue of kinds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="a model family; GET /train/kinds lists them")
+    dataset: int | str = Field(description="dataset id, or the name of a unique dataset")
+    name: str = Field(pattern=NAME_PATTERN, description="model name the version registers under")
+    params: dict[str, Any] = Field(default_factory=dict, description="see GET /train/kinds")
+    activate: bool = Field(False, description="serve the new version as soon as it is trained")
+
+
+class ModelVersionRef(BaseModel):
+    name: str
+    version: int
+
+
+class JobMetricPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    step: int
+    values: dict[str, Any]
+    created_at: datetime
+
+
+class JobPublic(BaseModel):
+    id: int
+    kind: str
+    name: str
+    dataset_id: int | None
+    params: dict[str, Any]
+    activate: bool
+    status: str  # queued | running | succeeded | failed | cancelled
+    progress: float
+    metrics: dict[str, Any]
+    error: str | None
+    attempts: int
+    cancel_requested: bool
+    runner_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    model_version: ModelVersionRef | None = None
+
+
+class JobDetail(JobPublic):
+    history: list[JobMetricPublic]
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int  # all jobs that match the filters, not only this page
+
+
+class ParamPublic(BaseModel):
+    name: str
+    type: str
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: float | None = None
+    enum: list[Any] | None = None
+    description: str | None = None
+
+
+class KindPublic(BaseModel):
+    kind: str
+    task: str
+    dataset_kinds: list[str]
+    description: str
+    params: list[ParamPublic]
+    json_schema: dict[str, Any]
+
+
+class KindsPublic(BaseModel):
+    data: list[KindPublic]
+    count: int

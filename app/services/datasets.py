@@ -1,0 +1,219 @@
+"""Datasets: uploads validated and stored by content (sha256), built-ins registered at startup.
+
+A stored file is never deleted or rewritten with other bytes: its name is its hash, so the
+same upload twice is the same dataset, and a training job can always re-read what it used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path, PurePath
+from typing import BinaryIO, NamedTuple
+
+from fastapi import UploadFile
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from app.db import Database
+from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from app.settings import Settings
+from app.tables import Dataset
+from models.datasets import (
+    BUILTIN_DATASETS,
+    Builtin,
+    DatasetError,
+    UnsupportedFormat,
+    describe,
+    kind_of,
+    parse_upload,
+)
+
+log = logging.getLogger("genserve.datasets")
+BUILTIN_PREFIX = "builtin:"
+CHUNK = 1024 * 1024
+
+
+def builtin_sha256(name: str) -> str:
+    """Built-ins have no file of their own: their identity is their name."""
+    return hashlib.sha256(f"{BUILTIN_PREFIX}{name}".encode()).hexdigest()
+
+
+class DatasetService:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self.root = settings.state_dir / "datasets"
+
+    # ---- built-ins -----------------------------------------------------------------------------
+
+    def sync_builtin(self) -> list[str]:
+        """Registers the built-ins whose data is present; existing rows are left alone."""
+        registered = []
+        for builtin in BUILTIN_DATASETS.values():
+            sha256 = builtin_sha256(builtin.name)
+            if self._by_sha256(sha256) is not None:
+                continue
+            if not builtin.available(self.settings.data_dir):
+                continue
+            try:
+                row = self._builtin_row(builtin, sha256)
+            except Exception:  # a broken data file must not stop the service
+                log.exception("built-in dataset %s could not be loaded", builtin.name)
+                continue
+            _, created = self._insert(row)
+            if created:
+                registered.append(builtin.name)
+                log.info("registered built-in dataset %s", builtin.name)
+        return registered
+
+    def _builtin_row(self, builtin: Builtin, sha256: str) -> Dataset:
+        train, test = builtin.load(self.settings.data_dir)
+        meta, test_meta = describe(train), describe(test)
+        num_train, num_test = meta.pop("num_records"), test_meta["num_records"]
+        meta.pop("label_counts", None)  # the train split's counts alone would mislead
+        meta |= {
+            "description": builtin.description,
+            "splits": {"train": num_train, "test": num_test},
+        }
+        return Dataset(
+            name=builtin.name,
+            kind=builtin.kind,
+            format="builtin",
+            sha256=sha256,
+            size_bytes=0,
+            path=BUILTIN_PREFIX + builtin.name,
+            num_records=num_train + num_test,
+            meta=meta,
+            builtin=True,
+        )
+
+    # ---- uploads -------------------------------------------------------------------------------
+
+    async def upload(self, file: UploadFile, name: str | None = None) -> tuple[Dataset, bool]:
+        """(dataset, created): a new dataset, or the existing one with the same bytes."""
+        filename = PurePath(file.filename or "").name
+        if not filename:
+            raise InvalidInput("the uploaded file has no name; its extension tells its format")
+        tmp = await run_in_threadpool(self._spool, file.file)
+        try:
+            sha256, size = tmp.sha256, tmp.size
+            existing = self._by_sha256(sha256)
+            if existing is not None:
+                return self._same_file(existing), False
+            try:
+                fmt, data = await run_in_threadpool(parse_upload, tmp.path, filename)
+                meta = await run_in_threadpool(describe, data)
+            except UnsupportedFormat as e:
+                raise UnsupportedMediaType(str(e), code="unsupported_format") from None
+            except DatasetError as e:
+                raise InvalidInput(str(e), code="invalid_dataset") from None
+            stored = f"datasets/{sha256}.{fmt}"
+            os.replace(tmp.path, self.settings.state_dir / stored)  # same bytes if it exists
+            row = Dataset(
+                name=(name or filename)[:200],
+                kind=kind_of(data),
+                format=fmt,
+                sha256=sha256,
+                size_bytes=size,
+                path=stored,
+                num_records=meta.pop("num_records"),
+                meta=meta,
+                builtin=False,
+            )
+            dataset, created = self._insert(row)
+            return self._same_file(dataset), created
+        finally:
+            tmp.path.unlink(missing_ok=True)
+
+    def _spool(self, source: BinaryIO) -> _Spooled:
+        """Copies the upload under the state dir while hashing it, refusing it past the limit."""
+        limit = self.settings.max_upload_bytes
+        tmp_dir = self.root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        digest, size = hashlib.sha256(), 0
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := source.read(CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge(
+                            f"the file exceeds the {limit}-byte upload limit",
+                            details={"max_bytes": limit},
+                        )
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return _Spooled(path, digest.hexdigest(), size)
+
+    def _same_file(self, dataset: Dataset) -> Dataset:
+        if dataset.builtin:  # only a file whose bytes are "builtin:<name>" gets here
+            raise Conflict(f"this file's sha256 is reserved for built-in dataset {dataset.name!r}")
+        return dataset
+
+    def _insert(self, row: Dataset) -> tuple[Dataset, bool]:
+        """Inserts, or returns the row that a concurrent equal upload inserted first."""
+        try:
+            with self.db.session() as session:
+                session.add(row)
+            return row, True
+        except IntegrityError:
+            existing = self._by_sha256(row.sha256)
+            if existing is None:
+                raise
+            return existing, False
+
+    # ---- queries -------------------------------------------------------------------------------
+
+    def _by_sha256(self, sha256: str) -> Dataset | None:
+        with self.db.session() as session:
+            return session.scalar(select(Dataset).where(Dataset.sha256 == sha256))
+
+    def list(self) -> list[Dataset]:
+        with self.db.session() as session:
+            return list(session.scalars(select(Dataset).order_by(Dataset.id)))
+
+    def get(self, dataset_id: int) -> Dataset:
+        with self.db.session() as session:
+            dataset = session.get(Dataset, dataset_id)
+        if dataset is None:
+            raise NotFound(f"unknown dataset {dataset_id}")
+        return dataset
+
+    def resolve(self, ref: int | str) -> Dataset:
+        """A dataset by id, or by name when that name is unambiguous."""
+        if isinstance(ref, int) or ref.isdigit():
+            return self.get(int(ref))
+        with self.db.session() as session:
+            rows = list(session.scalars(select(Dataset).where(Dataset.name == ref)))
+        if not rows:
+            raise NotFound(f"unknown dataset {ref!r}")
+        if len(rows) > 1:
+            ids = ", ".join(str(r.id) for r in rows)
+            raise InvalidInput(
+                f"{len(rows)} datasets are named {ref!r} (ids {ids}); refer to one by its id",
+                code="ambiguous_dataset",
+                details={"ids": [r.id for r in rows]},
+            )
+        return rows[0]
+
+    def path_of(self, dataset: Dataset) -> Path | None:
+        """The stored file; None for built-ins, which load from the data dir."""
+        if dataset.builtin or dataset.path.startswith(BUILTIN_PREFIX):
+            return None
+        return self.settings.state_dir / dataset.path
+
+
+class _Spooled(NamedTuple):
+    path: Path  # a temporary file under state_dir/datasets/tmp, same filesystem as the store
+    sha256: str
+    size: int

@@ -1,0 +1,267 @@
+"""Training jobs from the API's side: validate before queueing, list, show, cancel.
+
+Everything a job could be refused for is checked here, so that a queued job fails only for
+reasons nobody could know in advance. Parameter schemas are pydantic models built from the
+dataclasses in models/trainers.py: one source for names, defaults and bounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
+
+from app.db import Database
+from app.errors import Conflict, InvalidInput, NotFound
+from app.jobs.store import now
+from app.schemas.train import (
+    JobDetail,
+    JobMetricPublic,
+    JobPublic,
+    KindPublic,
+    ModelVersionRef,
+    ParamPublic,
+    TrainRequest,
+)
+from app.services.datasets import DatasetService
+from app.tables import Dataset, Model, ModelVersion, TrainingJob
+from models.trainers import KINDS, Kind
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+@cache
+def params_model(kind: str) -> type[BaseModel]:
+    """A pydantic model mirroring the kind's parameter dataclass, refusing unknown keys."""
+    cls = KINDS[kind].params
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields: dict[str, Any] = {
+        f.name: (hints[f.name], Field(f.default, description=f.metadata.get("doc")))
+        for f in dataclasses.fields(cls)
+    }
+    name = "".join(part.title() for part in kind.split("-")) + "Params"
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def validate_params(kind: Kind, params: dict[str, Any]) -> dict[str, Any]:
+    """The full parameter set (defaults filled in), or a 422 naming every bad field."""
+    try:
+        values = params_model(kind.name).model_validate(params).model_dump()
+    except ValidationError as e:
+        details = [
+            {"loc": ["params", *e_["loc"]], "msg": e_["msg"], "type": e_["type"]}
+            for e_ in e.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        raise InvalidInput(f"invalid params for {kind.name}", details=details) from None
+    try:
+        kind.params(**values)  # cross-field checks (__post_init__)
+    except ValueError as e:
+        raise InvalidInput(f"invalid params for {kind.name}: {e}") from None
+    return values
+
+
+def kind_public(kind: Kind) -> KindPublic:
+    schema = params_model(kind.name).model_json_schema()
+    params = [_param(name, prop) for name, prop in schema.get("properties", {}).items()]
+    return KindPublic(
+        kind=kind.name,
+        task=kind.task,
+        dataset_kinds=[kind.data],
+        description=kind.description,
+        params=params,
+        json_schema=schema,
+    )
+
+
+def _param(name: str, prop: dict[str, Any]) -> ParamPublic:
+    options = prop.get("anyOf", [prop])
+    types = [o.get("type", "any") for o in options]
+    enum = next((o["enum"] for o in options if "enum" in o), None)
+    bound = next((o for o in options if "minimum" in o or "maximum" in o), {})
+    return ParamPublic(
+        name=name,
+        type=" | ".join(t for t in types),
+        default=prop.get("default"),
+        minimum=bound.get("minimum"),
+        maximum=bound.get("maximum"),
+        exclusive_minimum=next(
+            (o["exclusiveMinimum"] for o in options if "exclusiveMinimum" in o), None
+        ),
+        enum=enum,
+        description=prop.get("description"),
+    )
+
+
+def job_public(job: TrainingJob, version: tuple[str, int] | None) -> JobPublic:
+    return JobPublic(
+        id=job.id,
+        kind=job.kind,
+        name=job.name,
+        dataset_id=job.dataset_id,
+        params=job.params,
+        activate=job.activate,
+        status=job.status,
+        progress=job.progress,
+        metrics=job.metrics,
+        error=job.error,
+        attempts=job.attempts,
+        cancel_requested=job.cancel_requested,
+        runner_id=job.runner_id,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        model_version=ModelVersionRef(name=version[0], version=version[1]) if version else None,
+    )
+
+
+class TrainingService:
+    def __init__(self, db: Database, datasets: DatasetService) -> None:
+        self.db = db
+        self.datasets = datasets
+
+    def kinds(self) -> list[KindPublic]:
+        return [kind_public(k) for k in KINDS.values()]
+
+    def submit(self, request: TrainRequest) -> JobPublic:
+        kind = KINDS.get(request.kind)
+        if kind is None:
+            raise InvalidInput(
+                f"unknown kind {request.kind!r}; one of: {', '.join(KINDS)}",
+                details={"kinds": list(KINDS)},
+            )
+        params = validate_params(kind, request.params)
+        dataset = self.datasets.resolve(request.dataset)
+        self._check_dataset(kind, dataset, params)
+        with self.db.session() as session:
+            model = session.scalar(select(Model).where(Model.name == request.name))
+            if model is not None and model.task != kind.task:
+                raise Conflict(
+                    f"model {request.name!r} is a {model.task} model; {kind.name} makes "
+                    f"{kind.task} models: choose another name"
+                )
+            job = TrainingJob(
+                kind=kind.name,
+                name=request.name,
+                dataset_id=dataset.id,
+                params=params,
+                activate=request.activate,
+                status="queued",
+                progress=0.0,
+                metrics={},
+                attempts=0,
+                cancel_requested=False,
+            )
+            session.add(job)
+            session.flush()
+            return job_public(job, None)
+
+    @staticmethod
+    def _check_dataset(kind: Kind, dataset: Dataset, params: dict[str, Any]) -> None:
+        if dataset.kind != kind.data:
+            raise InvalidInput(
+                f"{kind.name} trains on {kind.data} datasets; dataset {dataset.id} "
+                f"({dataset.name!r}) is {dataset.kind}"
+            )
+        meta = dataset.meta or {}
+        labelled = bool(meta.get("labelled", True))
+        if (kind.needs_labels or params.get("conditional")) and not labelled:
+            raise InvalidInput(f"{kind.name} with these params needs labels; {dataset.name!r} "
+                               "has none")  # fmt: skip
+        size = meta.get("image_size")
+        m = kind.size_multiple
+        if size and m > 1 and (size[0] % m or size[1] % m):
+            raise InvalidInput(
+                f"{kind.name} needs image sides divisible by {m}; {dataset.name!r} has "
+                f"{size[0]}x{size[1]} images"
+            )
+        block = params.get("block_size")
+        chars = meta.get("chars")
+        if block and chars and chars * min(params.get("test_fraction", 0.1), 0.5) <= block + 1:
+            raise InvalidInput(
+                f"{dataset.name!r} has {chars} characters: too few for block_size {block} "
+                "in its validation split; lower block_size or upload more text"
+            )
+
+    def list(
+        self,
+        status: str | None,
+        kind: str | None,
+        name: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[JobPublic], int]:
+        filters = []
+        if status is not None:
+            filters.append(TrainingJob.status == status)
+        if kind is not None:
+            filters.append(TrainingJob.kind == kind)
+        if name is not None:
+            filters.append(TrainingJob.name == name)
+        with self.db.session() as session:
+            total = session.scalar(select(func.count()).select_from(TrainingJob).where(*filters))
+            jobs = list(
+                session.scalars(
+                    select(TrainingJob)
+                    .where(*filters)
+                    .order_by(TrainingJob.id.desc())
+                    .limit(limit)
+                    .offset(offset)
+                )
+            )
+            versions = self._versions(session, jobs)
+            return [job_public(j, versions.get(j.id)) for j in jobs], total or 0
+
+    @staticmethod
+    def _versions(session: Any, jobs: list[TrainingJob]) -> dict[int, tuple[str, int]]:
+        ids = {j.model_version_id: j.id for j in jobs if j.model_version_id is not None}
+        if not ids:
+            return {}
+        rows = session.execute(
+            select(ModelVersion.id, Model.name, ModelVersion.version)
+            .join(Model, Model.id == ModelVersion.model_id)
+            .where(ModelVersion.id.in_(ids))
+        ).all()
+        return {ids[vid]: (name, version) for vid, name, version in rows}
+
+    def get(self, job_id: int) -> JobDetail:
+        with self.db.session() as session:
+            job = session.scalar(
+                select(TrainingJob)
+                .where(TrainingJob.id == job_id)
+                .options(selectinload(TrainingJob.history))
+            )
+            if job is None:
+                raise NotFound(f"no training job {job_id}")
+            public = job_public(job, self._versions(session, [job]).get(job.id))
+            history = [JobMetricPublic.model_validate(m) for m in job.history]
+        return JobDetail(**public.model_dump(), history=history)
+
+    def cancel(self, job_id: int) -> JobDetail:
+        """A queued job is cancelled now; a running one at its runner's next step."""
+        with self.db.session() as session:
+            queued = session.execute(
+                update(TrainingJob)
+                .where(TrainingJob.id == job_id, TrainingJob.status == "queued")
+                .values(status="cancelled", error="cancelled by request", finished_at=now())
+                .execution_options(synchronize_session=False)
+            )
+            if not queued.rowcount:
+                running = session.execute(
+                    update(TrainingJob)
+                    .where(TrainingJob.id == job_id, TrainingJob.status == "running")
+                    .values(cancel_requested=True)
+                    .execution_options(synchronize_session=False)
+                )
+                if not running.rowcount:
+                    status = session.scalar(
+                        select(TrainingJob.status).where(TrainingJob.id == job_id)
+                    )
+                    if status is None:
+                        raise NotFound(f"no training job {job_id}")
+                    raise Conflict(f"job {job_id} is already {status}")
+        return self.get(job_id)
