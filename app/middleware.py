@@ -125,6 +125,6 @@ def _route_template(scope: Scope) -> str:
     app = scope.get("app")
     for candidate in getattr(getattr(app, "router", None), "routes", []):
         match, _ = candidate.matches(scope)
-        if match == Match.FULL:
-            return candidate.path
+        if match == Match.FULL and hasattr(candidate, "path"):  # FastAPI's included routers
+            return candidate.path  # have none; a refused body never reached routing to say
     return "unmatched"  # keeps label cardinality bounded for 404s

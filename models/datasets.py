@@ -181,16 +181,18 @@ def _parse_delimited(path: Path, delimiter: str) -> LabelledTexts:
         raise DatasetError("the file has no rows")
     header = [cell.lower() for cell in rows[0][1]]
     if "text" in header and "label" in header:
-        text_col, label_col, body = header.index("text"), header.index("label"), rows[1:]
+        text_col, label_col, width = header.index("text"), header.index("label"), len(header)
+        body = rows[1:]
+        if not body:
+            raise DatasetError("the file has a header but no rows after it")
     elif _looks_headerless(rows):
-        text_col, label_col, body = 0, 1, rows
+        text_col, label_col, width, body = 0, 1, 2, rows
     else:
         raise DatasetError(
             f"the first row needs `text` and `label` columns (found {rows[0][1][:10]}); "
             "a headerless file must have exactly two columns: text, label"
         )
     texts, labels = [], []
-    width = len(header) if body is not rows else 2
     for line, row in body:
         if len(row) != width:
             raise DatasetError(f"line {line}: {len(row)} columns, expected {width}")

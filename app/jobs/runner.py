@@ -150,6 +150,9 @@ class JobExecution:
 
     def run(self) -> None:
         job = self.job
+        saved = self.work_dir / "checkpoint" / "checkpoint.json"
+        if saved.is_file():
+            log.info("resuming job %d from its checkpoint (attempt %d)", job.id, job.attempts)
         beat = threading.Thread(target=self._beat, name=f"heartbeat-{job.id}", daemon=True)
         beat.start()
         outcome = "failed"
@@ -178,8 +181,9 @@ class JobExecution:
 
     def _end(self, status: str, error: str) -> None:
         _, metrics, rows = self._snapshot()
-        self._quietly(self.store.heartbeat, self.job.id, self.runner_id, self.progress, metrics,
-                      rows)  # fmt: skip
+        self._quietly(
+            self.store.heartbeat, self.job.id, self.runner_id, self.progress, metrics, rows
+        )
         self._quietly(self.store.finish, self.job.id, self.runner_id, status, error)
 
     def _quietly(self, fn: Any, *args: Any) -> None:

@@ -170,8 +170,9 @@ class TrainingService:
         meta = dataset.meta or {}
         labelled = bool(meta.get("labelled", True))
         if (kind.needs_labels or params.get("conditional")) and not labelled:
-            raise InvalidInput(f"{kind.name} with these params needs labels; {dataset.name!r} "
-                               "has none")  # fmt: skip
+            raise InvalidInput(
+                f"{kind.name} with these params needs labels; {dataset.name!r} has none"
+            )
         size = meta.get("image_size")
         m = kind.size_multiple
         if size and m > 1 and (size[0] % m or size[1] % m):

@@ -23,6 +23,7 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, state_dir: Path, **env: str) -> None:
+        self.state_dir = state_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(state_dir / "server.log", "w+")  # noqa: SIM115
@@ -34,7 +35,8 @@ class Server:
             "GENSERVE_DEVICE": "cpu",
             **env,
         }
-        environ.pop("GENSERVE_DATABASE_URL", None)
+        if "GENSERVE_DATABASE_URL" not in env:
+            environ.pop("GENSERVE_DATABASE_URL", None)  # the state dir's SQLite file
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--no-access-log"],

@@ -1,0 +1,262 @@
+"""Training over HTTP against a real server: one job per modality served right after,
+activation and its sha256 check, cancellation, and a runner killed mid-job (SQLite and
+PostgreSQL) that resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.settings import PRETRAINED_DIR
+from models.checksum import artifact_digest
+from tests.conftest import wait_until_ready
+from tests.e2e.server import Server
+
+pytestmark = pytest.mark.e2e
+TERMINAL = ("succeeded", "failed", "cancelled")
+TINY_GPT = {
+    "n_layer": 1,
+    "n_head": 2,
+    "n_embd": 32,
+    "block_size": 32,
+    "batch_size": 8,
+    "eval_batches": 2,
+}
+
+
+def minimal_pretrained(path: Path) -> Path:
+    """Only the sentiment default: the server is ready in seconds."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "sentiment").symlink_to(PRETRAINED_DIR / "sentiment")
+    return path
+
+
+def start(tmp: Path, **env: str) -> Server:
+    srv = Server(
+        tmp,
+        GENSERVE_PRETRAINED_DIR=str(minimal_pretrained(tmp / "pretrained")),
+        GENSERVE_JOB_HEARTBEAT_S="0.2",
+        GENSERVE_REGISTRY_POLL_S="0.2",
+        GENSERVE_RUNNER_THREADS="1",
+        **env,
+    )
+    try:
+        wait_until_ready(srv.client.get, timeout=120)
+    except TimeoutError:
+        srv.stop()
+        pytest.fail(f"server never became ready:\n{srv.output()}")
+    return srv
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start(tmp_path_factory.mktemp("e2e-train"))
+    yield srv
+    srv.stop()
+
+
+def submit(srv: Server, **body: Any) -> dict[str, Any]:
+    response = srv.client.post("/train", json=body)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/train/{job['id']}"
+    assert job["status"] == "queued"
+    return job
+
+
+def wait_job(srv: Server, job_id: int, until: Any = TERMINAL, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = srv.client.get(f"/train/{job_id}").json()
+        if (job["status"] in until) if isinstance(until, tuple) else until(job):
+            return job
+        time.sleep(0.1)
+    pytest.fail(f"job {job_id} stuck at {job}:\n{srv.output()[-3000:]}")
+
+
+def wait_served(srv: Server, path: str, body: dict[str, Any], version: int) -> dict[str, Any]:
+    """Activation reaches the workers within a registry poll; wait for that version."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        response = srv.client.post(path, json=body)
+        if response.status_code == 200 and response.json()["version"] == version:
+            return response.json()
+        time.sleep(0.1)
+    pytest.fail(f"{body.get('model')} v{version} never served: {response.text}")
+
+
+def verify_artifact(srv: Server, state: Path, name: str, version: int) -> None:
+    model = srv.client.get(f"/models/{name}").json()
+    row = next(v for v in model["versions"] if v["version"] == version)
+    job = srv.client.get("/train", params={"name": name, "status": "succeeded"}).json()["data"]
+    job_id = next(j["id"] for j in job if j["model_version"]["version"] == version)
+    sha256, size = artifact_digest(state / "artifacts" / name / f"job-{job_id}")
+    assert (sha256, size) == (row["sha256"], row["size_bytes"])
+
+
+def test_text_job_trains_then_serves(server: Server) -> None:
+    params = {**TINY_GPT, "max_steps": 30, "eval_every": 10}
+    job = submit(
+        server,
+        kind="text-gpt",
+        dataset="tinyshakespeare",
+        name="e2e-gpt",
+        params=params,
+        activate=True,
+    )
+    done = wait_job(server, job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert done["progress"] == 1.0
+    assert done["model_version"] == {"name": "e2e-gpt", "version": 1}
+    assert [row["step"] for row in done["history"]] == [10, 20, 30]
+    assert done["metrics"]["val_loss"] < np.log(65)  # better than uniform over 65 chars
+    assert done["params"]["lr"] == 1e-3  # defaults filled in and recorded
+
+    out = wait_served(
+        server,
+        "/generate/text",
+        {"model": "e2e-gpt", "prompt": "ROMEO:", "max_new_tokens": 8, "seed": 1},
+        1,
+    )
+    assert out["choices"][0]["completion_tokens"] == 8
+    model = server.client.get("/models/e2e-gpt").json()
+    assert model["active_version"] == 1 and model["workers"] == [0]
+    assert model["versions"][0]["metrics"]["val_loss"] == done["metrics"]["val_loss"]
+    verify_artifact(server, Path(server.state_dir), "e2e-gpt", 1)
+
+
+def test_image_job_trains_a_conditional_generator(server: Server) -> None:
+    params = {"epochs": 2, "latent_dim": 4, "hidden": 32, "batch_size": 128}
+    job = submit(
+        server, kind="image-vae", dataset="digits", name="e2e-cvae", params=params, activate=True
+    )
+    done = wait_job(server, job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert [row["step"] for row in done["history"]] == [12, 24]  # 1,437 images / 128
+    out = wait_served(
+        server, "/generate/image", {"model": "e2e-cvae", "n": 2, "label": 3, "seed": 0}, 1
+    )
+    assert (out["width"], out["height"]) == (8, 8)
+    assert [img["label"] for img in out["images"]] == [3, 3]
+    png = Image.open(io.BytesIO(base64.b64decode(out["images"][0]["png_base64"])))
+    assert png.size == (8, 8)
+
+
+def test_classifier_job_on_an_uploaded_csv(server: Server, tmp_path: Path) -> None:
+    good = ["great fun", "lovely and good", "good film", "really great", "so good", "fun fun"]
+    bad = ["awful", "boring and bad", "bad film", "really awful", "so bad", "dull dull"]
+    rows = ["text,label"] + [f"{t},good" for t in good * 3] + [f"{t},bad" for t in bad * 3]
+    (tmp_path / "reviews.csv").write_text("\n".join(rows) + "\n")
+    with (tmp_path / "reviews.csv").open("rb") as f:
+        uploaded = server.client.post("/datasets", files={"file": ("reviews.csv", f)})
+    assert uploaded.status_code == 201, uploaded.text
+    dataset = uploaded.json()
+    assert dataset["kind"] == "labelled-text" and dataset["meta"]["labels"] == ["bad", "good"]
+
+    job = submit(
+        server,
+        kind="classify-logreg",
+        dataset=dataset["id"],
+        name="e2e-clf",
+        params={"min_df": 1},
+        activate=True,
+    )
+    done = wait_job(server, job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert done["metrics"]["test_accuracy"] >= 0.8
+    body = {"model": "e2e-clf", "inputs": ["so good and great", "awful and dull"]}
+    out = wait_served(server, "/classify", body, 1)
+    assert [r["label"] for r in out["results"]] == ["good", "bad"]
+
+
+def test_activation_switches_versions_and_refuses_tampered_artifacts(server: Server) -> None:
+    for order in (3, 4):
+        job = submit(
+            server,
+            kind="text-ngram",
+            dataset="tinyshakespeare",
+            name="e2e-ngram",
+            params={"order": order},
+            activate=order == 3,
+        )
+        assert wait_job(server, job["id"])["status"] == "succeeded"
+    body = {"model": "e2e-ngram", "prompt": "To be", "max_new_tokens": 4, "seed": 0}
+    wait_served(server, "/generate/text", body, 1)
+    model = server.client.get("/models/e2e-ngram").json()
+    assert model["active_version"] == 1 and len(model["versions"]) == 2
+
+    activated = server.client.post("/models/e2e-ngram/versions/2/activate")
+    assert activated.status_code == 200, activated.text
+    assert activated.json()["active_version"] == 2
+    assert server.client.post("/generate/text", json=body).json()["version"] == 2
+
+    # Version 1's bytes change on disk: it must not be served again.
+    jobs = server.client.get("/train", params={"name": "e2e-ngram"}).json()["data"]
+    v1_job = next(j["id"] for j in jobs if j["model_version"]["version"] == 1)
+    config = Path(server.state_dir) / "artifacts" / "e2e-ngram" / f"job-{v1_job}" / "config.json"
+    config.write_text(config.read_text().replace('"order": 3', '"order": 3 '))
+    refused = server.client.post("/models/e2e-ngram/versions/1/activate")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "artifact_mismatch"
+    assert server.client.post("/generate/text", json=body).json()["version"] == 2
+    missing = server.client.post("/models/e2e-ngram/versions/9/activate")
+    assert missing.status_code == 404
+
+
+def test_cancel_queued_and_running_jobs(server: Server) -> None:
+    params = {**TINY_GPT, "max_steps": 1_000_000, "eval_every": 1000}
+    running = submit(
+        server, kind="text-gpt", dataset="tinyshakespeare", name="e2e-long", params=params
+    )
+    wait_job(server, running["id"], lambda j: j["status"] == "running" and j["progress"] > 0)
+    queued = submit(server, kind="text-ngram", dataset="tinyshakespeare", name="e2e-never")
+    cancelled = server.client.post(f"/train/{queued['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled"
+
+    asked = server.client.post(f"/train/{running['id']}/cancel")
+    assert asked.status_code == 200 and asked.json()["cancel_requested"] is True
+    done = wait_job(server, running["id"], timeout=30)
+    assert done["status"] == "cancelled" and done["model_version"] is None
+    assert server.client.post(f"/train/{running['id']}/cancel").status_code == 409
+    assert not (Path(server.state_dir) / "jobs" / str(running["id"])).exists()
+    assert server.client.get("/models/e2e-long").status_code == 404
+
+
+def test_runner_killed_mid_job_resumes_from_its_checkpoint(db_url: str, tmp_path: Path) -> None:
+    srv = start(tmp_path, GENSERVE_DATABASE_URL=db_url)
+    try:
+        params = {**TINY_GPT, "max_steps": 3000, "eval_every": 100}
+        job = submit(
+            srv,
+            kind="text-gpt",
+            dataset="tinyshakespeare",
+            name="e2e-crash",
+            params=params,
+            activate=True,
+        )
+        running = wait_job(
+            srv, job["id"], lambda j: j["status"] == "running" and len(j["history"]) >= 2
+        )
+        pid = int(running["runner_id"].split(":")[1])
+        os.kill(pid, signal.SIGKILL)
+
+        done = wait_job(srv, job["id"])
+        assert done["status"] == "succeeded", done["error"]
+        assert done["attempts"] == 2
+        assert done["history"][-1]["step"] == 3000
+        assert f"resuming job {job['id']} from its checkpoint" in srv.output()
+        verify_artifact(srv, tmp_path, "e2e-crash", 1)
+        body = {"model": "e2e-crash", "prompt": "A", "max_new_tokens": 4, "seed": 0}
+        wait_served(srv, "/generate/text", body, 1)
+    finally:
+        srv.stop()
