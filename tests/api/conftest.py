@@ -22,6 +22,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         default_text_model="tiny-gpt",
         default_image_model="tiny-cvae",
         max_new_tokens=256,
+        runner_slots=0,  # jobs stay queued: training runs in the e2e tests
     )
     migrate(settings.db_url)
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:

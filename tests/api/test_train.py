@@ -1,0 +1,103 @@
+"""/train from the client's side: what is refused before queueing, and the job lifecycle
+up to cancellation (no runner here: jobs stay queued; tests/e2e trains for real)."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+
+def submit(client: TestClient, **body: object) -> tuple[int, dict]:
+    response = client.post("/train", json=body)
+    return response.status_code, response.json()
+
+
+def test_kinds_list_every_family_with_typed_bounded_params(client: TestClient) -> None:
+    data = client.get("/train/kinds").json()["data"]
+    kinds = {k["kind"]: k for k in data}
+    assert set(kinds) == {
+        "text-ngram",
+        "text-lstm",
+        "text-gru",
+        "text-gpt",
+        "image-gan",
+        "image-vae",
+        "classify-nb",
+        "classify-logreg",
+        "classify-mlp",
+        "classify-rnn",
+        "classify-cnn",
+    }
+    gpt = {p["name"]: p for p in kinds["text-gpt"]["params"]}
+    assert gpt["max_steps"]["type"] == "integer" and gpt["max_steps"]["minimum"] == 1
+    assert gpt["lr"]["default"] == 1e-3 and gpt["lr"]["description"]
+    rnn = {p["name"]: p for p in kinds["classify-rnn"]["params"]}
+    assert rnn["level"]["enum"] == ["char", "word"]
+    assert kinds["classify-cnn"]["dataset_kinds"] == ["images"]
+    assert kinds["image-gan"]["task"] == "image-generation"
+
+
+def test_bad_jobs_are_refused_before_queueing(client: TestClient) -> None:
+    base = {"dataset": "tinyshakespeare", "name": "lm"}
+    status, body = submit(client, kind="text-transformer-xl", **base)
+    assert status == 422 and "text-gpt" in body["error"]["message"]
+
+    status, body = submit(client, kind="text-gpt", params={"max_steps": 0, "dropuot": 0.1}, **base)
+    assert status == 422
+    locs = [d["loc"] for d in body["error"]["details"]]
+    assert ["params", "max_steps"] in locs and ["params", "dropuot"] in locs
+
+    status, body = submit(client, kind="text-gpt", params={"n_embd": 30, "n_head": 4}, **base)
+    assert status == 422 and "divisible" in body["error"]["message"]
+
+    status, body = submit(client, kind="text-gpt", dataset="digits", name="lm")
+    assert status == 422
+    assert "text datasets" in body["error"]["message"] and "images" in body["error"]["message"]
+
+    status, body = submit(client, kind="classify-cnn", dataset="sentiment", name="c")
+    assert status == 422
+
+    status, body = submit(client, kind="text-gpt", dataset=999_999, name="lm")
+    assert status == 404
+
+    status, body = submit(client, kind="text-gpt", dataset="tinyshakespeare", name="../etc")
+    assert status == 422
+
+    # the name belongs to a classifier: a language model cannot become its next version
+    status, body = submit(client, kind="text-ngram", dataset="tinyshakespeare", name="sentiment")
+    assert status == 409 and "classification" in body["error"]["message"]
+    assert client.get("/train", params={"name": "lm"}).json()["count"] == 0
+
+
+def test_queued_job_lifecycle_listing_and_cancel(client: TestClient) -> None:
+    response = client.post(
+        "/train",
+        json={
+            "kind": "classify-nb",
+            "dataset": "sentiment",
+            "name": "nb-test",
+            "params": {"alpha": 0.5},
+        },
+    )
+    assert response.status_code == 202
+    job = response.json()
+    assert response.headers["location"] == f"/train/{job['id']}"
+    assert job["params"]["alpha"] == 0.5 and job["params"]["min_df"] == 2  # defaults recorded
+
+    detail = client.get(response.headers["location"]).json()
+    assert detail["status"] == "queued" and detail["history"] == []
+
+    other = client.post(
+        "/train", json={"kind": "text-ngram", "dataset": "tinyshakespeare", "name": "ng-test"}
+    ).json()
+    listed = client.get("/train", params={"status": "queued", "limit": 1}).json()
+    assert listed["count"] >= 2 and [j["id"] for j in listed["data"]] == [other["id"]]
+    by_kind = client.get("/train", params={"kind": "classify-nb"}).json()["data"]
+    assert job["id"] in [j["id"] for j in by_kind] and other["id"] not in [j["id"] for j in by_kind]
+
+    cancelled = client.post(f"/train/{job['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
+    again = client.post(f"/train/{job['id']}/cancel")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
+    assert client.post("/train/123456/cancel").status_code == 404
+    assert client.get("/train/123456").status_code == 404
+    assert client.get("/train", params={"status": "exploded"}).status_code == 422
