@@ -212,7 +212,7 @@ def train(
                 "lr": lr,
                 "tokens_per_s": round(tokens / elapsed, 1),
                 "samples_per_s": round(tokens / cfg.block_size / elapsed, 2),
-                "seconds": round(time.perf_counter() - began, 1),
+                "seconds": round(time.perf_counter() - began, 3),
             }
             history.append(metrics)
             tokens, t0 = 0, time.perf_counter()

@@ -246,7 +246,6 @@ def _lm(
     )
     window = p.block_size if isinstance(p, GPTParams) else 256
     val_loss = full_validation_loss(model, val_ids, min(window, len(val_ids) - 1), device)
-    history = result.get("history", [])
     return TrainResult(
         {
             "kind": kind,
@@ -258,7 +257,7 @@ def _lm(
                 "val_loss": round(val_loss, 4),
                 "val_chars": len(val_ids),
                 "steps": result.get("step"),
-                "samples_per_s": _mean_rate(history),
+                "samples_per_s": _rate(result.get("step"), p.batch_size, result.get("seconds")),
                 "train_seconds": result.get("seconds"),
             },
         },
@@ -266,10 +265,9 @@ def _lm(
     )
 
 
-def _mean_rate(history: list[dict[str, Any]]) -> float | None:
-    """Samples/s over the whole run: the rows' rates weighted by the time each covers."""
-    rates = [r["samples_per_s"] for r in history if r.get("samples_per_s")]
-    return round(float(np.mean(rates)), 2) if rates else None
+def _rate(steps: int | None, batch: int, seconds: float | None) -> float | None:
+    """Samples/s of the whole loop, evaluations and checkpoints included."""
+    return round(steps * batch / seconds, 2) if steps and seconds else None
 
 
 def _ngram(
