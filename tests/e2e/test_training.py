@@ -8,11 +8,13 @@ import base64
 import io
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -195,9 +197,27 @@ def test_activation_switches_versions_and_refuses_tampered_artifacts(server: Ser
     model = server.client.get("/models/e2e-ngram").json()
     assert model["active_version"] == 1 and len(model["versions"]) == 2
 
+    # Requests keep flowing while the new version loads: none fails, old then new answers.
+    statuses: list[tuple[int, int | None]] = []
+    done = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while not done.is_set():
+                r = client.post("/generate/text", json=body)
+                statuses.append((r.status_code, r.json().get("version")))
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    time.sleep(0.3)
     activated = server.client.post("/models/e2e-ngram/versions/2/activate")
+    time.sleep(0.3)
+    done.set()
+    thread.join()
     assert activated.status_code == 200, activated.text
     assert activated.json()["active_version"] == 2
+    assert {code for code, _ in statuses} == {200}
+    assert statuses[0][1] == 1 and statuses[-1][1] == 2
     assert server.client.post("/generate/text", json=body).json()["version"] == 2
 
     # Version 1's bytes change on disk: it must not be served again.
