@@ -14,8 +14,9 @@ from app.errors import install_error_handlers
 from app.jobs.store import JobStore
 from app.jobs.supervisor import RunnerSupervisor
 from app.middleware import BodySizeLimit, RequestMetrics
+from app.pool.base import WorkerPool
 from app.pool.local import LocalPool
-from app.routers import classify, datasets, generate, health, models, openai, train
+from app.routers import classify, datasets, generate, health, models, openai, train, ui
 from app.services.classify import ClassifyService
 from app.services.datasets import DatasetService
 from app.services.generate import GenerateService
@@ -38,7 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = ModelRegistry(db, settings)
         registry.sync_builtin()
         specs = list(registry.refresh().values())
-        pool = LocalPool(settings)
+        pool: WorkerPool
+        if settings.pool == "ray":
+            from app.pool.ray_pool import RayPool  # imports Ray, so only when asked for
+
+            pool = RayPool(settings)
+        else:
+            pool = LocalPool(settings)
         await pool.start(specs)
         app.state.db, app.state.registry, app.state.pool = db, registry, pool
         app.state.classify = ClassifyService(settings, registry, pool)
@@ -80,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models.router,
         datasets.router,
         train.router,
+        ui.router,
     ):
         app.include_router(router)
     return app
