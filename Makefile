@@ -28,7 +28,7 @@ models: install
 	$(BIN)/python -m models.build_defaults
 
 bench: install
-	$(BIN)/python bench/classify_quality.py
+	$(BIN)/python bench/classification_quality.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -6,8 +6,9 @@ The digest covers config + payload but not the card, so a card can be rewritten 
 model's identity changing. Loading reads the payload bytes once and parses those same bytes,
 so a file swapped between the digest check and the parse cannot slip through.
 
-    <artifact>/config.json          name, kind, task, input, labels, image_size, model_args, ...
-    <artifact>/weights.safetensors  torch kinds (classify-cnn)
+    <artifact>/config.json          name, kind, task, input, labels, image_size, model_args,
+                                    tokenizer (classify-rnn: its TextVocab as plain JSON), ...
+    <artifact>/weights.safetensors  torch kinds (classify-cnn, classify-rnn)
     <artifact>/model.skops          scikit-learn kinds (classify-logreg, classify-nb, classify-mlp)
     <artifact>/README.md            the model card
 """
@@ -40,10 +41,13 @@ from models.checksum import (
 )
 from models.classifiers import (
     SKLEARN_KINDS,
+    TORCH_INPUTS,
     TORCH_MODELS,
     Classifier,
     SklearnTextClassifier,
+    TextVocab,
     TorchImageClassifier,
+    TorchTextClassifier,
 )
 
 # Every type a skops file may contain: exactly what the text pipelines in classifiers.py use,
@@ -160,7 +164,7 @@ def _load_sklearn(data: bytes, labels: list[str]) -> SklearnTextClassifier:
 
 def _load_torch(
     kind: str, data: bytes, config: dict[str, Any], device: str
-) -> TorchImageClassifier:
+) -> TorchImageClassifier | TorchTextClassifier:
     config_cls, model_cls = TORCH_MODELS[kind]
     try:
         model_config = config_cls(**config.get("model_args", {}))
@@ -170,9 +174,13 @@ def _load_torch(
         raise ArtifactError(
             f"{len(config['labels'])} labels for {model_config.num_classes} classes"
         )
-    image_size = config.get("image_size")
-    if image_size is None or tuple(image_size) != tuple(model_config.image_size):
-        raise ArtifactError(f"image_size {image_size} != model_args {model_config.image_size}")
+    vocab = None
+    if TORCH_INPUTS[kind] == "image":
+        image_size = config.get("image_size")
+        if image_size is None or tuple(image_size) != tuple(model_config.image_size):
+            raise ArtifactError(f"image_size {image_size} != model_args {model_config.image_size}")
+    else:
+        vocab = _load_vocab(config.get("tokenizer"), model_config)
     try:
         state = load_safetensors(data)  # parses a JSON header + raw tensors, runs no code
     except Exception as e:
@@ -180,9 +188,25 @@ def _load_torch(
     module = model_cls(model_config)
     try:
         module.load_state_dict(state, strict=True)
+        if vocab is not None:
+            return TorchTextClassifier(module.eval(), vocab, config["labels"], device=device)
         return TorchImageClassifier(module.eval(), config["labels"], device=device)
     except (RuntimeError, ValueError) as e:
         raise ArtifactError(f"weights do not fit {kind} {model_config}: {e}") from e
+
+
+def _load_vocab(tokenizer: Any, model_config: Any) -> TextVocab:
+    """The text model's vocabulary from config.json, which must match model_args exactly."""
+    try:
+        vocab = TextVocab.from_config(tokenizer)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"bad tokenizer in {CONFIG_FILE}: {e!r}") from e
+    if vocab.vocab_size != model_config.vocab_size or vocab.level != model_config.level:
+        raise ArtifactError(
+            f"tokenizer ({vocab.level}, {vocab.vocab_size} tokens) does not fit model_args "
+            f"({model_config.level}, vocab_size {model_config.vocab_size})"
+        )
+    return vocab
 
 
 def load_classifier(
@@ -210,8 +234,9 @@ def load_classifier(
         raise ArtifactError(f"{path}: labels must be a non-empty list of strings")
 
     if kind in TORCH_MODELS:
-        if config.get("input") != "image" or WEIGHTS_FILE not in payload:
-            raise ArtifactError(f"{path}: {kind} needs input 'image' and {WEIGHTS_FILE}")
+        takes = TORCH_INPUTS[kind]
+        if config.get("input") != takes or WEIGHTS_FILE not in payload:
+            raise ArtifactError(f"{path}: {kind} needs input {takes!r} and {WEIGHTS_FILE}")
         return _load_torch(kind, payload[WEIGHTS_FILE], config, device)
     if kind in SKLEARN_KINDS:
         if config.get("input") != "text" or SKOPS_FILE not in payload:

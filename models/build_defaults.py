@@ -66,7 +66,7 @@ Reproduce (seed {t["seed"]}, {t["seconds"]} s to fit):
 
 ```
 {COMMAND.format(seed=t["seed"])}
-python bench/classify_quality.py
+python bench/classification_quality.py
 ```
 """
 
@@ -98,7 +98,7 @@ Reproduce:
 
 ```
 {COMMAND.format(seed=t["seed"])}
-python bench/classify_quality.py
+python bench/classification_quality.py
 ```
 """
 

@@ -137,14 +137,14 @@ class MLPParams(TextPipelineParams):
 
 @dataclass
 class TextRNNParams:
-    level: Literal["char", "word"] = doc("char", "tokens: characters or lower-cased words")
-    embed: Annotated[int, Ge(4), Le(1024)] = doc(64, "token embedding width")
+    level: Literal["char", "word"] = doc("word", "tokens: lower-cased words or characters")
+    embed: Annotated[int, Ge(4), Le(1024)] = doc(128, "token embedding width")
     hidden: Annotated[int, Ge(4), Le(2048)] = doc(128, "GRU state width per direction")
     num_layers: Annotated[int, Ge(1), Le(4)] = doc(1, "stacked GRU layers")
     bidirectional: bool = doc(True, "read both directions")
     dropout: Annotated[float, Ge(0), Le(0.9)] = doc(0.3, "dropout while training")
     max_len: Annotated[int, Ge(4), Le(4096)] = doc(256, "tokens kept per input")
-    epochs: Epochs = doc(10, "passes over the training texts")
+    epochs: Epochs = doc(12, "passes over the training texts")
     batch_size: BatchSize = doc(32, "texts per step")
     lr: LearningRate = doc(3e-3, "AdamW learning rate")
     weight_decay: Annotated[float, Ge(0), Le(1)] = doc(1e-2, "AdamW weight decay")
@@ -407,6 +407,7 @@ def _text_pipeline(
         test.texts,
         list(test.labels),
         seed=p.seed,
+        num_classes=len(train.label_names),
         **params,
     )
     row = {"step": 1, "val_accuracy": metrics.get("test_accuracy")}
@@ -450,6 +451,7 @@ def _text_rnn(
         np.asarray(test.labels),
         device=str(device),
         hooks=hooks,
+        num_classes=len(train.label_names),
         **params,
     )
     return TrainResult(
