@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     default_text_model: str = "shakespeare-gpt"  # /generate/text with no model
     default_image_model: str = "mnist-cgan"  # /generate/image with no model
 
-    pool: Literal["local"] = "local"  # "ray" is the planned multi-machine backend
+    pool: Literal["local", "ray"] = "local"  # ray: one Ray actor per GPU (or CPU slot)
+    ray_address: str = ""  # an existing cluster ("auto", "ray://head:10001"); empty: start one
+    ray_num_cpus: int = Field(0, ge=0, le=4096)  # CPUs of a Ray instance started here; 0: all
     workers: int = Field(0, ge=0, le=64)  # 0: one per GPU, or 1 on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads_per_worker: int = Field(0, ge=0, le=256)  # 0: half the cores, shared by workers

@@ -23,7 +23,7 @@ import time
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from app.pool.base import ModelSpec
 from app.pool.batching import DynamicBatcher, Request
@@ -32,6 +32,13 @@ if TYPE_CHECKING:  # torch is imported only inside the worker process
     from app.pool.continuous_batching import GenerationEngine
 
 log = logging.getLogger("genserve.worker")
+
+
+class Outbox(Protocol):
+    """Where a worker sends its messages: the result pipe of a local worker process, or the
+    Ray actor that hosts it (app/pool/ray_worker.py)."""
+
+    def send(self, message: Any, /) -> None: ...
 
 
 def _receive(requests: Connection, inbox: queue.SimpleQueue) -> None:
@@ -75,7 +82,7 @@ class Worker:
     """Dynamic batches (classification, images) and text-generation steps, interleaved on
     one thread."""
 
-    def __init__(self, outbox: Connection, batcher: DynamicBatcher) -> None:
+    def __init__(self, outbox: Outbox, batcher: DynamicBatcher) -> None:
         self.outbox = outbox
         self.batcher = batcher
         self.batched: dict[str, Any] = {}  # classifiers, image generators: dynamic batches

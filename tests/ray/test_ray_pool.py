@@ -1,0 +1,92 @@
+"""What the API suite cannot see of the Ray backend: hot loads on the actors, cancelled streams,
+actors that die, and Ray staying out of the local backend. Runs after test_api_on_ray.py on
+the same app, since it replaces the actor."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.pool.local import LoadFailed
+from app.settings import REPO_ROOT
+from tests.conftest import wait_until_ready
+from tests.helpers import held_out_sentences
+
+pytest.importorskip("ray", reason="the Ray backend needs `pip install genserve[ray]`")
+
+
+def greedy(client: TestClient) -> str:
+    body = {"prompt": "ROMEO:", "max_new_tokens": 20, "temperature": 0}
+    response = client.post("/generate/text", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["text"]
+
+
+def test_hot_load_switches_the_actor_to_the_new_version(client: TestClient) -> None:
+    pool = client.app.state.pool  # type: ignore[attr-defined]
+    spec = next(s for s in pool.specs if s.name == "tiny-gpt")
+    before = greedy(client)
+    newer = dataclasses.replace(spec, version=spec.version + 1)  # same weights, new version
+    client.portal.call(pool.load, newer)  # type: ignore[union-attr]
+    assert client.get("/readyz").json()["workers"][0]["models"]["tiny-gpt"] == newer.version
+    assert greedy(client) == before
+
+    broken = dataclasses.replace(spec, version=spec.version + 2, sha256="0" * 64)
+    with pytest.raises(LoadFailed):
+        client.portal.call(pool.load, broken)  # type: ignore[union-attr]
+    assert next(s for s in pool.specs if s.name == "tiny-gpt") == newer
+    assert greedy(client) == before
+
+
+def test_a_stream_closed_early_frees_its_place(client: TestClient) -> None:
+    body = {"prompt": "ROMEO:", "max_new_tokens": 256, "stream": True}
+    with client.stream("POST", "/generate/text", json=body) as response:
+        lines = response.iter_lines()
+        assert any(line.startswith("data:") for line in lines)
+    deadline = time.monotonic() + 10
+    while client.get("/readyz").json()["workers"][0]["inflight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.get("/readyz").json()["workers"][0]["inflight"] == 0
+    assert 'genserve_queue_depth{model="tiny-gpt"} 0.0' in client.get("/metrics").text
+
+
+def test_a_killed_actor_fails_its_requests_with_503_then_is_replaced(client: TestClient) -> None:
+    pid = client.get("/readyz").json()["workers"][0]["pid"]
+    texts, _ = held_out_sentences(8)
+
+    def classify(i: int):  # type: ignore[no-untyped-def]
+        if i == 10:
+            os.kill(pid, signal.SIGKILL)
+        return client.post("/classify", json={"inputs": texts})
+
+    with ThreadPoolExecutor(8) as threads:
+        responses = list(threads.map(classify, range(60)))
+    assert {r.status_code for r in responses} <= {200, 503}
+    for r in responses:
+        if r.status_code == 503:
+            assert r.headers["retry-after"]
+            assert r.json()["error"]["code"] in ("worker_lost", "unavailable")
+    wait_until_ready(client.get, timeout=120)
+    worker = client.get("/readyz").json()["workers"][0]
+    assert worker["pid"] != pid and worker["restarts"] == 1
+    assert client.post("/classify", json={"inputs": texts}).status_code == 200
+    assert len(greedy(client)) == 20
+    assert "genserve_worker_restarts_total 1.0" in client.get("/metrics").text
+
+
+def test_the_local_backend_never_imports_ray() -> None:
+    code = (
+        "import sys\n"
+        "from app.main import create_app\n"
+        "from app.pool.local import LocalPool\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
