@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
+
+from app.schemas.common import UTCDateTime
 
 
 class DatasetPublic(BaseModel):
@@ -18,13 +19,7 @@ class DatasetPublic(BaseModel):
     num_records: int | None  # characters for a text corpus, examples otherwise
     meta: dict[str, Any]  # labels and their counts, image size, vocabulary size, ...
     builtin: bool
-    created_at: datetime
-
-    @field_validator("created_at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        """SQLite hands back naive datetimes; they were written in UTC."""
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    created_at: UTCDateTime
 
 
 class DatasetsPublic(BaseModel):

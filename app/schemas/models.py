@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from app.schemas.common import UTCDateTime
 
 
 class ModelVersionPublic(BaseModel):
@@ -18,7 +19,7 @@ class ModelVersionPublic(BaseModel):
     dataset_id: int | None
     source: str
     is_active: bool
-    created_at: datetime
+    created_at: UTCDateTime
 
 
 class ModelPublic(BaseModel):

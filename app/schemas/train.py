@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas.common import UTCDateTime
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
@@ -30,7 +31,7 @@ class JobMetricPublic(BaseModel):
 
     step: int
     values: dict[str, Any]
-    created_at: datetime
+    created_at: UTCDateTime
 
 
 class JobPublic(BaseModel):
@@ -47,9 +48,9 @@ class JobPublic(BaseModel):
     attempts: int
     cancel_requested: bool
     runner_id: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UTCDateTime
+    started_at: UTCDateTime | None
+    finished_at: UTCDateTime | None
     model_version: ModelVersionRef | None = None
 
 
