@@ -3,7 +3,8 @@
 Both loops run whole epochs over an in-memory (N, H, W) image array, stop after `epochs` or
 `max_seconds` (counted across restarts), and checkpoint to a work directory after every epoch:
 weights and optimizer moments as safetensors, counters as JSON, never pickle. A restarted run
-resumes from the last finished epoch. bf16 autocast is used on CUDA only; CPUs run in fp32.
+resumes from the last finished epoch. Mixed precision (models/precision.py) on CUDA only;
+CPUs run in fp32.
 """
 
 import copy
@@ -22,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.gan import Discriminator, Generator
+from models.precision import autocast, grad_scaler
 from models.vae import VAE
 
 
@@ -101,10 +103,6 @@ def load_checkpoint(
     return meta["state"]
 
 
-def _autocast(device: torch.device) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def _as_tensors(
     images: np.ndarray, labels: np.ndarray | None, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -136,6 +134,7 @@ def train_vae(
     model.to(device).train()
     x, y = _as_tensors(images, labels if model.config.num_classes else None, device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scaler = grad_scaler(device)  # a no-op unless autocast runs in fp16
     state = {"epoch": 0, "seconds": 0.0, "history": []}
     if work_dir is not None and (saved := load_checkpoint(work_dir, {"vae": model}, {"vae": opt})):
         state = saved
@@ -156,12 +155,13 @@ def train_vae(
                 break
             idx = order[i : i + cfg.batch_size]
             xb, yb = x[idx], None if y is None else y[idx]  # (B, 1, H, W), (B,)
-            with _autocast(device):
+            with autocast(device):
                 recon, mu, logvar = model(xb, yb)
             loss, nll, kl = model.loss(xb, recon.float(), mu.float(), logvar.float())
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             totals += torch.stack([loss, nll, kl]).detach() * len(idx)
             if on_step is not None:
                 on_step(
@@ -257,6 +257,7 @@ def train_gan(
         ema.requires_grad_(False)
         modules["generator_ema"] = ema
     optimizers = {"generator": opt_g, "discriminator": opt_d}
+    scaler = grad_scaler(device)  # a no-op unless autocast runs in fp16
     state = {"epoch": 0, "seconds": 0.0, "history": []}
     if work_dir is not None and (saved := load_checkpoint(work_dir, modules, optimizers)):
         state = saved
@@ -280,7 +281,7 @@ def train_gan(
             y_fake = torch.randint(0, k, (B,), device=device) if k else None
 
             # discriminator: real -> real_label (smoothed), fake -> 0
-            with _autocast(device):
+            with autocast(device):
                 fake = generator(z, y_fake)  # (B, 1, H, W)
                 logit_real, cls_real = discriminator(real, y_real)
                 logit_fake, _ = discriminator(fake.detach(), y_fake)
@@ -292,11 +293,12 @@ def train_gan(
                 if k:
                     loss_d = loss_d + cfg.aux_weight * F.cross_entropy(cls_real.float(), y_real)
             opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+            scaler.scale(loss_d).backward()
+            scaler.step(opt_d)
+            scaler.update()
 
             # generator: make D call the fakes real (and of the asked-for class)
-            with _autocast(device):
+            with autocast(device):
                 logit_fake, cls_fake = discriminator(fake, y_fake)
                 loss_g = F.binary_cross_entropy_with_logits(
                     logit_fake.float(), torch.ones(B, device=device)
@@ -304,8 +306,9 @@ def train_gan(
                 if k:
                     loss_g = loss_g + cfg.aux_weight * F.cross_entropy(cls_fake.float(), y_fake)
             opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            scaler.scale(loss_g).backward()
+            scaler.step(opt_g)
+            scaler.update()
             if ema is not None:  # average out the oscillation of adversarial training
                 for p_ema, p in zip(ema.parameters(), generator.parameters(), strict=True):
                     p_ema.lerp_(p.detach(), 1 - cfg.ema)

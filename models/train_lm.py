@@ -1,7 +1,8 @@
 """One training loop for every neural language model (GPT, LSTM, GRU).
 
 AdamW with decoupled weight decay on matrices only, linear warm-up then cosine decay,
-gradient clipping, periodic evaluation on the validation split, bf16 autocast on CUDA,
+gradient clipping, periodic evaluation on the validation split, mixed precision on CUDA
+(bf16, or fp16 with loss scaling on GPUs without bf16),
 and checkpoints (safetensors + JSON, never pickle) that a restarted run resumes from.
 """
 
@@ -16,6 +17,8 @@ import numpy as np
 import safetensors.torch
 import torch
 import torch.nn as nn
+
+from models.precision import autocast, grad_scaler
 
 
 @dataclass
@@ -64,12 +67,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
     ]
     fused = device.type == "cuda"
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=fused)
-
-
-def autocast(device: torch.device, cpu_bf16: bool = False) -> torch.autocast:
-    """bf16 autocast on CUDA (no grad scaler needed); on CPU only when asked."""
-    enabled = device.type == "cuda" or cpu_bf16
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 @torch.no_grad()
@@ -172,6 +169,7 @@ def train(
     torch.manual_seed(cfg.seed)
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
+    scaler = grad_scaler(device)  # a no-op unless autocast runs in fp16
     start, history = 0, []
     if checkpoint_dir is not None and (state := load_checkpoint(checkpoint_dir, model, opt)):
         start, history = state["step"], state["history"]
@@ -193,10 +191,12 @@ def train(
         with autocast(device, cfg.cpu_bf16):
             _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if cfg.grad_clip:
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         tokens += x.numel()
         if on_step is not None:
             on_step(step + 1, cfg.max_steps, loss.detach())

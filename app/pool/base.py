@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.errors import Unavailable
+from app.errors import AppError, Unavailable
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,30 @@ Event = tuple[int, int, str, str | None, int, float | None]
 
 class WorkerLost(Unavailable):
     code = "worker_lost"
+
+
+class InferenceFailed(AppError):
+    status, code = 500, "inference_failed"
+
+
+class OutOfMemory(Unavailable):
+    """The device ran out of memory for this batch; the worker freed it and keeps serving."""
+
+    code = "out_of_memory"
+
+
+OOM_PREFIX = "out of memory: "  # how a worker marks a failure worth retrying
+
+
+def worker_error(reason: str) -> AppError:
+    """The API's error for a failure a worker reported."""
+    if reason.startswith(OOM_PREFIX):
+        return OutOfMemory(
+            f"the device ran out of memory ({reason[len(OOM_PREFIX) :]}); retry "
+            "with a smaller request or later",
+            retry_after=1,
+        )
+    return InferenceFailed(reason)
 
 
 class WorkerPool(ABC):

@@ -20,16 +20,19 @@ from typing import Any
 
 from app import metrics
 from app.errors import AppError, GatewayTimeout, NotFound, Overloaded, Unavailable
-from app.pool.base import Event, ModelSpec, WorkerInfo, WorkerLost, WorkerPool
+from app.pool.base import (
+    Event,
+    ModelSpec,
+    WorkerInfo,
+    WorkerLost,
+    WorkerPool,
+    worker_error,
+)
 from app.pool.worker import worker_main
 from app.settings import Settings
 
 log = logging.getLogger("genserve.pool")
 _ctx = mp.get_context("spawn")  # never fork a process that may hold torch or CUDA state
-
-
-class InferenceFailed(AppError):
-    status, code = 500, "inference_failed"
 
 
 class LoadFailed(AppError):
@@ -182,7 +185,7 @@ class LocalPool(WorkerPool):
                         self._release(worker, pending)
         elif kind == "errors":
             for request_id, reason in message[1]:
-                self._resolve(worker, request_id, None, InferenceFailed(reason))
+                self._resolve(worker, request_id, None, worker_error(reason))
         elif kind == "ready":
             worker.models, worker.load_errors = message[1], message[2]
             worker.ready = True

@@ -22,8 +22,8 @@ from ray.exceptions import RayActorError
 
 from app import metrics
 from app.errors import GatewayTimeout, NotFound, Overloaded, Unavailable
-from app.pool.base import Event, ModelSpec, WorkerInfo, WorkerLost, WorkerPool
-from app.pool.local import InferenceFailed, LoadFailed
+from app.pool.base import Event, ModelSpec, WorkerInfo, WorkerLost, WorkerPool, worker_error
+from app.pool.local import LoadFailed
 from app.pool.ray_worker import WorkerActor
 from app.settings import Settings
 
@@ -169,7 +169,7 @@ class RayPool(WorkerPool):
         finally:
             self._release(slot, model, rows)
         if error is not None:
-            raise InferenceFailed(error)
+            raise worker_error(error)
         if batch_rows:
             metrics.BATCH_SIZE.labels(model).observe(batch_rows)
         return output
@@ -201,7 +201,7 @@ class RayPool(WorkerPool):
                         remaining -= 1
                     yield event
                 if error is not None:
-                    raise InferenceFailed(error)
+                    raise worker_error(error)
         finally:
             self._release(slot, model, n)
             if remaining > 0:  # the client went away or we failed: stop the work there too

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -25,7 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from app.pool.base import ModelSpec
+from app.pool.base import OOM_PREFIX, ModelSpec
 from app.pool.batching import DynamicBatcher, Request
 
 if TYPE_CHECKING:  # torch is imported only inside the worker process
@@ -205,7 +206,8 @@ class Worker:
     def run_batch(self, model: str, batch: list[Request]) -> None:
         started = time.perf_counter()
         try:
-            outputs = self.batched[model].run(batch)
+            with self.precision():
+                outputs = self.batched[model].run(batch)
         except Exception:
             self.report_failure(model, [r.id for r in batch])
             return
@@ -216,7 +218,8 @@ class Worker:
     def generate_step(self, model: str, engine: GenerationEngine) -> None:
         running = len(engine.running) + min(len(engine.waiting), len(engine.free))
         try:
-            events = engine.step()
+            with self.precision():
+                events = engine.step()
         except Exception:
             ids = {s.request_id for s in [*engine.running.values(), *engine.waiting]}
             for request_id in ids:
@@ -226,8 +229,23 @@ class Worker:
         if events:
             self.outbox.send(("tokens", model, running, events))
 
+    def precision(self) -> Any:
+        """Mixed precision on GPUs (bf16, else fp16); a no-op on CPUs."""
+        import torch
+
+        from models.precision import autocast
+
+        return autocast(torch.device(self.device))
+
     def report_failure(self, model: str, request_ids: list[int]) -> None:
         trace = traceback.format_exc()
         log.error("%s failed:\n%s", model, trace)
         reason = trace.strip().splitlines()[-1]
+        import torch
+
+        if isinstance(sys.exc_info()[1], torch.OutOfMemoryError):
+            # Free the cached blocks so that the next, smaller batch fits; the worker lives on.
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            reason = OOM_PREFIX + reason
         self.outbox.send(("errors", [(request_id, reason) for request_id in request_ids]))
