@@ -11,6 +11,7 @@ key/value tensors, so sequences can join and leave a decoding batch between step
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -74,6 +75,7 @@ class CausalSelfAttention(nn.Module):
         layer_v: torch.Tensor,
         slots: torch.Tensor,
         start: torch.Tensor,
+        first: int | None = None,
     ) -> torch.Tensor:
         """x (B, T, C) at positions start..start+T-1 of each slot; writes k, v into the cache.
 
@@ -86,8 +88,9 @@ class CausalSelfAttention(nn.Module):
         layer_k[slots[:, None], :, pos] = k.transpose(1, 2).to(layer_k.dtype)  # (B, T, nh, hs)
         layer_v[slots[:, None], :, pos] = v.transpose(1, 2).to(layer_v.dtype)
         L = int(pos.max()) + 1
-        keys = layer_k[slots, :, :L].to(q.dtype)  # (B, nh, L, hs)
-        values = layer_v[slots, :, :L].to(q.dtype)
+        rows = slice(first, first + B) if first is not None else slots  # a view, or a gather
+        keys = layer_k[rows, :, :L].to(q.dtype)  # (B, nh, L, hs)
+        values = layer_v[rows, :, :L].to(q.dtype)
         # query at position p sees keys 0..p of its own sequence
         mask = torch.arange(L, device=x.device)[None, None, :] <= pos[:, :, None]  # (B, T, L)
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask[:, None])
@@ -118,7 +121,7 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
-    def forward_cached(self, x: torch.Tensor, *cache_args: torch.Tensor) -> torch.Tensor:
+    def forward_cached(self, x: torch.Tensor, *cache_args: Any) -> torch.Tensor:
         x = x + self.attn.forward_cached(self.ln_1(x), *cache_args)
         return x + self.mlp(self.ln_2(x))
 
@@ -175,14 +178,22 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def forward_cached(
-        self, idx: torch.Tensor, cache: KVCache, slots: torch.Tensor, start: torch.Tensor
+        self,
+        idx: torch.Tensor,
+        cache: KVCache,
+        slots: torch.Tensor,
+        start: torch.Tensor,
+        first: int | None = None,
     ) -> torch.Tensor:
-        """idx (B, T) continuing each slot at `start` -> logits of the last position (B, vocab)."""
+        """idx (B, T) continuing each slot at `start` -> logits of the last position (B, vocab).
+
+        `first`: the slots are first..first+B-1, so the cache is read as a view.
+        """
         T = idx.shape[1]
         pos = start[:, None] + torch.arange(T, device=idx.device)  # (B, T)
         x = self.wte(idx) + self.wpe(pos)
         for i, block in enumerate(self.blocks):
-            x = block.forward_cached(x, cache.k[i], cache.v[i], slots, start)
+            x = block.forward_cached(x, cache.k[i], cache.v[i], slots, start, first)
         return self.lm_head(self.ln_f(x[:, -1]))  # (B, vocab)
 
 
@@ -218,7 +229,10 @@ class GPTLanguageModel(LanguageModel):
         assert self.cache is not None, "allocate() first"
         s = torch.tensor(slots, device=self.device)
         p = torch.tensor(start, device=self.device)
-        return self.model.forward_cached(ids.to(self.device), self.cache, s, p).float()
+        # Consecutive slots (the engine keeps running sequences in 0..B-1) read the cache
+        # as a view instead of gathering a copy of every key and value.
+        first = slots[0] if slots == list(range(slots[0], slots[0] + len(slots))) else None
+        return self.model.forward_cached(ids.to(self.device), self.cache, s, p, first).float()
 
     def prefill(self, slot: int, ids: list[int]) -> torch.Tensor:
         ids = ids[-self.model.config.block_size :] or [self.tokenizer.stoi.get("\n", 0)]
@@ -245,3 +259,11 @@ class GPTLanguageModel(LanguageModel):
 
     def release(self, slot: int) -> None:
         self.history.pop(slot, None)
+
+    @torch.inference_mode()
+    def move(self, src: int, dst: int) -> None:
+        assert self.cache is not None
+        length = len(self.history[src])
+        self.cache.k[:, dst, :, :length] = self.cache.k[:, src, :, :length]
+        self.cache.v[:, dst, :, :length] = self.cache.v[:, src, :, :length]
+        self.history[dst] = self.history.pop(src)

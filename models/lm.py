@@ -37,6 +37,11 @@ class LanguageModel(ABC):
     def release(self, slot: int) -> None:  # noqa: B027 - most models need no clean-up
         """Frees `slot`; its state may be overwritten by the next prefill."""
 
+    @abstractmethod
+    def move(self, src: int, dst: int) -> None:
+        """Moves the sequence in slot `src` to the free slot `dst`, so that the running
+        sequences can stay in slots 0..B-1 and a batch reads its state without a gather."""
+
 
 def load_language_model(path: Path, expected_sha256: str | None = None, device: str = "cpu"):
     """Reads and verifies an artifact, then builds its family's LanguageModel."""

@@ -201,6 +201,9 @@ class NGramLanguageModel(LanguageModel):
         self.history[slot] = ([self.pad_id] * self.width + list(ids))[len(ids) :]
         return self._logits(self.history[[slot]])[0]  # (vocab,)
 
+    def move(self, src: int, dst: int) -> None:
+        self.history[dst] = self.history[src]
+
     def decode(self, slots: list[int], ids: list[int]) -> torch.Tensor:
         step = np.asarray(ids, np.int64)[:, None]  # (B, 1)
         history = np.concatenate([self.history[slots], step], axis=1)[:, 1:]  # drop the oldest

@@ -154,6 +154,11 @@ class RNNLanguageModel(LanguageModel):
         return logits[0, -1].float()  # (vocab,)
 
     @torch.inference_mode()
+    def move(self, src: int, dst: int) -> None:
+        assert self.state is not None
+        self.state[:, :, dst] = self.state[:, :, src]
+
+    @torch.inference_mode()
     def decode(self, slots: list[int], ids: list[int]) -> torch.Tensor:
         assert self.state is not None, "allocate() first"
         assert len(set(slots)) == len(slots), "a slot appears twice in one step"

@@ -36,7 +36,7 @@ def test_sequences_join_and_leave_between_steps(lm) -> None:  # type: ignore[no-
     assert {s.request_id for s in engine.running.values()} == {2, 3}  # 1 left, 3 joined
     texts = run(engine)
     assert {k: len(v) for k, v in texts.items()} == {(2, 0): 44, (3, 0): 4}  # after 6 steps
-    assert engine.free and not engine.running
+    assert engine.free == engine.max_running and not engine.running
 
 
 def test_batch_composition_does_not_change_a_seeded_sequence(lm) -> None:  # type: ignore[no-untyped-def]
@@ -64,4 +64,39 @@ def test_cancel_frees_slots(lm) -> None:  # type: ignore[no-untyped-def]
     engine.step()
     engine.cancel(1)
     engine.cancel(2)
-    assert not engine.has_work() and sorted(engine.free) == [0, 1]
+    assert not engine.has_work() and engine.free == 2
+
+
+@pytest.mark.parametrize("family", ["gpt", "lstm", "ngram"])
+def test_slots_stay_dense_and_moved_sequences_continue_exactly(family, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Sequences that finish early hand their slot to the highest one, whose state moves;
+    every sequence still produces exactly the text it produces alone."""
+    path = {
+        "gpt": lambda: make_tiny_gpt(tmp_path),
+        "lstm": lambda: _pretrained("shakespeare-lstm"),
+        "ngram": lambda: _pretrained("shakespeare-ngram"),
+    }[family]()
+    lm = load_language_model(path)
+    lengths = {1: 5, 2: 40, 3: 12, 4: 60, 5: 3, 6: 25}
+    alone = {}
+    for rid, n in lengths.items():
+        engine = GenerationEngine(lm, max_running=8)
+        engine.add(rid, "ROMEO:", {"max_new_tokens": n, "seed": rid}, 1)
+        alone.update(run(engine))
+
+    engine = GenerationEngine(lm, max_running=4)
+    for rid, n in lengths.items():
+        engine.add(rid, "ROMEO:", {"max_new_tokens": n, "seed": rid}, 1)
+    texts: dict[tuple[int, int], str] = {}
+    while engine.has_work():
+        for request_id, index, text, _, _, _ in engine.step():
+            texts[request_id, index] = texts.get((request_id, index), "") + text
+        assert sorted(engine.running) == list(range(len(engine.running)))  # dense
+        assert all(seq.slot == slot for slot, seq in engine.running.items())
+    assert texts == alone
+
+
+def _pretrained(name: str):  # type: ignore[no-untyped-def]
+    from app.settings import PRETRAINED_DIR
+
+    return PRETRAINED_DIR / name

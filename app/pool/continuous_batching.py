@@ -38,9 +38,8 @@ class GenerationEngine:
         self.lm = lm
         self.max_running = max_running
         lm.allocate(max_running)
-        self.free = list(range(max_running - 1, -1, -1))
         self.waiting: deque[Sequence] = deque()
-        self.running: dict[int, Sequence] = {}  # slot -> sequence
+        self.running: dict[int, Sequence] = {}  # slot -> sequence; slots are always 0..B-1
         self.pending_logits: dict[int, torch.Tensor] = {}  # slot -> logits after prefill
         self.vocab = lm.tokenizer.vocab_size
 
@@ -51,11 +50,14 @@ class GenerationEngine:
             gen = make_generator(sampling.seed, index)
             self.waiting.append(Sequence(request_id, index, ids, sampling, gen))
 
+    @property
+    def free(self) -> int:
+        return self.max_running - len(self.running)
+
     def cancel(self, request_id: int) -> None:
         self.waiting = deque(s for s in self.waiting if s.request_id != request_id)
-        for slot, seq in list(self.running.items()):
-            if seq.request_id == request_id:
-                self._finish(slot)
+        for seq in [s for s in self.running.values() if s.request_id == request_id]:
+            self._finish(seq.slot)  # read at each call: finishing moves other sequences
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -64,12 +66,12 @@ class GenerationEngine:
         """Admits waiting sequences, advances every running one by a token, reports text."""
         while self.waiting and self.free:
             seq = self.waiting.popleft()
-            seq.slot = self.free.pop()
+            seq.slot = len(self.running)
             self.running[seq.slot] = seq
             self.pending_logits[seq.slot] = self.lm.prefill(seq.slot, seq.prompt)
         if not self.running:
             return []
-        slots = list(self.running)
+        slots = sorted(self.running)
         decode = [s for s in slots if s not in self.pending_logits]
         logits: dict[int, torch.Tensor] = {s: self.pending_logits.pop(s) for s in slots
                                            if s in self.pending_logits}  # fmt: skip
@@ -109,7 +111,15 @@ class GenerationEngine:
         return (seq.request_id, seq.index, delta, finish, len(seq.tokens), logprob)
 
     def _finish(self, slot: int) -> None:
+        """Frees `slot` and moves the highest running sequence into it: slots stay dense."""
         self.running.pop(slot, None)
         self.pending_logits.pop(slot, None)
         self.lm.release(slot)
-        self.free.append(slot)
+        last = len(self.running)  # the highest occupied slot, now that one has left
+        if slot < last:
+            seq = self.running.pop(last)
+            self.lm.move(last, slot)
+            seq.slot = slot
+            self.running[slot] = seq
+            if last in self.pending_logits:
+                self.pending_logits[slot] = self.pending_logits.pop(last)

@@ -216,7 +216,7 @@ class Worker:
         self.outbox.send(("batch", model, rows, time.perf_counter() - started, results))
 
     def generate_step(self, model: str, engine: GenerationEngine) -> None:
-        running = len(engine.running) + min(len(engine.waiting), len(engine.free))
+        running = len(engine.running) + min(len(engine.waiting), engine.free)
         try:
             with self.precision():
                 events = engine.step()
