@@ -22,3 +22,6 @@ BATCH_SIZE = Histogram(
 QUEUE_DEPTH = Gauge("genserve_queue_depth", "Requests submitted and not yet answered", ["model"])
 WORKER_RESTARTS = Counter("genserve_worker_restarts_total", "Workers restarted after dying")
 WORKERS_READY = Gauge("genserve_workers_ready", "Workers with their models loaded")
+MODEL_LOAD_SECONDS = Gauge(
+    "genserve_model_load_seconds", "Seconds a worker took to load a model at start", ["model"]
+)

@@ -6,8 +6,6 @@ Every benchmark and default model uses these loaders, so figures from different 
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 SENTIMENT_LABELS = ["negative", "positive"]  # label 0, label 1
 DIGIT_LABELS = [str(i) for i in range(10)]
@@ -34,6 +32,9 @@ def load_sentiment(data_dir: Path) -> tuple[list[str], list[int], list[str], lis
 
 def load_digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """sklearn's 8x8 digits as float32 (N, 8, 8) in [0, 1] (ink = 1), labels int64; 1,437 / 360."""
+    from sklearn.datasets import load_digits  # scikit-learn loads slowly: only when used
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)  # (1797, 8, 8), raw pixel values are 0..16
     y = digits.target.astype(np.int64)  # (1797,)

@@ -40,8 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-from sklearn.model_selection import train_test_split
 
 from models.data import (
     DIGIT_LABELS,
@@ -426,6 +424,8 @@ def _label_folders(files: list[zipfile.ZipInfo]) -> list[tuple[zipfile.ZipInfo, 
 
 def _read_png(data: bytes, name: str) -> np.ndarray:
     """uint8 (H, W) grayscale; the size is checked from the header before pixels are decoded."""
+    from PIL import Image, UnidentifiedImageError  # imported on use: the API starts faster
+
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
             w, h = image.size
@@ -499,6 +499,8 @@ def split(data: Data, test_fraction: float = 0.2, seed: int = 0) -> tuple[Data, 
     n = len(labels) if labels is not None else len(data.images)  # type: ignore[union-attr]
     if n < 2:
         raise DatasetError(f"{n} example(s) cannot be split into train and test")
+    from sklearn.model_selection import train_test_split
+
     index = np.arange(n)
     try:
         train, test = train_test_split(

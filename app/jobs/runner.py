@@ -196,7 +196,8 @@ class JobExecution:
         import torch
 
         from models.artifacts import save_artifact
-        from models.trainers import KINDS, card
+        from models.kinds import KINDS
+        from models.trainers import card
         from models.training import TrainHooks
 
         job = self.job

@@ -188,6 +188,8 @@ class LocalPool(WorkerPool):
                 self._resolve(worker, request_id, None, worker_error(reason))
         elif kind == "ready":
             worker.models, worker.load_errors = message[1], message[2]
+            for name, seconds in message[3].items():
+                metrics.MODEL_LOAD_SECONDS.labels(name).set(seconds)
             worker.ready = True
             metrics.WORKERS_READY.set(sum(w.ready for w in self._workers))
             log.info("worker %d ready with %s", worker.id, worker.models)

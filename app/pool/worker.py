@@ -3,7 +3,7 @@
 Messages in (a pipe):   ("infer", id, model, inputs, rows) | ("stop",)
                         ("generate", id, model, prompt, params, n) | ("cancel", id)
                         ("load", id, spec): hot-load a version, loaded on a thread
-Messages out (a pipe):  ("ready", {name: version}, {name: load error})
+Messages out (a pipe):  ("ready", {name: version}, {name: load error}, {name: load seconds})
                         ("loaded", id, name, version, error or None)
                         ("batch", model, rows, seconds, [(id, output), ...])
                         ("tokens", model, running, [event, ...])
@@ -96,14 +96,17 @@ class Worker:
         self.device, self.max_running = device, max_running
         versions: dict[str, int] = {}
         errors: dict[str, str] = {}
+        seconds: dict[str, float] = {}
         for spec in specs:
+            started = time.perf_counter()
             try:
                 self.install(spec, self.build(spec))
                 versions[spec.name] = spec.version
+                seconds[spec.name] = round(time.perf_counter() - started, 3)
             except Exception as exc:  # a bad artifact must not take the worker down
                 errors[spec.name] = f"{type(exc).__name__}: {exc}"
                 log.error("could not load %s v%d: %s", spec.name, spec.version, exc)
-        self.outbox.send(("ready", versions, errors))
+        self.outbox.send(("ready", versions, errors, seconds))
 
     def build(self, spec: ModelSpec) -> Any:
         """Loads one model version (verifying its sha256) into what serves it."""

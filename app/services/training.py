@@ -30,7 +30,7 @@ from app.schemas.train import (
 )
 from app.services.datasets import DatasetService
 from app.tables import Dataset, Model, ModelVersion, TrainingJob
-from models.trainers import KINDS, Kind
+from models.kinds import KINDS, Kind
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 

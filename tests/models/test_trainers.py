@@ -12,8 +12,9 @@ import torch
 from models.artifacts import load_classifier, save_artifact
 from models.datasets import ImageSet, LabelledTexts, TextCorpus, split
 from models.imagegen import load_image_generator
+from models.kinds import KINDS
 from models.lm import load_language_model
-from models.trainers import KINDS, card
+from models.trainers import card
 from models.training import TrainHooks
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40).strip()
