@@ -1,4 +1,8 @@
-"""`Annotated` dependencies shared by the routers."""
+"""`Annotated` dependencies shared by the routers.
+
+All are `async def`: they do no I/O, and FastAPI runs a plain `def` dependency in its thread
+pool, a thread hop and a GIL handoff on every request.
+"""
 
 from __future__ import annotations
 
@@ -19,39 +23,39 @@ from app.services.training import TrainingService
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     return request.app.state.db
 
 
-def get_pool(request: Request) -> WorkerPool:
+async def get_pool(request: Request) -> WorkerPool:
     return request.app.state.pool
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def get_classify_service(request: Request) -> ClassifyService:
+async def get_classify_service(request: Request) -> ClassifyService:
     return request.app.state.classify
 
 
-def get_dataset_service(request: Request) -> DatasetService:
+async def get_dataset_service(request: Request) -> DatasetService:
     return request.app.state.datasets
 
 
-def get_training_service(request: Request) -> TrainingService:
+async def get_training_service(request: Request) -> TrainingService:
     return request.app.state.training
 
 
-def get_generate_service(request: Request) -> GenerateService:
+async def get_generate_service(request: Request) -> GenerateService:
     return request.app.state.generate
 
 
-def get_generate_image_service(request: Request) -> GenerateImageService:
+async def get_generate_image_service(request: Request) -> GenerateImageService:
     return request.app.state.generate_image
 
 
@@ -69,7 +73,7 @@ GenerateImageServiceDep = Annotated[GenerateImageService, Depends(get_generate_i
 def require_scope(scope: Literal["read", "admin"]):  # type: ignore[no-untyped-def]
     """Checks `Authorization: Bearer <key>` when GENSERVE_API_KEYS is set; admin implies read."""
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:
         keys = request.app.state.settings.keys
         if not keys:
             return

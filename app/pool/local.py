@@ -289,13 +289,16 @@ class LocalPool(WorkerPool):
         worker, request_id = self._submit(
             pending, ("infer", model, inputs, rows), self.settings.max_queue
         )
+        # One timer per request (asyncio.wait_for costs several times more on this path).
+        timer = self._loop.call_later(self.settings.request_timeout_s, _expire, future)
         try:
-            return await asyncio.wait_for(future, self.settings.request_timeout_s)
+            return await future
         except TimeoutError:
             raise GatewayTimeout(
                 f"{model!r} did not answer within {self.settings.request_timeout_s:g} s"
             ) from None
         finally:
+            timer.cancel()
             # Timed out or the client went away: forget the request so its slot frees up.
             if worker.inflight.pop(request_id, None) is not None:
                 self._release(worker, pending)
@@ -384,3 +387,8 @@ class LocalPool(WorkerPool):
             )
             for w in self._workers
         ]
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
