@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from app.settings import PRETRAINED_DIR, REPO_ROOT
-from tests.conftest import wait_until_ready
 from tests.e2e.server import Server
 from tests.tiny_models import make_tiny_gpt, make_tiny_vae
 
@@ -63,12 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         GENSERVE_RUNNER_DEVICE="cpu",
         GENSERVE_RUNNER_THREADS="1",
         GENSERVE_THREADS_PER_WORKER="1",
-    )
-    try:
-        wait_until_ready(srv.client.get, timeout=120)
-    except TimeoutError:
-        srv.stop()
-        pytest.fail(f"server never became ready:\n{srv.output()}")
+    ).ready()
     yield srv
     srv.stop()
 

@@ -47,6 +47,19 @@ class Server:
         )
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
+    def ready(self, timeout: float = 120) -> Server:
+        """Waits for /readyz 200; a server that never gets there fails the test with its log."""
+        import pytest
+
+        from tests.conftest import wait_until_ready
+
+        try:
+            wait_until_ready(self.client.get, timeout=timeout)
+        except TimeoutError:
+            self.stop()
+            pytest.fail(f"server never became ready:\n{self.output()}")
+        return self
+
     def output(self) -> str:
         self.log.seek(0)
         return self.log.read()

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import wait_until_ready
 from tests.e2e.server import Server, metric
 from tests.tiny_models import pretrained_with_tiny_models
 
@@ -27,12 +26,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         GENSERVE_MAX_RUNNING_SEQUENCES="2",
         GENSERVE_MAX_WAITING_SEQUENCES="0",
         GENSERVE_MAX_NEW_TOKENS="100000",
-    )
-    try:
-        wait_until_ready(srv.client.get, timeout=120)
-    except TimeoutError:
-        srv.stop()
-        pytest.fail(f"server never became ready:\n{srv.output()}")
+    ).ready()
     yield srv
     srv.stop()
 

@@ -21,12 +21,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # A short batching window makes the batching assertion below independent of timing luck.
-    srv = Server(tmp_path_factory.mktemp("e2e"), GENSERVE_MAX_WAIT_MS="5")
-    try:
-        wait_until_ready(srv.client.get, timeout=120)
-    except TimeoutError:
-        srv.stop()
-        pytest.fail(f"server never became ready:\n{srv.output()}")
+    srv = Server(tmp_path_factory.mktemp("e2e"), GENSERVE_MAX_WAIT_MS="5").ready()
     print(f"ready {time.monotonic() - srv.started:.1f} s after start")
     yield srv
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why.

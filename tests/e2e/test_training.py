@@ -21,7 +21,6 @@ from PIL import Image
 
 from app.settings import PRETRAINED_DIR
 from models.checksum import artifact_digest
-from tests.conftest import wait_until_ready
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.e2e
@@ -44,20 +43,14 @@ def minimal_pretrained(path: Path) -> Path:
 
 
 def start(tmp: Path, **env: str) -> Server:
-    srv = Server(
+    return Server(
         tmp,
         GENSERVE_PRETRAINED_DIR=str(minimal_pretrained(tmp / "pretrained")),
         GENSERVE_JOB_HEARTBEAT_S="0.2",
         GENSERVE_REGISTRY_POLL_S="0.2",
         GENSERVE_RUNNER_THREADS="1",
         **env,
-    )
-    try:
-        wait_until_ready(srv.client.get, timeout=120)
-    except TimeoutError:
-        srv.stop()
-        pytest.fail(f"server never became ready:\n{srv.output()}")
-    return srv
+    ).ready()
 
 
 @pytest.fixture(scope="module")
