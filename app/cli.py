@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from app.client import ClientError, GenserveClient
-from app.db import Database, migrate
+from app.db import Database, current_revision, downgrade, head_revision, migrate
 from app.settings import get_settings
 
 cli = typer.Typer(
@@ -59,11 +59,24 @@ def serve(
 
 
 @cli.command("migrate")
-def migrate_command(revision: str = typer.Argument("head")) -> None:
-    """Bring the database schema to REVISION (default: the newest)."""
+def migrate_command(
+    revision: str = typer.Argument("head"),
+    back: bool = typer.Option(
+        False, "--downgrade", help="Go back to REVISION, dropping what later ones added"
+    ),
+) -> None:
+    """Bring the database schema to REVISION (default: the newest); back up before --downgrade."""
     settings = get_settings()
-    migrate(settings.db_url, revision)
-    console.print(f"[green]database at {revision}[/green]")
+    (downgrade if back else migrate)(settings.db_url, revision)
+    current = current_revision(settings.db_url)
+    wanted = head_revision() if revision == "head" else revision
+    if current != wanted and revision != "base":
+        err_console.print(
+            f"[red]database at {current}, not {revision}[/red]"
+            + ("" if back else f": to go back, `genserve migrate {revision} --downgrade`")
+        )
+        raise typer.Exit(1)
+    console.print(f"[green]database at {current or 'base (empty)'}[/green]")
 
 
 @cli.command()

@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database.from_settings(settings)
         app.state.datasets = DatasetService(settings, db)
+        app.state.datasets.sweep_spool()
         app.state.datasets.sync_builtin()
         registry = ModelRegistry(db, settings)
         registry.sync_builtin()
@@ -51,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.classify = ClassifyService(settings, registry, pool)
         app.state.generate = GenerateService(settings, registry, pool)
         app.state.generate_image = GenerateImageService(settings, registry, pool)
-        app.state.training = TrainingService(db, app.state.datasets)
+        app.state.training = TrainingService(db, app.state.datasets, settings)
         runners = RunnerSupervisor(settings, JobStore(db, settings))
         await runners.start()
         app.state.runners = runners

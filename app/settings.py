@@ -68,9 +68,11 @@ class Settings(BaseSettings):
     job_heartbeat_s: float = Field(2.0, gt=0, le=600)
     job_stale_after_s: float = Field(30.0, gt=0)  # a running job silent this long is reclaimed
     job_max_attempts: int = Field(3, ge=1, le=100)  # runner deaths a job may cause, then failed
+    max_queued_jobs: int = Field(1000, ge=1, le=1_000_000)  # POST /train beyond: 429
 
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)  # POST /datasets bodies
+    max_uploads_in_flight: int = Field(2, ge=1, le=64)  # being parsed at once; beyond: 429
     max_inputs: int = Field(256, ge=1, le=100_000)  # texts or images per /classify request
     max_text_chars: int = Field(10_000, ge=1)
     max_prompt_chars: int = Field(4096, ge=1)

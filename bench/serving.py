@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import DATA_DIR, GENSERVE, REPO, batch_totals, machine, mean_batch, start, stop
+from bench.common import DATA_DIR, GENSERVE, batch_totals, machine, mean_batch, start, stop
 from bench.image_generation import run as image_run
 from bench.text_generation import level as text_level
 from models.data import load_sentiment
@@ -70,7 +70,8 @@ end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    "JSON {\\"requests\\": %%d, \\"us\\": %%d, \\"errors\\": %%d, \\"p50\\": %%f, \\"p95\\": %%f, \\"p99\\": %%f}\\n",
+    "JSON {\\"requests\\": %%d, \\"us\\": %%d, \\"errors\\": %%d, "
+    .. "\\"p50\\": %%f, \\"p95\\": %%f, \\"p99\\": %%f}\\n",
     summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout + e.status,
     latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000))
 end

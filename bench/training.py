@@ -3,13 +3,13 @@
     python bench/training.py [--steps 300] [--threads 1] [--rounds 2]
 
 The plain loop is what a person writes by hand (nanoGPT's inner loop): random windows of
-tinyshakespeare, forward, backward, gradient clipping, AdamW step, nothing else. The job goes through the whole
-service: POST /train, the runner process claims it, trains with the shared loop (learning
-rate schedule, gradient clipping, periodic evaluation and checkpoints, progress to the
-database every heartbeat). Its samples/s is steps x batch / the loop's wall time as the job
-reports it, evaluations and checkpoints included; data loading and the final full-validation
-pass are not training and count for neither. Rounds alternate the two; the best of each is
-compared. Target (DESIGN.md): job >= 0.95 x plain.
+tinyshakespeare, forward, backward, gradient clipping, AdamW step, nothing else. The job
+goes through the whole service: POST /train, the runner process claims it, trains with the
+shared loop (learning rate schedule, gradient clipping, periodic evaluation and
+checkpoints, progress to the database every heartbeat). Its samples/s is steps x batch /
+the loop's wall time as the job reports it, evaluations and checkpoints included; data
+loading and the final full-validation pass are not training and count for neither. Rounds
+alternate the two; the best of each is compared. Target (DESIGN.md): job >= 0.95 x plain.
 """
 
 from __future__ import annotations

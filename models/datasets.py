@@ -56,12 +56,16 @@ EXTENSIONS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".
 EXTENSIONS |= {".npz": "npz", ".idx": "idx", ".gz": "idx", ".zip": "zip"}
 MAX_TEXT_BYTES = 128 * 1024 * 1024  # decoded text is held in memory as one str
 MAX_UNCOMPRESSED_BYTES = 512 * 1024 * 1024  # zip, npz and gzip bombs stop here
+MAX_COMPRESSION_RATIO = 100  # real data compresses 2-10x; a bomb 1000x (zeros under deflate)
+RATIO_FLOOR_BYTES = 1024 * 1024  # archives unpacking to less than this cannot hurt
+MAX_LINE_BYTES = 1024 * 1024  # a text "line" longer than this is a binary or a mistake
 MAX_ZIP_ENTRIES = 100_000
 MAX_TOTAL_PIXELS = 2**27  # 134 M pixels: 512 MB as float32 (MNIST's 60,000 use 47 M)
 MIN_SIDE, MAX_SIDE = 4, 256
 MAX_LABELS = 1000
 MIN_PER_LABEL = 2  # one example per label cannot be split into train and test
 _INT = re.compile(r"-?\d+")
+_UNSAFE_PATH = re.compile(r"^[/\\]|^[A-Za-z]:|\\|(^|/)\.\.(/|$)")  # /x, C:x, a\b, ../x, a/..
 
 
 class DatasetError(ValueError):
@@ -144,6 +148,7 @@ def _read_text(path: Path) -> str:
     if size > MAX_TEXT_BYTES:
         raise DatasetError(f"text file of {size} bytes exceeds the {MAX_TEXT_BYTES}-byte limit")
     raw = path.read_bytes()
+    _check_lines(raw)
     try:
         text = raw.decode("utf-8").removeprefix("\ufeff")  # a BOM is allowed
     except UnicodeDecodeError as e:
@@ -158,6 +163,21 @@ def _read_text(path: Path) -> str:
     if not text.strip():
         raise DatasetError("the file is empty (or only whitespace)")
     return text.replace("\r\n", "\n")
+
+
+def _check_lines(raw: bytes) -> None:
+    """Refuses a line over MAX_LINE_BYTES, found without splitting (a copy) the whole file."""
+    if len(raw) <= MAX_LINE_BYTES:
+        return
+    ends = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == ord("\n"))
+    bounds = np.concatenate(([-1], ends, [len(raw)]))
+    lengths = np.diff(bounds) - 1  # bytes between newlines
+    longest = int(np.argmax(lengths))
+    if lengths[longest] > MAX_LINE_BYTES:
+        raise DatasetError(
+            f"line {longest + 1} is {int(lengths[longest])} bytes long; lines may have at most "
+            f"{MAX_LINE_BYTES} bytes (is this really a text file?)"
+        )
 
 
 def _parse_txt(path: Path) -> TextCorpus:
@@ -309,6 +329,12 @@ def _check_archive(archive: zipfile.ZipFile, what: str) -> list[zipfile.ZipInfo]
         raise DatasetError(
             f"{what} unpacks to {total} bytes, more than the {MAX_UNCOMPRESSED_BYTES}-byte limit"
         )
+    packed = sum(e.compress_size for e in entries)
+    if total > RATIO_FLOOR_BYTES and total > MAX_COMPRESSION_RATIO * packed:
+        raise DatasetError(
+            f"{what} unpacks to {total} bytes from {packed}, more than {MAX_COMPRESSION_RATIO}x: "
+            "refusing a likely decompression bomb"
+        )
     return entries
 
 
@@ -351,13 +377,22 @@ def _parse_idx(path: Path) -> ImageSet:
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
         f.seek(0)
+        size = path.stat().st_size
+        limit = MAX_UNCOMPRESSED_BYTES
+        if gzipped:  # no declared size to check first: stop reading at the ratio
+            limit = min(limit, max(RATIO_FLOOR_BYTES, MAX_COMPRESSION_RATIO * size))
         try:
             stream = gzip.GzipFile(fileobj=f) if gzipped else f
-            raw = stream.read(MAX_UNCOMPRESSED_BYTES + 1)
+            raw = stream.read(limit + 1)
         except (OSError, EOFError, zlib.error) as e:
             raise DatasetError(f"corrupt or truncated gzip stream: {e}") from None
     if len(raw) > MAX_UNCOMPRESSED_BYTES:
         raise DatasetError(f"the IDX file unpacks to more than {MAX_UNCOMPRESSED_BYTES} bytes")
+    if len(raw) > limit:
+        raise DatasetError(
+            f"the gzip stream of {size} bytes unpacks to more than {limit} "
+            f"({MAX_COMPRESSION_RATIO}x): refusing a likely decompression bomb"
+        )
     if len(raw) >= 4 and raw[:2] == b"\0\0" and raw[3] == 1:
         raise DatasetError(
             "this is an IDX labels file (1 dimension); upload the images file (idx3)"
@@ -373,6 +408,11 @@ def _parse_zip(path: Path) -> ImageSet:
     try:
         with zipfile.ZipFile(path) as archive:
             entries = _check_archive(archive, "the zip file")
+            for entry in entries:  # nothing is extracted, but such a name is never a label
+                if _UNSAFE_PATH.search(entry.filename):
+                    raise DatasetError(
+                        f"{entry.filename!r}: absolute and `..` paths have no place in a dataset"
+                    )
             files = [e for e in entries if not e.is_dir() and not _is_junk(e.filename)]
             by_label = _label_folders(files)
             images: list[np.ndarray] = []

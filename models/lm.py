@@ -50,13 +50,21 @@ def load_language_model(path: Path, expected_sha256: str | None = None, device: 
         actual, _ = digest_payload(payload)
         if actual != expected_sha256:
             raise ArtifactError(f"{path}: sha256 {actual} does not match {expected_sha256}")
-    config = json.loads(payload[CONFIG_FILE])
-    kind = config.get("kind")
+    try:
+        config = json.loads(payload[CONFIG_FILE])
+    except ValueError as e:
+        raise ArtifactError(f"{path}/{CONFIG_FILE} is not valid JSON: {e}") from e
+    kind = config.get("kind") if isinstance(config, dict) else None
     if kind not in FAMILIES:
         raise ArtifactError(f"{path}: unknown language model kind {kind!r}")
     module, name = FAMILIES[kind]
     family = getattr(importlib.import_module(module), name)
-    return family.from_artifact(config, payload, torch.device(device))
+    try:
+        return family.from_artifact(config, payload, torch.device(device))
+    except ArtifactError:
+        raise
+    except Exception as e:  # bad model_args, unparsable or ill-fitting weights
+        raise ArtifactError(f"{path}: cannot build {kind} from its artifact: {e}") from e
 
 
 # kind -> (module, LanguageModel class); imported on use, so a family loads only its own code

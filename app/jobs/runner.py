@@ -223,8 +223,11 @@ class JobExecution:
             "device": self.device,
         }
         relative = f"artifacts/{job.name}/job-{job.id}"
+        target = self.settings.state_dir / relative
+        for leftover in target.parent.glob(f".{target.name}.*"):  # an attempt died saving
+            shutil.rmtree(leftover, ignore_errors=True)
         sha256, size = save_artifact(
-            self.settings.state_dir / relative,
+            target,
             config,
             module=result.module,
             estimator=result.estimator,

@@ -16,7 +16,10 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
     response_model=DatasetPublic,
     status_code=status.HTTP_201_CREATED,
     dependencies=[AdminScope],
-    responses={200: {"model": DatasetPublic}, **error_responses(400, 401, 403, 409, 413, 415, 422)},
+    responses={
+        200: {"model": DatasetPublic},
+        **error_responses(400, 401, 403, 409, 413, 415, 422, 429),
+    },
 )
 async def create_dataset(
     service: DatasetServiceDep,
@@ -44,8 +47,10 @@ def read_datasets(service: DatasetServiceDep) -> DatasetsPublic:
     "/{dataset_id}",
     response_model=DatasetPublic,
     dependencies=[ReadScope],
-    responses=error_responses(401, 403, 404),
+    responses=error_responses(401, 403, 404, 422),
 )
-def read_dataset(service: DatasetServiceDep, dataset_id: int = Path(ge=1)) -> DatasetPublic:
+def read_dataset(
+    service: DatasetServiceDep, dataset_id: int = Path(ge=1, le=2**31 - 1)
+) -> DatasetPublic:
     """One dataset: its kind, format, sha256, record count and labels or image size."""
     return DatasetPublic.model_validate(service.get(dataset_id))

@@ -26,7 +26,7 @@ def read_models(registry: RegistryDep, pool: PoolDep) -> ModelsPublic:
     "/{name}",
     response_model=ModelPublic,
     dependencies=[ReadScope],
-    responses=error_responses(401, 403, 404),
+    responses=error_responses(401, 403, 404, 422),
 )
 def read_model(
     registry: RegistryDep, pool: PoolDep, name: str = Path(max_length=200)
@@ -39,7 +39,7 @@ def read_model(
     "/{name}/versions/{version}/activate",
     response_model=ModelPublic,
     dependencies=[AdminScope],
-    responses=error_responses(401, 403, 404, 409),
+    responses=error_responses(401, 403, 404, 409, 422),
 )
 async def activate_version(
     registry: RegistryDep,

@@ -10,7 +10,7 @@ from sse_starlette import EventSourceResponse
 
 from app.deps import GenerateServiceDep, ReadScope, RegistryDep
 from app.errors import AppError
-from app.schemas.errors import SERVING_ERRORS
+from app.schemas.errors import SERVING_ERRORS, error_responses
 from app.schemas.generate import Usage
 from app.schemas.openai import (
     CompletionChoice,
@@ -26,7 +26,10 @@ router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[ReadScope])
 @router.post(
     "/completions",
     response_model=CompletionResponse,
-    responses=SERVING_ERRORS,
+    responses={
+        **SERVING_ERRORS,
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"},
+    },
 )
 async def create_completion(
     body: CompletionRequest, request: Request, service: GenerateServiceDep
@@ -35,6 +38,8 @@ async def create_completion(
     spec = service.resolve(body.model)
     request.state.model = spec.name
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt or [""]
+    for prompt in prompts:  # all of them before any starts: a refusal leaves no work behind
+        service.check(spec, prompt, body.max_tokens)
     streams = [service.start(spec, p, body.max_tokens, body) for p in prompts]
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": spec.name}
     if not body.stream:
@@ -70,7 +75,7 @@ async def create_completion(
     return EventSourceResponse(stream(), ping=15)
 
 
-@router.get("/models", response_model=ModelList)
+@router.get("/models", response_model=ModelList, responses=error_responses(401, 403))
 def read_models(registry: RegistryDep) -> ModelList:
     """Served text-generation models, as OpenAI's model list."""
     return ModelList(

@@ -17,7 +17,7 @@ JobId = Path(ge=1, le=2**31 - 1)
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
     dependencies=[AdminScope],
-    responses=error_responses(401, 403, 404, 409, 422),
+    responses=error_responses(400, 401, 403, 404, 409, 422, 429),  # 400: a body that is not JSON
 )
 def submit_job(body: TrainRequest, service: TrainingServiceDep, response: Response) -> JobPublic:
     """Queue a training job; poll the `Location` it answers with."""
@@ -26,7 +26,12 @@ def submit_job(body: TrainRequest, service: TrainingServiceDep, response: Respon
     return job
 
 
-@router.get("/kinds", response_model=KindsPublic, dependencies=[ReadScope])
+@router.get(
+    "/kinds",
+    response_model=KindsPublic,
+    dependencies=[ReadScope],
+    responses=error_responses(401, 403),
+)
 def read_kinds(service: TrainingServiceDep) -> KindsPublic:
     """Every trainable model family with its parameters, types, defaults and bounds."""
     kinds = service.kinds()
@@ -34,7 +39,10 @@ def read_kinds(service: TrainingServiceDep) -> KindsPublic:
 
 
 @router.get(
-    "", response_model=JobsPublic, dependencies=[ReadScope], responses=error_responses(401, 403)
+    "",
+    response_model=JobsPublic,
+    dependencies=[ReadScope],
+    responses=error_responses(401, 403, 422),
 )
 def read_jobs(
     service: TrainingServiceDep,
@@ -42,7 +50,7 @@ def read_jobs(
     kind: str | None = Query(None, max_length=64),
     name: str | None = Query(None, max_length=200),
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**31 - 1),
 ) -> JobsPublic:
     """Jobs, newest first, filtered by status, kind and model name."""
     jobs, total = service.list(status, kind, name, limit, offset)
@@ -53,7 +61,7 @@ def read_jobs(
     "/{job_id}",
     response_model=JobDetail,
     dependencies=[ReadScope],
-    responses=error_responses(401, 403, 404),
+    responses=error_responses(401, 403, 404, 422),
 )
 def read_job(service: TrainingServiceDep, job_id: int = JobId) -> JobDetail:
     """One job with its progress, latest metrics and full metric history."""
@@ -64,7 +72,7 @@ def read_job(service: TrainingServiceDep, job_id: int = JobId) -> JobDetail:
     "/{job_id}/cancel",
     response_model=JobDetail,
     dependencies=[AdminScope],
-    responses=error_responses(401, 403, 404, 409),
+    responses=error_responses(401, 403, 404, 409, 422),
 )
 def cancel_job(service: TrainingServiceDep, job_id: int = JobId) -> JobDetail:
     """Cancel a queued job now, or a running one at its next step (409 once finished)."""

@@ -4,8 +4,10 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.schemas.common import RequestBody
 
-class ClassifyRequest(BaseModel):
+
+class ClassifyRequest(RequestBody):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"inputs": ["What a great phone!"]}]},

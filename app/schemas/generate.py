@@ -4,10 +4,12 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.schemas.common import RequestBody
+
 STOP_MAX = 4
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(RequestBody):
     """Sampling controls shared by /generate/text and /v1/completions."""
 
     temperature: float = Field(1.0, ge=0, le=10, description="0 is greedy")

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas.common import RequestBody
 
-class GenerateImageRequest(BaseModel):
+
+class GenerateImageRequest(RequestBody):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"n": 8, "seed": 1, "label": 3}]}
     )

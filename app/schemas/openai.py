@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.schemas.generate import SamplingFields, Usage
+
+PROMPTS_MAX = 16  # a list of prompts is that many generations: bounded like `n`
 
 
 class CompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use
 
     model: str | None = Field(None, max_length=200)
-    prompt: str | list[str] = ""
+    prompt: str | list[str] = Field(
+        "", description=f"a prompt, or up to {PROMPTS_MAX} prompts (each gets `n` choices)"
+    )
     max_tokens: int = Field(16, ge=1)
     logprobs: int | None = Field(None, ge=0, le=5)
     user: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _few_prompts(cls, prompt: str | list[str]) -> str | list[str]:
+        if isinstance(prompt, list) and len(prompt) > PROMPTS_MAX:
+            raise ValueError(f"{len(prompt)} prompts; at most {PROMPTS_MAX} in one request")
+        return prompt
 
 
 class CompletionChoice(BaseModel):

@@ -6,12 +6,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas.common import UTCDateTime
+from app.schemas.common import RequestBody, UTCDateTime
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
-class TrainRequest(BaseModel):
+class TrainRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     kind: str = Field(description="a model family; GET /train/kinds lists them")

@@ -2,6 +2,9 @@
 
 A stored file is never deleted or rewritten with other bytes: its name is its hash, so the
 same upload twice is the same dataset, and a training job can always re-read what it used.
+An upload is spooled to `datasets/tmp` and renamed into place only once it parsed, then its
+row is inserted: a crash at any point leaves no row for a partial file, and the spool files
+of a process that died are swept when the service starts again.
 """
 
 from __future__ import annotations
@@ -9,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path, PurePath
 from typing import BinaryIO, NamedTuple
 
@@ -19,7 +25,14 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from app.db import Database
-from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from app.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from app.settings import Settings
 from app.tables import Dataset
 from models.datasets import (
@@ -35,6 +48,10 @@ from models.datasets import (
 log = logging.getLogger("genserve.datasets")
 BUILTIN_PREFIX = "builtin:"
 CHUNK = 1024 * 1024
+# Spool files are named upload-<host>-<pid>-<random>: a restarted service knows which of them
+# belong to processes of its host that are gone. Another node's are swept once this old.
+SPOOL_NAME = re.compile(r"^upload-(?P<host>.+)-(?P<pid>\d+)-[^-]+$")
+ORPHAN_AGE_S = 24 * 3600
 
 
 def builtin_sha256(name: str) -> str:
@@ -47,6 +64,7 @@ class DatasetService:
         self.settings = settings
         self.db = db
         self.root = settings.state_dir / "datasets"
+        self.uploading = 0  # uploads being spooled and parsed: each may hold its file in memory
 
     # ---- built-ins -----------------------------------------------------------------------------
 
@@ -98,6 +116,18 @@ class DatasetService:
         filename = PurePath(file.filename or "").name
         if not filename:
             raise InvalidInput("the uploaded file has no name; its extension tells its format")
+        limit = self.settings.max_uploads_in_flight
+        if self.uploading >= limit:
+            raise Overloaded(f"{limit} upload(s) are being processed; retry shortly", retry_after=5)
+        self.uploading += 1
+        try:
+            return await self._upload(file, filename, name)
+        finally:
+            self.uploading -= 1
+
+    async def _upload(
+        self, file: UploadFile, filename: str, name: str | None
+    ) -> tuple[Dataset, bool]:
         tmp = await run_in_threadpool(self._spool, file.file)
         try:
             sha256, size = tmp.sha256, tmp.size
@@ -135,7 +165,8 @@ class DatasetService:
         tmp_dir = self.root / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         digest, size = hashlib.sha256(), 0
-        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+        prefix = f"upload-{socket.gethostname()}-{os.getpid()}-"
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=prefix)
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -154,6 +185,24 @@ class DatasetService:
             path.unlink(missing_ok=True)
             raise
         return _Spooled(path, digest.hexdigest(), size)
+
+    def sweep_spool(self) -> list[str]:
+        """Deletes the spool files of uploads cut short by a crash: those of this host's
+        processes that are gone, and any older than a day (a node that never came back)."""
+        removed = []
+        host, old = socket.gethostname(), time.time() - ORPHAN_AGE_S
+        for path in (self.root / "tmp").glob("upload-*"):
+            match = SPOOL_NAME.match(path.name)
+            dead = match is not None and match["host"] == host and not _alive(int(match["pid"]))
+            try:
+                if dead or path.stat().st_mtime < old:
+                    path.unlink()
+                    removed.append(path.name)
+            except FileNotFoundError:  # another process swept it first
+                continue
+        if removed:
+            log.warning("removed %d upload spool file(s) left by a crash", len(removed))
+        return removed
 
     def _same_file(self, dataset: Dataset) -> Dataset:
         if dataset.builtin:  # only a file whose bytes are "builtin:<name>" gets here
@@ -211,6 +260,16 @@ class DatasetService:
         if dataset.builtin or dataset.path.startswith(BUILTIN_PREFIX):
             return None
         return self.settings.state_dir / dataset.path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class _Spooled(NamedTuple):

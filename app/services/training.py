@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from app.db import Database
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound, Overloaded
 from app.jobs.store import now
 from app.schemas.train import (
     JobDetail,
@@ -29,6 +29,7 @@ from app.schemas.train import (
     TrainRequest,
 )
 from app.services.datasets import DatasetService
+from app.settings import Settings
 from app.tables import Dataset, Model, ModelVersion, TrainingJob
 from models.kinds import KINDS, Kind
 
@@ -120,9 +121,10 @@ def job_public(job: TrainingJob, version: tuple[str, int] | None) -> JobPublic:
 
 
 class TrainingService:
-    def __init__(self, db: Database, datasets: DatasetService) -> None:
+    def __init__(self, db: Database, datasets: DatasetService, settings: Settings) -> None:
         self.db = db
         self.datasets = datasets
+        self.settings = settings
 
     def kinds(self) -> list[KindPublic]:
         return [kind_public(k) for k in KINDS.values()]
@@ -138,6 +140,14 @@ class TrainingService:
         dataset = self.datasets.resolve(request.dataset)
         self._check_dataset(kind, dataset, params)
         with self.db.session() as session:
+            queued = session.scalar(
+                select(func.count()).select_from(TrainingJob).where(TrainingJob.status == "queued")
+            )
+            if (queued or 0) >= self.settings.max_queued_jobs:
+                raise Overloaded(
+                    f"{queued} training jobs are queued already; retry once some have run",
+                    retry_after=30,
+                )
             model = session.scalar(select(Model).where(Model.name == request.name))
             if model is not None and model.task != kind.task:
                 raise Conflict(

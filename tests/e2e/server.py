@@ -22,7 +22,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, state_dir: Path, **env: str) -> None:
+    def __init__(self, state_dir: Path, access_log: bool = False, **env: str) -> None:
         self.state_dir = state_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -39,7 +39,13 @@ class Server:
             environ.pop("GENSERVE_DATABASE_URL", None)  # the state dir's SQLite file
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--no-access-log"],
+            [
+                sys.executable,
+                "-m",
+                "app",
+                "serve",
+                "--access-log" if access_log else "--no-access-log",
+            ],
             cwd=REPO_ROOT,
             env=environ,
             stdout=self.log,

@@ -214,6 +214,46 @@ def test_zip_bomb_is_refused_before_decompression(tmp_path: Path, monkeypatch) -
         parse(tmp_path, "x-idx3-ubyte.gz", gz)
 
 
+def test_a_small_archive_that_unpacks_100x_is_refused_before_decompression(
+    tmp_path: Path,
+) -> None:
+    zeros = b"\0" * (8 * 1024 * 1024)  # 8 MiB in ~8 KB: far below the size limit, not the ratio
+    with pytest.raises(DatasetError, match=r"more than 100x: refusing a likely decompression"):
+        parse(tmp_path, "bomb.zip", zip_bytes({"a/x.png": zeros, "b/y.png": b"\0"}))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=np.zeros((128, 256, 256), np.uint8))
+    with pytest.raises(DatasetError, match=r"npz archive unpacks to \d+ bytes from \d+"):
+        parse(tmp_path, "bomb.npz", buffer.getvalue())
+    gz = gzip.compress(bytes([0, 0, 8, 3]) + zeros)
+    with pytest.raises(DatasetError, match=r"gzip stream of \d+ bytes unpacks to more than"):
+        parse(tmp_path, "bomb-idx3-ubyte.gz", gz)
+    compressible = np.tile(np.arange(28, dtype=np.uint8), (200, 28, 1))  # real data passes
+    assert isinstance(parse(tmp_path, "ok-idx3-ubyte.gz", idx_images(compressible))[1], ImageSet)
+
+
+@pytest.mark.parametrize(
+    "name", ["../evil/x.png", "cat/../../x.png", "/etc/cat/x.png", "C:/cat/x.png", "cat\\x.png"]
+)
+def test_zip_entries_with_absolute_or_parent_paths_are_refused(tmp_path: Path, name: str) -> None:
+    image = png(np.zeros((8, 8), np.uint8))
+    entries = {"cat/1.png": image, "cat/2.png": image, "dog/1.png": image, name: image}
+    with pytest.raises(DatasetError, match=r"absolute and `\.\.` paths have no place"):
+        parse(tmp_path, "pets.zip", zip_bytes(entries))
+
+
+@pytest.mark.parametrize("name", ["corpus.txt", "reviews.csv", "reviews.jsonl"])
+def test_a_line_over_the_limit_is_refused_before_decoding(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ds, "MAX_LINE_BYTES", 1000)
+    content = "text,label\nhi,a\nho,a\n" + "x" * 1001 + ",b\nhu,b\n"
+    with pytest.raises(DatasetError, match="line 4 is 1003 bytes long; lines may have at most"):
+        parse(tmp_path, name, content)
+    ok = "text,label\nhi,a\nho,a\n" + "x" * 990 + ",b\nhu,b\n"
+    if name != "reviews.jsonl":
+        parse(tmp_path, name, ok)
+
+
 def test_zip_with_too_many_entries(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(ds, "MAX_ZIP_ENTRIES", 10)
     entries = {f"a/{i}.png": b"" for i in range(11)}
