@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     max_running_sequences: int = Field(64, ge=1, le=4096)  # per text model per worker
     max_waiting_sequences: int = Field(256, ge=0, le=100_000)  # beyond: 429
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
+    generation_timeout_s: float = Field(300.0, gt=0, le=86_400)  # a whole generation, start
+    # to last token; past it the worker drops the sequences and the client gets 504
     worker_start_timeout_s: float = Field(120.0, gt=0)
     model_load_timeout_s: float = Field(300.0, gt=0)  # hot-loading a new version per worker
     registry_poll_s: float = Field(1.0, gt=0, le=3600)  # how often versions activated elsewhere

@@ -76,6 +76,8 @@ def wait_until_ready(get, timeout: float = 90) -> None:  # type: ignore[no-untyp
         try:
             if get("/readyz").status_code == 200:
                 return
+        except TimeoutError:
+            raise  # the caller knows it will never be ready (the process exited)
         except Exception:
             pass
         time.sleep(0.2)

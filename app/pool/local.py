@@ -310,23 +310,32 @@ class LocalPool(WorkerPool):
         pending = _Pending(model, n, events=asyncio.Queue(), remaining=n)
         limit = self.settings.max_running_sequences + self.settings.max_waiting_sequences
         worker, request_id = self._submit(pending, ("generate", model, prompt, params, n), limit)
-        return self._events(worker, request_id, pending)
+        assert self._loop is not None
+        deadline = self._loop.time() + self.settings.generation_timeout_s
+        return self._events(worker, request_id, pending, deadline)
 
     async def _events(
-        self, worker: _Worker, request_id: int, pending: _Pending
+        self, worker: _Worker, request_id: int, pending: _Pending, deadline: float
     ) -> AsyncIterator[Event]:
+        """Events until every choice finished; 504 after `request_timeout_s` without a token
+        or past the whole generation's deadline (`generation_timeout_s`)."""
         model = pending.model
-        assert pending.events is not None
+        assert pending.events is not None and self._loop is not None
+        gap = self.settings.request_timeout_s
         try:
             while pending.remaining > 0 or not pending.events.empty():
+                left = deadline - self._loop.time()
                 try:
-                    item = await asyncio.wait_for(
-                        pending.events.get(), self.settings.request_timeout_s
-                    )
+                    if left <= 0:
+                        raise TimeoutError
+                    item = await asyncio.wait_for(pending.events.get(), min(gap, left))
                 except TimeoutError:
-                    raise GatewayTimeout(
-                        f"{model!r} produced no token for {self.settings.request_timeout_s:g} s"
-                    ) from None
+                    if deadline - self._loop.time() <= 0:
+                        limit = self.settings.generation_timeout_s
+                        raise GatewayTimeout(
+                            f"{model!r} did not finish within {limit:g} s; ask for fewer tokens"
+                        ) from None
+                    raise GatewayTimeout(f"{model!r} produced no token for {gap:g} s") from None
                 if isinstance(item, Exception):
                     raise item
                 yield item

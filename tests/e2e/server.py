@@ -59,8 +59,13 @@ class Server:
 
         from tests.conftest import wait_until_ready
 
+        def get(path: str) -> httpx.Response:
+            if self.process.poll() is not None:  # exited: no point waiting for it
+                raise TimeoutError(f"the server exited with code {self.process.returncode}")
+            return self.client.get(path)
+
         try:
-            wait_until_ready(self.client.get, timeout=timeout)
+            wait_until_ready(get, timeout=timeout)
         except TimeoutError:
             self.stop()
             pytest.fail(f"server never became ready:\n{self.output()}")

@@ -73,3 +73,32 @@ def test_full_queue_is_429_and_disconnect_frees_the_worker(server: Server) -> No
         assert time.monotonic() < deadline, "generation went on after the clients left"
     accepted = server.client.post("/generate/text", json={"prompt": "A", "max_new_tokens": 5})
     assert accepted.status_code == 200
+
+
+def test_a_generation_past_its_deadline_is_a_504_and_frees_the_worker(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    tmp = tmp_path_factory.mktemp("e2e-deadline")
+    srv = Server(
+        tmp,
+        GENSERVE_PRETRAINED_DIR=str(pretrained_with_tiny_models(tmp / "pretrained")),
+        GENSERVE_DEFAULT_TEXT_MODEL="tiny-gpt",
+        GENSERVE_MAX_NEW_TOKENS="100000",
+        GENSERVE_GENERATION_TIMEOUT_S="2",
+    ).ready()
+    try:
+        started = time.monotonic()
+        response = srv.client.post(
+            "/generate/text", json={"prompt": "A", "max_new_tokens": 100_000}
+        )
+        assert response.status_code == 504, response.text
+        assert "did not finish within 2 s" in response.json()["error"]["message"]
+        assert time.monotonic() - started < 10
+        # the worker dropped the sequence: a short request is answered at once
+        before = steps(srv)
+        time.sleep(0.5)
+        assert steps(srv) - before < 5  # no decoding left running
+        ok = srv.client.post("/generate/text", json={"prompt": "A", "max_new_tokens": 5})
+        assert ok.status_code == 200
+    finally:
+        srv.stop()
