@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -64,6 +65,10 @@ def worker_main(
     max_wait_ms: float,
     max_running: int,
 ) -> None:
+    # Ctrl-C or a SIGTERM to the process group is the API's to handle: it stops its workers
+    # (a "stop" message, then SIGKILL), and EOF on the pipe stops us if the API is gone.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     # Threads are fixed before torch starts so that workers do not fight over the cores.
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch
