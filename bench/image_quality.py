@@ -34,13 +34,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a plain script from anywhere
 
 from models.artifacts import load_classifier, save_artifact  # noqa: E402
-from models.build_images import held_out_negative_elbo  # noqa: E402
 from models.checksum import CARD_FILE  # noqa: E402
 from models.classifiers import ImageCNN  # noqa: E402
 from models.data import DIGIT_LABELS  # noqa: E402
 from models.imagegen import load_image_generator  # noqa: E402
 from models.mnist import load_mnist  # noqa: E402
 from models.training import fit_image_cnn  # noqa: E402
+from models.vae import held_out_negative_elbo  # noqa: E402
 
 EVALUATOR_PARAMS = {"seed": 0, "epochs": 30, "batch_size": 64, "lr": 3e-3, "shift": 2}
 SECTION = "## Measured by bench/image_quality.py"

@@ -21,14 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from models.artifacts import save_artifact
 from models.gan import Discriminator, GANConfig, Generator
+from models.hooks import TrainHooks
 from models.mnist import load_mnist
 from models.train_image import GANTrainConfig, VAETrainConfig, train_gan, train_vae
-from models.vae import VAE, VAEConfig
+from models.vae import VAE, VAEConfig, held_out_negative_elbo
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("GENSERVE_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -72,20 +72,6 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def held_out_negative_elbo(
-    model: VAE, x: np.ndarray, y: np.ndarray, device: torch.device, samples: int = 10
-) -> float:
-    """Mean negative ELBO in nats per image (10 draws of z per image, fixed seed)."""
-    gen = torch.Generator(device=device).manual_seed(0)
-    xt = torch.from_numpy(x).unsqueeze(1).to(device)  # (N, 1, H, W)
-    yt = torch.from_numpy(y).to(device) if model.config.num_classes else None
-    total = 0.0
-    for i in range(0, len(xt), 500):
-        labels = None if yt is None else yt[i : i + 500]
-        total += model.negative_elbo(xt[i : i + 500], labels, samples, gen).sum().item()
-    return total / len(xt)
-
-
 def build(name: str, args: argparse.Namespace) -> Path:
     recipe = RECIPES[name]
     train_cfg = recipe.train
@@ -105,11 +91,12 @@ def build(name: str, args: argparse.Namespace) -> Path:
     def report(record: dict[str, Any]) -> None:
         print(json.dumps({"model": name, **record}), flush=True)
 
+    hooks = TrainHooks(on_epoch=report, work_dir=work)
     torch.manual_seed(train_cfg.seed)
     metrics: dict[str, Any] = {}
     if recipe.kind == "image-vae":
         module = VAE(recipe.model)
-        result = train_vae(module, x_train, labels, train_cfg, device, work, report)
+        result = train_vae(module, x_train, labels, train_cfg, device, hooks)
         metrics["held_out_neg_elbo"] = round(
             held_out_negative_elbo(module, x_held, y_held, device), 2
         )
@@ -120,7 +107,7 @@ def build(name: str, args: argparse.Namespace) -> Path:
     else:
         module = Generator(recipe.model)
         discriminator = Discriminator(recipe.model)
-        result = train_gan(module, discriminator, x_train, labels, train_cfg, device, work, report)
+        result = train_gan(module, discriminator, x_train, labels, train_cfg, device, hooks)
         keys = ("loss_d", "loss_g", "d_real", "d_fake")
         metrics["final_epoch"] = {k: result[k] for k in keys if k in result}
     print(json.dumps({"model": name, "metrics": metrics}), flush=True)

@@ -17,6 +17,7 @@ import torch
 
 from models.data import load_shakespeare
 from models.gpt import GPT, GPTConfig
+from models.hooks import TrainHooks
 from models.tokenizer import CharTokenizer
 from models.train_lm import TrainConfig, full_validation_loss, train
 
@@ -52,10 +53,11 @@ def train_shakespeare_gpt(
     torch.manual_seed(seed)
     model = GPT(config)
 
-    def report(step: int, m: dict) -> None:
+    def report(m: dict) -> None:
         print(json.dumps(m), flush=True)
 
-    result = train(model, train_ids, val_ids, cfg, device, checkpoint_dir=work, on_eval=report)
+    hooks = TrainHooks(on_epoch=report, work_dir=work)
+    result = train(model, train_ids, val_ids, cfg, device, hooks)
     return model, tok, result, cfg
 
 

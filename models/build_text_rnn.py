@@ -25,6 +25,7 @@ import torch
 from models.artifacts import save_artifact
 from models.build_text import DEFAULT_DATA, REPO
 from models.data import load_shakespeare
+from models.hooks import TrainHooks
 from models.ngram import NGramConfig, NGramModel
 from models.rnn import RNNConfig, RNNModel, stream_validation_loss
 from models.tokenizer import CharTokenizer
@@ -96,10 +97,11 @@ def train_shakespeare_rnn(
     torch.manual_seed(seed)
     model = RNNModel(config)
 
-    def report(step: int, m: dict) -> None:
+    def report(m: dict) -> None:
         print(json.dumps(m), flush=True)
 
-    result = train(model, train_ids, val_ids, cfg, device, checkpoint_dir=work, on_eval=report)
+    hooks = TrainHooks(on_epoch=report, work_dir=work)
+    result = train(model, train_ids, val_ids, cfg, device, hooks)
     return model, tok, result, cfg
 
 

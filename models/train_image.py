@@ -11,7 +11,6 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.gan import Discriminator, Generator
+from models.hooks import TrainHooks
 from models.precision import autocast, grad_scaler
 from models.vae import VAE
 
@@ -103,6 +103,35 @@ def load_checkpoint(
     return meta["state"]
 
 
+def _end_epoch(
+    state: dict[str, Any],
+    started: float,
+    steps_per_epoch: int,
+    samples: int,
+    losses: dict[str, float],
+    hooks: TrainHooks,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> None:
+    """Counts the finished epoch, records its row, checkpoints, and reports the row."""
+    seconds = time.perf_counter() - started
+    state["seconds"] += seconds
+    state["epoch"] += 1
+    state["steps"] = state["epoch"] * steps_per_epoch
+    record = {
+        "epoch": state["epoch"],
+        "step": state["steps"],
+        "samples_per_s": round(samples / seconds, 1),
+        **{k: round(v, 3) for k, v in losses.items()},
+        "seconds": round(state["seconds"], 1),
+    }
+    state["history"].append(record)
+    if hooks.work_dir is not None:
+        save_checkpoint(hooks.work_dir, modules, optimizers, state)
+    if hooks.on_epoch is not None:
+        hooks.on_epoch(record)
+
+
 def _as_tensors(
     images: np.ndarray, labels: np.ndarray | None, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -121,16 +150,15 @@ def train_vae(
     labels: np.ndarray | None,
     cfg: VAETrainConfig,
     device: torch.device,
-    work_dir: Path | None = None,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    hooks: TrainHooks | None = None,
 ) -> dict[str, Any]:
     """Maximise the ELBO on float32 (N, H, W) images in [0, 1]; labels (N,) if conditional.
 
     Trains `model` in place (moved to `device`) and returns the last epoch's figures.
     """
     torch.manual_seed(cfg.seed)
+    hooks = hooks or TrainHooks()
+    work_dir, on_step, should_stop = hooks.work_dir, hooks.on_step, hooks.should_stop
     model.to(device).train()
     x, y = _as_tensors(images, labels if model.config.num_classes else None, device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -170,24 +198,8 @@ def train_vae(
         if stopped:
             break  # mid-epoch: the last checkpoint stays the last finished epoch
         loss, nll, kl = (totals / len(x)).tolist()
-        epoch_seconds = time.perf_counter() - t0
-        state["seconds"] += epoch_seconds
-        state["epoch"] = epoch + 1
-        state["steps"] = state["epoch"] * steps_per_epoch
-        record = {
-            "epoch": epoch + 1,
-            "step": state["steps"],
-            "samples_per_s": round(len(x) / epoch_seconds, 1),
-            "loss": round(loss, 3),
-            "nll": round(nll, 3),
-            "kl": round(kl, 3),
-            "seconds": round(state["seconds"], 1),
-        }
-        state["history"].append(record)
-        if work_dir is not None:
-            save_checkpoint(work_dir, {"vae": model}, {"vae": opt}, state)
-        if on_epoch is not None:
-            on_epoch(record)
+        losses = {"loss": loss, "nll": nll, "kl": kl}
+        _end_epoch(state, t0, steps_per_epoch, len(x), losses, hooks, {"vae": model}, {"vae": opt})
     model.eval()
     last = state["history"][-1] if state["history"] else {}
     return {**last, "steps": state.get("steps", 0), "config": asdict(cfg)}
@@ -229,10 +241,7 @@ def train_gan(
     labels: np.ndarray | None,
     cfg: GANTrainConfig,
     device: torch.device,
-    work_dir: Path | None = None,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    hooks: TrainHooks | None = None,
 ) -> dict[str, Any]:
     """DCGAN training (non-saturating loss) on float32 (N, H, W) images in [0, 1].
 
@@ -243,6 +252,8 @@ def train_gan(
     statistics are re-estimated at the end for the weights that will be served.
     """
     torch.manual_seed(cfg.seed)
+    hooks = hooks or TrainHooks()
+    work_dir, on_step, should_stop = hooks.work_dir, hooks.on_step, hooks.should_stop
     k, latent = generator.config.num_classes, generator.config.latent_dim
     generator.to(device).train()
     discriminator.to(device).train()
@@ -327,25 +338,9 @@ def train_gan(
         if stopped:
             break  # mid-epoch: the last checkpoint stays the last finished epoch
         loss_d, loss_g, d_real, d_fake = (totals / steps_per_epoch).tolist()
-        epoch_seconds = time.perf_counter() - t0
-        state["seconds"] += epoch_seconds
-        state["epoch"] = epoch + 1
-        state["steps"] = state["epoch"] * steps_per_epoch
-        record = {
-            "epoch": epoch + 1,
-            "step": state["steps"],
-            "samples_per_s": round(steps_per_epoch * cfg.batch_size / epoch_seconds, 1),
-            "loss_d": round(loss_d, 3),
-            "loss_g": round(loss_g, 3),
-            "d_real": round(d_real, 3),
-            "d_fake": round(d_fake, 3),
-            "seconds": round(state["seconds"], 1),
-        }
-        state["history"].append(record)
-        if work_dir is not None:
-            save_checkpoint(work_dir, modules, optimizers, state)
-        if on_epoch is not None:
-            on_epoch(record)
+        losses = {"loss_d": loss_d, "loss_g": loss_g, "d_real": d_real, "d_fake": d_fake}
+        samples = steps_per_epoch * cfg.batch_size
+        _end_epoch(state, t0, steps_per_epoch, samples, losses, hooks, modules, optimizers)
     if ema is not None:
         generator.load_state_dict(ema.state_dict())  # BatchNorm statistics are refreshed next
     refresh_batchnorm(generator, device, batches=cfg.bn_refresh_batches)

@@ -9,7 +9,6 @@ and checkpoints (safetensors + JSON, never pickle) that a restarted run resumes 
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import safetensors.torch
 import torch
 import torch.nn as nn
 
+from models.hooks import TrainHooks
 from models.precision import autocast, grad_scaler
 
 
@@ -156,16 +156,15 @@ def train(
     val_data: torch.Tensor,
     cfg: TrainConfig,
     device: torch.device,
-    checkpoint_dir: Path | None = None,
-    on_eval: Callable[[int, dict], None] | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+    hooks: TrainHooks | None = None,
 ) -> dict:
     """Trains in place; returns the final metrics. Resumes from `checkpoint_dir` if it holds one.
 
-    `should_stop` is asked before every step (it may raise to abort); `on_step(done, total,
+    `hooks.should_stop` is asked before every step (it may raise to abort); `on_step(done, total,
     loss)` gets the loss as a tensor so that a caller who only samples it forces no sync.
     """
+    hooks = hooks or TrainHooks()
+    checkpoint_dir, on_step = hooks.work_dir, hooks.on_step
     torch.manual_seed(cfg.seed)
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
@@ -181,7 +180,7 @@ def train(
     for step in range(start, cfg.max_steps):
         elapsed_all = time.perf_counter() - began
         out_of_time = cfg.max_seconds > 0 and elapsed_all >= cfg.max_seconds
-        if should_stop() or out_of_time:
+        if (hooks.should_stop is not None and hooks.should_stop()) or out_of_time:
             break
         time_fraction = elapsed_all / cfg.max_seconds if cfg.max_seconds else 0.0
         lr = lr_at(step, cfg, time_fraction)
@@ -216,8 +215,8 @@ def train(
             }
             history.append(metrics)
             tokens, t0 = 0, time.perf_counter()
-            if on_eval is not None:
-                on_eval(step + 1, metrics)
+            if hooks.on_epoch is not None:
+                hooks.on_epoch(metrics)
         due = cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or last)
         if checkpoint_dir is not None and due:
             state = {"step": step + 1, "history": history, "train_config": asdict(cfg)}

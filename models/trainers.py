@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from models.datasets import ImageSet, LabelledTexts, TextCorpus
+from models.hooks import TrainHooks
 from models.kinds import (
     CNNParams,
     GANParams,
@@ -25,7 +26,6 @@ from models.kinds import (
     TextRNNParams,
     VAEParams,
 )
-from models.training import TrainHooks
 
 # -----------------------------------------------------------------------------
 # trainers
@@ -95,17 +95,7 @@ def lm(
         checkpoint_every=p.eval_every,
         seed=p.seed,
     )
-    result = train_loop(
-        model,
-        train_ids,
-        val_ids,
-        cfg,
-        device,
-        checkpoint_dir=hooks.work_dir,
-        on_eval=(lambda _step, row: hooks.on_epoch(row)) if hooks.on_epoch else None,
-        should_stop=hooks.should_stop or (lambda: False),
-        on_step=hooks.on_step,
-    )
+    result = train_loop(model, train_ids, val_ids, cfg, device, hooks)
     window = p.block_size if isinstance(p, GPTParams) else 256
     val_loss = full_validation_loss(model, val_ids, min(window, len(val_ids) - 1), device)
     return TrainResult(
@@ -192,33 +182,22 @@ def image_gen(
 ) -> TrainResult:
     from models.gan import Discriminator, GANConfig, Generator
     from models.train_image import GANTrainConfig, VAETrainConfig, train_gan, train_vae
-    from models.vae import VAE, VAEConfig
+    from models.vae import VAE, VAEConfig, held_out_negative_elbo
 
     labels, num_classes = _image_labels(train, p.conditional)
     image_size = tuple(train.images.shape[1:])
     torch.manual_seed(p.seed)
-    common = {
-        "on_epoch": hooks.on_epoch,
-        "on_step": hooks.on_step,
-        "should_stop": hooks.should_stop,
-    }
     metrics: dict[str, Any] = {}
     if isinstance(p, VAEParams):
         module: torch.nn.Module = VAE(
             VAEConfig(image_size, p.latent_dim, hidden=p.hidden, num_classes=num_classes)
         )
         cfg = VAETrainConfig(p.epochs, p.batch_size, p.lr, p.max_seconds, p.seed)
-        result = train_vae(module, train.images, labels, cfg, device, hooks.work_dir, **common)
+        result = train_vae(module, train.images, labels, cfg, device, hooks)
         module.eval()
-        x = torch.from_numpy(test.images[:2000]).unsqueeze(1).to(device)  # (N, 1, H, W)
-        y = None
-        if num_classes and test.labels is not None:
-            y = torch.from_numpy(test.labels[:2000]).to(device)
-        gen = torch.Generator(device=device).manual_seed(0)
-        with torch.no_grad():
-            metrics["held_out_neg_elbo"] = round(
-                module.negative_elbo(x, y, 10, gen).mean().item(), 2
-            )
+        held_out = test.labels[:2000] if test.labels is not None else None
+        elbo = held_out_negative_elbo(module, test.images[:2000], held_out, device)
+        metrics["held_out_neg_elbo"] = round(elbo, 2)
     else:
         assert isinstance(p, GANParams)
         gan = GANConfig(image_size, p.latent_dim, p.channels, num_classes)
@@ -226,9 +205,7 @@ def image_gen(
         cfg = GANTrainConfig(
             p.epochs, p.batch_size, p.lr, ema=p.ema, max_seconds=p.max_seconds, seed=p.seed
         )
-        result = train_gan(
-            module, Discriminator(gan), train.images, labels, cfg, device, hooks.work_dir, **common
-        )
+        result = train_gan(module, Discriminator(gan), train.images, labels, cfg, device, hooks)
     keys = ("loss", "nll", "kl", "loss_d", "loss_g", "d_real", "d_fake", "samples_per_s")
     metrics.update({k: result[k] for k in keys if k in result})
     metrics.update(steps=result.get("steps"), train_seconds=result.get("seconds"))

@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from models.classifiers import (
     pad_batch,
 )
 from models.data import load_digits_split, load_sentiment
+from models.hooks import TrainHooks
 from models.train_image import load_checkpoint, save_checkpoint
 
 # chosen by 5-fold CV on the 2,400 training sentences (about 0.84 CV accuracy); C in 3..30,
@@ -45,22 +46,6 @@ SENTIMENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "classify-nb": {"alpha": 0.3},
     "classify-mlp": {"hidden": 64, "alpha": 1e-3, "max_iter": 30},
 }
-
-
-@dataclass
-class TrainHooks:
-    """How a caller watches and steers a training loop (the job runner; None = standalone).
-
-    on_step gets the loss as a tensor, still on the device: calling .item() on it every step
-    would stall a GPU, so the caller decides when to sync. on_epoch gets one history row:
-    {"epoch", "step", "train_loss", "val_accuracy", "samples_per_s", "seconds"} (seconds of
-    training so far, across restarts; val_accuracy on the test arrays given to the fit).
-    """
-
-    on_step: Callable[[int, int, torch.Tensor], None] | None = None  # (steps done, total, loss)
-    on_epoch: Callable[[dict[str, Any]], None] | None = None  # one history row per epoch
-    should_stop: Callable[[], bool] | None = None  # checked every step; may raise to cancel
-    work_dir: Path | None = None  # checkpoint after every epoch here and resume from it
 
 
 def encode_labels(

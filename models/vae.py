@@ -15,6 +15,7 @@ References:
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -142,6 +143,21 @@ class VAE(nn.Module):
 
 # -----------------------------------------------------------------------------
 # serving adapter
+
+
+@torch.no_grad()
+def held_out_negative_elbo(
+    model: VAE, x: np.ndarray, y: np.ndarray | None, device: torch.device, samples: int = 10
+) -> float:
+    """Mean negative ELBO in nats per image (10 draws of z per image, fixed seed)."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    xt = torch.from_numpy(x).unsqueeze(1).to(device)  # (N, 1, H, W)
+    yt = torch.from_numpy(y).to(device) if model.config.num_classes else None
+    total = 0.0
+    for i in range(0, len(xt), 500):
+        labels = None if yt is None else yt[i : i + 500]
+        total += model.negative_elbo(xt[i : i + 500], labels, samples, gen).sum().item()
+    return total / len(xt)
 
 
 class VAEImageGenerator(ImageGenerator):

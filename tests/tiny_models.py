@@ -64,3 +64,30 @@ def pretrained_with_tiny_models(tmp: Path) -> Path:
     make_tiny_vae(tmp, "tiny-cvae", num_classes=10)
     make_tiny_vae(tmp, "tiny-vae", num_classes=0)
     return tmp
+
+
+# /train params for a GPT small enough to train in seconds on one CPU thread
+TINY_GPT_PARAMS = {
+    "n_layer": 1,
+    "n_head": 2,
+    "n_embd": 32,
+    "block_size": 32,
+    "batch_size": 8,
+    "eval_batches": 2,
+}
+
+
+def small_pretrained(
+    path: Path, names: tuple[str, ...] = ("sentiment", "digits"), generators: bool = True
+) -> Path:
+    """A pretrained dir that loads in seconds: committed defaults `names` (linked), plus an
+    untrained tiny GPT and conditional VAE when `generators`."""
+    from app.settings import PRETRAINED_DIR
+
+    path.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (path / name).symlink_to(PRETRAINED_DIR / name)
+    if generators:
+        make_tiny_gpt(path)
+        make_tiny_vae(path, "tiny-cvae", num_classes=10)
+    return path

@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from app.db import Database
-from app.jobs.store import JobLost, JobStore
+from app.jobs.store import JobLost, JobStore, NewVersion
 from app.settings import Settings
 from app.tables import Dataset, TrainingJob
 
@@ -235,16 +235,8 @@ class JobExecution:
         )
         self.done.set()  # no heartbeat may race the final transaction
         _, _, rows = self._snapshot()
-        return self.store.complete(
-            job.id,
-            self.runner_id,
-            task=kind.task,
-            artifact_path=relative,
-            sha256=sha256,
-            size=size,
-            config=config,
-            rows=rows,
-        )
+        new = NewVersion(kind.task, relative, sha256, size, config)
+        return self.store.complete(job.id, self.runner_id, new, rows)
 
     def _dataset(self) -> Dataset:
         with self.store.db.session() as session:

@@ -9,11 +9,13 @@ back to the queue and resumes from its checkpoint; after `job_max_attempts` clai
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from app.db import Database
 from app.settings import Settings
@@ -21,6 +23,17 @@ from app.tables import JobMetric, Model, ModelVersion, TrainingJob
 
 log = logging.getLogger("genserve.jobs")
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """A trained artifact on disk, ready to be registered as a model version."""
+
+    task: str
+    artifact_path: str  # relative to the state dir
+    sha256: str
+    size: int
+    config: dict[str, Any]
 
 
 class JobLost(Exception):
@@ -111,51 +124,50 @@ class JobStore:
                 session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job_id))
             )
 
-    def finish(self, job_id: int, runner_id: str, status: str, error: str | None = None) -> None:
-        with self.db.session() as session:
-            session.execute(
-                update(TrainingJob)
-                .where(TrainingJob.id == job_id, TrainingJob.runner_id == runner_id)
-                .where(TrainingJob.status == "running")
-                .values(status=status, error=error, finished_at=now())
-                .execution_options(synchronize_session=False)
-            )
-
-    def release(self, job_id: int, runner_id: str) -> None:
-        """Back to the queue after an orderly stop; that claim does not count as an attempt."""
-        with self.db.session() as session:
-            session.execute(
-                update(TrainingJob)
-                .where(TrainingJob.id == job_id, TrainingJob.runner_id == runner_id)
-                .where(TrainingJob.status == "running")
-                .values(status="queued", runner_id=None, attempts=TrainingJob.attempts - 1)
-                .execution_options(synchronize_session=False)
-            )
-
-    def requeue_runner(self, runner_id: str) -> int:
-        """Requeues the jobs of a runner that died; their checkpoints let them resume."""
+    def _update(self, *where: ColumnElement[bool], **values: Any) -> int:
+        """One conditional UPDATE of training_jobs in its own transaction; rows changed."""
         with self.db.session() as session:
             result = session.execute(
                 update(TrainingJob)
-                .where(TrainingJob.runner_id == runner_id, TrainingJob.status == "running")
-                .values(status="queued", runner_id=None)
+                .where(*where)
+                .values(**values)
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount:
-                log.warning("requeued %d job(s) of runner %s", result.rowcount, runner_id)
             return result.rowcount
 
+    def _held(self, job_id: int, runner_id: str) -> tuple[ColumnElement[bool], ...]:
+        return (
+            TrainingJob.id == job_id,
+            TrainingJob.runner_id == runner_id,
+            TrainingJob.status == "running",
+        )
+
+    def finish(self, job_id: int, runner_id: str, status: str, error: str | None = None) -> None:
+        self._update(*self._held(job_id, runner_id), status=status, error=error, finished_at=now())
+
+    def release(self, job_id: int, runner_id: str) -> None:
+        """Back to the queue after an orderly stop; that claim does not count as an attempt."""
+        self._update(
+            *self._held(job_id, runner_id),
+            status="queued",
+            runner_id=None,
+            attempts=TrainingJob.attempts - 1,
+        )
+
+    def requeue_runner(self, runner_id: str) -> int:
+        """Requeues the jobs of a runner that died; their checkpoints let them resume."""
+        count = self._update(
+            TrainingJob.runner_id == runner_id,
+            TrainingJob.status == "running",
+            status="queued",
+            runner_id=None,
+        )
+        if count:
+            log.warning("requeued %d job(s) of runner %s", count, runner_id)
+        return count
+
     def complete(
-        self,
-        job_id: int,
-        runner_id: str,
-        *,
-        task: str,
-        artifact_path: str,
-        sha256: str,
-        size: int,
-        config: dict[str, Any],
-        rows: list[tuple[int, dict[str, Any]]],
+        self, job_id: int, runner_id: str, new: NewVersion, rows: list[tuple[int, dict[str, Any]]]
     ) -> int:
         """Registers the new model version and marks the job succeeded, in one transaction.
 
@@ -164,67 +176,64 @@ class JobStore:
         """
         for attempt in range(5):
             try:
-                return self._complete(
-                    job_id, runner_id, task, artifact_path, sha256, size, config, rows
-                )
+                with self.db.session() as session:
+                    return self._register(session, job_id, runner_id, new, rows)
             except IntegrityError:
                 if attempt == 4:
                     raise
         raise AssertionError("unreachable")
 
-    def _complete(
+    def _register(
         self,
+        session: Session,
         job_id: int,
         runner_id: str,
-        task: str,
-        artifact_path: str,
-        sha256: str,
-        size: int,
-        config: dict[str, Any],
+        new: NewVersion,
         rows: list[tuple[int, dict[str, Any]]],
     ) -> int:
-        with self.db.session() as session:
-            job = session.get(TrainingJob, job_id, with_for_update=True, populate_existing=True)
-            if job is None or job.runner_id != runner_id or job.status != "running":
-                raise JobLost(f"job {job_id} is no longer held by {runner_id}")
-            model = session.scalar(select(Model).where(Model.name == job.name))
-            if model is None:
-                model = Model(name=job.name, task=task, description=config.get("description", ""))
-                session.add(model)
-                session.flush()
-            elif model.task != task:
-                raise ValueError(f"model {job.name!r} is a {model.task} model, not {task}")
-            latest = session.scalar(
-                select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
+        job = session.get(TrainingJob, job_id, with_for_update=True, populate_existing=True)
+        if job is None or job.runner_id != runner_id or job.status != "running":
+            raise JobLost(f"job {job_id} is no longer held by {runner_id}")
+        model = session.scalar(select(Model).where(Model.name == job.name))
+        if model is None:
+            model = Model(
+                name=job.name, task=new.task, description=new.config.get("description", "")
             )
-            version = ModelVersion(
-                model_id=model.id,
-                version=(latest or 0) + 1,
-                kind=job.kind,
-                artifact_path=artifact_path,
-                sha256=sha256,
-                size_bytes=size,
-                params=job.params,
-                metrics=config.get("metrics", {}),
-                config=config,
-                dataset_id=job.dataset_id,
-                source="trained",
-                is_active=False,
-            )
-            session.add(version)
+            session.add(model)
             session.flush()
-            if job.activate:
-                session.execute(
-                    update(ModelVersion)
-                    .where(ModelVersion.model_id == model.id, ModelVersion.is_active)
-                    .values(is_active=False)
-                    .execution_options(synchronize_session=False)
-                )
-                session.flush()
-                version.is_active = True
-            session.add_all(JobMetric(job_id=job_id, step=s, values=v) for s, v in rows)
-            job.status, job.progress, job.finished_at = "succeeded", 1.0, now()
-            job.model_version_id = version.id
-            job.metrics = {**job.metrics, **config.get("metrics", {})}
-            log.info("job %d registered %s v%d", job_id, job.name, version.version)
-            return version.version
+        elif model.task != new.task:
+            raise ValueError(f"model {job.name!r} is a {model.task} model, not {new.task}")
+        latest = session.scalar(
+            select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
+        )
+        version = ModelVersion(
+            model_id=model.id,
+            version=(latest or 0) + 1,
+            kind=job.kind,
+            artifact_path=new.artifact_path,
+            sha256=new.sha256,
+            size_bytes=new.size,
+            params=job.params,
+            metrics=new.config.get("metrics", {}),
+            config=new.config,
+            dataset_id=job.dataset_id,
+            source="trained",
+            is_active=False,
+        )
+        session.add(version)
+        session.flush()
+        if job.activate:
+            session.execute(
+                update(ModelVersion)
+                .where(ModelVersion.model_id == model.id, ModelVersion.is_active)
+                .values(is_active=False)
+                .execution_options(synchronize_session=False)
+            )
+            session.flush()
+            version.is_active = True
+        session.add_all(JobMetric(job_id=job_id, step=s, values=v) for s, v in rows)
+        job.status, job.progress, job.finished_at = "succeeded", 1.0, now()
+        job.model_version_id = version.id
+        job.metrics = {**job.metrics, **new.config.get("metrics", {})}
+        log.info("job %d registered %s v%d", job_id, job.name, version.version)
+        return version.version

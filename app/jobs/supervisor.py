@@ -20,6 +20,7 @@ from typing import Any
 
 from app.jobs.runner import runner_main
 from app.jobs.store import JobStore
+from app.pool.base import restart_delay
 from app.settings import Settings
 
 log = logging.getLogger("genserve.jobs")
@@ -99,8 +100,7 @@ class RunnerSupervisor:
             return
         log.error("job runner %s exited with code %s; restarting", dead, exitcode)
         slot.restarts += 1
-        uptime = time.monotonic() - slot.started_at
-        delay = 0.0 if uptime > 30 else min(30.0, 0.5 * 2 ** min(slot.restarts, 6))
+        delay = restart_delay(slot.started_at, slot.restarts)
         self._loop.call_later(delay, self._respawn, slot, slot.generation)
 
     def _respawn(self, slot: _Slot, generation: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -37,6 +38,14 @@ class WorkerInfo:
 # A generation event: (request id, choice index, new text, finish reason or None,
 # completion tokens so far, logprob of the token)
 Event = tuple[int, int, str, str | None, int, float | None]
+
+
+def restart_delay(started_at: float, restarts: int) -> float:
+    """Seconds to wait before restarting a process that died: none after a long life, then
+    0.5 s doubling to 30 s for one that dies right after starting, so a crash loop idles."""
+    if time.monotonic() - started_at > 30:
+        return 0.0
+    return min(30.0, 0.5 * 2 ** min(restarts, 6))
 
 
 class WorkerLost(Unavailable):

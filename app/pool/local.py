@@ -26,6 +26,7 @@ from app.pool.base import (
     WorkerInfo,
     WorkerLost,
     WorkerPool,
+    restart_delay,
     worker_error,
 )
 from app.pool.worker import worker_main
@@ -231,8 +232,7 @@ class LocalPool(WorkerPool):
         worker.restarts += 1
         metrics.WORKER_RESTARTS.inc()
         # Back off when a worker dies right after starting, so a crash loop does not spin.
-        uptime = time.monotonic() - worker.started_at
-        delay = 0.0 if uptime > 30 else min(30.0, 0.5 * 2 ** min(worker.restarts, 6))
+        delay = restart_delay(worker.started_at, worker.restarts)
         self._loop.call_later(delay, self._respawn, worker, worker.generation)
 
     def _respawn(self, worker: _Worker, generation: int) -> None:
@@ -363,8 +363,9 @@ class LocalPool(WorkerPool):
             async with asyncio.timeout(self.settings.model_load_timeout_s):
                 results = await asyncio.gather(*waits.values())
         except TimeoutError:
-            results = [f"no answer within {self.settings.model_load_timeout_s:g} s"]
-        errors = {wid: err for wid, err in zip(waits, results, strict=False) if err is not None}
+            late = f"no answer within {self.settings.model_load_timeout_s:g} s"
+            results = [w.result() if w.done() else late for w in waits.values()]
+        errors = {wid: err for wid, err in zip(waits, results, strict=True) if err is not None}
         if errors:
             # Back to the old version: workers that did switch keep serving, the next
             # restart (or activation) evens them out.

@@ -22,7 +22,15 @@ from ray.exceptions import RayActorError
 
 from app import metrics
 from app.errors import GatewayTimeout, NotFound, Overloaded, Unavailable
-from app.pool.base import Event, ModelSpec, WorkerInfo, WorkerLost, WorkerPool, worker_error
+from app.pool.base import (
+    Event,
+    ModelSpec,
+    WorkerInfo,
+    WorkerLost,
+    WorkerPool,
+    restart_delay,
+    worker_error,
+)
 from app.pool.local import LoadFailed
 from app.pool.ray_worker import WorkerActor
 from app.settings import Settings
@@ -129,8 +137,7 @@ class RayPool(WorkerPool):
             slot.restarts += 1
             metrics.WORKER_RESTARTS.inc()
             # Back off when an actor dies right after starting, so a crash loop does not spin.
-            uptime = time.monotonic() - started
-            await asyncio.sleep(0.0 if uptime > 30 else min(30.0, 0.5 * 2 ** min(slot.restarts, 6)))
+            await asyncio.sleep(restart_delay(started, slot.restarts))
 
     def _create_actor(self, slot: _Slot) -> Any:
         gpu = slot.device == "cuda"

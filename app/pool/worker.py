@@ -15,6 +15,8 @@ writes never wait on a forward pass; EOF on that pipe (the API died) stops the w
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import queue
@@ -23,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -96,9 +99,16 @@ class Worker:
         self.retiring: list[GenerationEngine] = []  # replaced engines finishing their sequences
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.device, self.max_running = "cpu", 1
+        self.precision: Callable[[], Any] = contextlib.nullcontext  # load() sets autocast
 
     def load(self, specs: list[ModelSpec], device: str, max_running: int) -> None:
+        import torch
+
+        from models.precision import autocast
+
         self.device, self.max_running = device, max_running
+        # mixed precision on GPUs (bf16, else fp16); a no-op on CPUs
+        self.precision = functools.partial(autocast, torch.device(device))
         versions: dict[str, int] = {}
         errors: dict[str, str] = {}
         seconds: dict[str, float] = {}
@@ -236,14 +246,6 @@ class Worker:
             return
         if events:
             self.outbox.send(("tokens", model, running, events))
-
-    def precision(self) -> Any:
-        """Mixed precision on GPUs (bf16, else fp16); a no-op on CPUs."""
-        import torch
-
-        from models.precision import autocast
-
-        return autocast(torch.device(self.device))
 
     def report_failure(self, model: str, request_ids: list[int]) -> None:
         trace = traceback.format_exc()

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from app.settings import PRETRAINED_DIR, REPO_ROOT
+from app.settings import REPO_ROOT
 from tests.e2e.server import Server
-from tests.tiny_models import make_tiny_gpt, make_tiny_vae
+from tests.tiny_models import small_pretrained
 
 SCREENSHOTS = REPO_ROOT / "var" / "screenshots"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
@@ -37,16 +37,6 @@ def find_chromium() -> str | None:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return shutil.which("chromium")
-
-
-def small_pretrained(path: Path) -> Path:
-    """The two committed classifiers plus untrained tiny generators: ready in seconds."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name in ("sentiment", "digits"):
-        (path / name).symlink_to(PRETRAINED_DIR / name)
-    make_tiny_gpt(path)
-    make_tiny_vae(path, "tiny-cvae", num_classes=10)
-    return path
 
 
 @pytest.fixture(scope="package")

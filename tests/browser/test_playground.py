@@ -19,17 +19,13 @@ from app.main import create_app
 from tests.browser.conftest import Console, open_page
 from tests.conftest import make_settings
 from tests.e2e.server import Server
+from tests.tiny_models import TINY_GPT_PARAMS
 
 pytestmark = pytest.mark.e2e
 TINY_GPT = {
     "max_steps": 600,  # about 7 s on one CPU thread: the page polls every second
     "eval_every": 30,
-    "n_layer": 1,
-    "n_head": 2,
-    "n_embd": 32,
-    "block_size": 32,
-    "batch_size": 8,
-    "eval_batches": 2,
+    **TINY_GPT_PARAMS,
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app.db import Database
-from app.jobs.store import JobLost, JobStore, now
+from app.jobs.store import JobLost, JobStore, NewVersion, now
 from app.tables import Dataset, JobMetric, ModelVersion, TrainingJob
 from tests.conftest import make_settings
 
@@ -137,12 +137,8 @@ def test_complete_registers_versions_and_activates(db: Database, store: JobStore
             store.complete(
                 job.id,
                 "r",
-                task="text-generation",
-                artifact_path=f"artifacts/lm/job-{job.id}",
-                sha256="c" * 64,
-                size=10,
-                config=config,
-                rows=[],
+                NewVersion("text-generation", f"artifacts/lm/job-{job.id}", "c" * 64, 10, config),
+                [],
             )
         )
     assert versions == [1, 2, 3]
@@ -154,13 +150,4 @@ def test_complete_registers_versions_and_activates(db: Database, store: JobStore
         assert {j.status for j in jobs} == {"succeeded"}
         assert all(j.model_version_id is not None for j in jobs)
     with pytest.raises(JobLost):  # finished: nobody can complete it again
-        store.complete(
-            1,
-            "r",
-            task="text-generation",
-            artifact_path="a",
-            sha256="d" * 64,
-            size=1,
-            config={},
-            rows=[],
-        )
+        store.complete(1, "r", NewVersion("text-generation", "a", "d" * 64, 1, {}), [])

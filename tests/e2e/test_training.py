@@ -19,33 +19,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.settings import PRETRAINED_DIR
 from models.checksum import artifact_digest
 from tests.e2e.server import Server
+from tests.tiny_models import TINY_GPT_PARAMS, small_pretrained
 
 pytestmark = pytest.mark.e2e
 TERMINAL = ("succeeded", "failed", "cancelled")
-TINY_GPT = {
-    "n_layer": 1,
-    "n_head": 2,
-    "n_embd": 32,
-    "block_size": 32,
-    "batch_size": 8,
-    "eval_batches": 2,
-}
-
-
-def minimal_pretrained(path: Path) -> Path:
-    """Only the sentiment default: the server is ready in seconds."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "sentiment").symlink_to(PRETRAINED_DIR / "sentiment")
-    return path
 
 
 def start(tmp: Path, **env: str) -> Server:
     return Server(
         tmp,
-        GENSERVE_PRETRAINED_DIR=str(minimal_pretrained(tmp / "pretrained")),
+        GENSERVE_PRETRAINED_DIR=str(
+            small_pretrained(tmp / "pretrained", ("sentiment",), generators=False)
+        ),
         GENSERVE_JOB_HEARTBEAT_S="0.2",
         GENSERVE_REGISTRY_POLL_S="0.2",
         GENSERVE_RUNNER_THREADS="1",
@@ -100,7 +87,7 @@ def verify_artifact(srv: Server, state: Path, name: str, version: int) -> None:
 
 
 def test_text_job_trains_then_serves(server: Server) -> None:
-    params = {**TINY_GPT, "max_steps": 30, "eval_every": 10}
+    params = {**TINY_GPT_PARAMS, "max_steps": 30, "eval_every": 10}
     job = submit(
         server,
         kind="text-gpt",
@@ -227,7 +214,7 @@ def test_activation_switches_versions_and_refuses_tampered_artifacts(server: Ser
 
 
 def test_cancel_queued_and_running_jobs(server: Server) -> None:
-    params = {**TINY_GPT, "max_steps": 1_000_000, "eval_every": 1000}
+    params = {**TINY_GPT_PARAMS, "max_steps": 1_000_000, "eval_every": 1000}
     running = submit(
         server, kind="text-gpt", dataset="tinyshakespeare", name="e2e-long", params=params
     )
@@ -248,7 +235,7 @@ def test_cancel_queued_and_running_jobs(server: Server) -> None:
 def test_runner_killed_mid_job_resumes_from_its_checkpoint(db_url: str, tmp_path: Path) -> None:
     srv = start(tmp_path, GENSERVE_DATABASE_URL=db_url)
     try:
-        params = {**TINY_GPT, "max_steps": 3000, "eval_every": 100}
+        params = {**TINY_GPT_PARAMS, "max_steps": 3000, "eval_every": 100}
         job = submit(
             srv,
             kind="text-gpt",

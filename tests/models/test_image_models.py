@@ -241,6 +241,7 @@ def test_committed_conditional_generators_draw_the_asked_for_digit(name: str) ->
 
 
 def test_training_checkpoints_and_resumes(tmp_path: Path) -> None:
+    from models.hooks import TrainHooks
     from models.train_image import GANTrainConfig, VAETrainConfig, train_gan, train_vae
 
     rng = np.random.default_rng(0)
@@ -249,12 +250,22 @@ def test_training_checkpoints_and_resumes(tmp_path: Path) -> None:
     cpu = torch.device("cpu")
     vae = VAE(VAEConfig(latent_dim=4, channels=(4, 8), hidden=16, num_classes=10))
     first = train_vae(
-        vae, images, labels, VAETrainConfig(epochs=1, batch_size=16), cpu, tmp_path / "v"
+        vae,
+        images,
+        labels,
+        VAETrainConfig(epochs=1, batch_size=16),
+        cpu,
+        TrainHooks(work_dir=tmp_path / "v"),
     )
     assert first["epoch"] == 1 and (tmp_path / "v" / "checkpoint.safetensors").is_file()
     resumed = VAE(vae.config)
     again = train_vae(
-        resumed, images, labels, VAETrainConfig(epochs=2, batch_size=16), cpu, tmp_path / "v"
+        resumed,
+        images,
+        labels,
+        VAETrainConfig(epochs=2, batch_size=16),
+        cpu,
+        TrainHooks(work_dir=tmp_path / "v"),
     )
     assert again["epoch"] == 2 and again["steps"] == 4
 
@@ -265,9 +276,12 @@ def test_training_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert result["epoch"] == 1 and result["steps"] == 2
     config = GANConfig(latent_dim=4, channels=4, num_classes=10, d_hidden=8)
     g, d = Generator(config), Discriminator(config)
-    result = train_gan(g, d, images, labels, cfg, cpu, tmp_path / "g")
+    result = train_gan(g, d, images, labels, cfg, cpu, TrainHooks(work_dir=tmp_path / "g"))
     assert result["epoch"] == 1 and result["steps"] == 2 and not g.training
     g2, d2 = Generator(config), Discriminator(config)
-    assert train_gan(g2, d2, images, labels, cfg, cpu, tmp_path / "g")["epoch"] == 1  # no-op
+    assert (
+        train_gan(g2, d2, images, labels, cfg, cpu, TrainHooks(work_dir=tmp_path / "g"))["epoch"]
+        == 1
+    )  # no-op
     for a, b in zip(d.state_dict().values(), d2.state_dict().values(), strict=True):
         assert torch.equal(a, b)

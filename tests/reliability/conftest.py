@@ -7,20 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import PRETRAINED_DIR
 from tests.e2e.server import Server
-from tests.tiny_models import make_tiny_gpt, make_tiny_vae
-
-
-def small_pretrained(path: Path, generators: bool = True) -> Path:
-    """The two committed classifiers (linked), plus an untrained tiny GPT and conditional VAE."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name in ("sentiment", "digits"):
-        (path / name).symlink_to(PRETRAINED_DIR / name)
-    if generators:
-        make_tiny_gpt(path)
-        make_tiny_vae(path, "tiny-cvae", num_classes=10)
-    return path
+from tests.tiny_models import small_pretrained
 
 
 def start_server(

@@ -23,17 +23,13 @@ import pytest
 
 from models.checksum import artifact_digest
 from tests.e2e.server import Server
-from tests.reliability.conftest import small_pretrained, start_server
+from tests.reliability.conftest import start_server
+from tests.tiny_models import TINY_GPT_PARAMS, small_pretrained
 
 pytestmark = pytest.mark.e2e
 NAME = "crash-gpt"
 PARAMS = {
-    "n_layer": 1,
-    "n_head": 2,
-    "n_embd": 32,
-    "block_size": 32,
-    "batch_size": 8,
-    "eval_batches": 2,
+    **TINY_GPT_PARAMS,
     "max_steps": 1000,
     "eval_every": 100,  # a checkpoint every 100 steps
 }
