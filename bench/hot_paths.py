@@ -1,0 +1,66 @@
+"""The two model hot paths alone, without HTTP or processes: what a worker can do at best.
+
+    python bench/hot_paths.py [--threads 1]
+
+1. continuous batching: tokens/s of the GenerationEngine on the committed shakespeare-gpt,
+   1 and 16 sequences of 128 tokens started together (the 16/1 ratio the model allows);
+2. the sentiment classifier: milliseconds per sentence at batch 1 and 8 over 400 test
+   sentences, as the worker calls it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.pool.continuous_batching import GenerationEngine
+from bench.common import DATA_DIR, REPO, machine
+from models.artifacts import load_classifier
+from models.data import load_sentiment
+from models.lm import load_language_model
+
+
+def engine_rate(engine_lm: object, sequences: int, tokens: int = 128) -> float:
+    engine = GenerationEngine(engine_lm, 64)  # type: ignore[arg-type]
+    for i in range(sequences):
+        engine.add(i, "ROMEO:", {"max_new_tokens": tokens, "seed": i}, 1)
+    started, produced = time.perf_counter(), 0
+    while engine.has_work():
+        produced += len(engine.step())
+    return produced / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"machine: {machine()}, torch {torch.__version__}, {args.threads} thread(s)")
+
+    lm = load_language_model(REPO / "models" / "pretrained" / "shakespeare-gpt")
+    engine_rate(lm, 1, 16)  # warm-up
+    rates = {n: max(engine_rate(lm, n) for _ in range(2)) for n in (1, 16)}
+    print(
+        f"engine, shakespeare-gpt: 1 sequence {rates[1]:.0f} tok/s, "
+        f"16 sequences {rates[16]:.0f} tok/s, ratio {rates[16] / rates[1]:.1f}x"
+    )
+
+    clf = load_classifier(REPO / "models" / "pretrained" / "sentiment")
+    _, _, texts, _ = load_sentiment(DATA_DIR)
+    texts = texts[:400]
+    for batch in (1, 8):
+        started = time.perf_counter()
+        for i in range(0, len(texts), batch):
+            clf.predict_proba(texts[i : i + batch])
+        ms = (time.perf_counter() - started) * 1000 / len(texts)
+        print(f"sentiment predict_proba, batch {batch}: {ms:.3f} ms per sentence")
+
+
+if __name__ == "__main__":
+    main()
