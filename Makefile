@@ -25,7 +25,7 @@ test: install
 	$(BIN)/pytest -x -q
 
 models: install
-	$(BIN)/python -m models.build_defaults
+	$(BIN)/python -m models.build sentiment digits
 
 bench: install
 	$(BIN)/python bench/classification_quality.py

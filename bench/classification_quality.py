@@ -7,7 +7,7 @@ committed default artifacts.
 Trains classify-nb, classify-logreg, classify-mlp and classify-rnn on the 2,400 sentiment
 training sentences (scored on the 600 test ones) and classify-cnn on sklearn's digits
 (1,437 / 360), each with its default hyperparameters, then loads the committed artifacts exactly
-as the service does (`load_classifier`) and prints their confusion matrices. Ends with a table
+as the service does (`load_artifact`) and prints their confusion matrices. Ends with a table
 and the targets: best sentiment >= 0.82, best digits >= 0.97. Set OMP_NUM_THREADS to share
 the machine.
 """
@@ -26,13 +26,15 @@ from sklearn.exceptions import ConvergenceWarning
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a plain script from anywhere
 
-from models.artifacts import load_classifier  # noqa: E402
-from models.classifiers import TextVocab, TorchTextClassifier  # noqa: E402
-from models.data import SENTIMENT_LABELS, load_digits_split, load_sentiment  # noqa: E402
-from models.training import fit_text_rnn, train_digits, train_sentiment  # noqa: E402
+from models.artifacts import load_artifact  # noqa: E402
+from models.build.classifiers import train_digits, train_sentiment  # noqa: E402
+from models.classify.text_rnn import TextVocab, TorchTextClassifier  # noqa: E402
+from models.data.builtin import SENTIMENT_LABELS, load_digits_split, load_sentiment  # noqa: E402
+from models.kinds import KINDS, TextPipelineParams, TextRNNParams  # noqa: E402
+from models.training.text_rnn import fit_text_rnn  # noqa: E402
 
 TARGETS = {"sentiment": 0.82, "digits": 0.97}
-SKLEARN_KINDS = ("classify-nb", "classify-logreg", "classify-mlp")
+SKLEARN_KINDS = [k.name for k in KINDS.values() if issubclass(k.params, TextPipelineParams)]
 
 
 def report(name: str, labels: list[str], y_true: np.ndarray, proba: np.ndarray) -> float:
@@ -63,7 +65,7 @@ def train_all(data_dir: Path, seed: int, device: str) -> list[tuple[str, str, fl
         print(f"trained {kind:<16} sentiment {metrics['test_accuracy']:.4f}", flush=True)
     train_x, train_y, test_x, test_y = load_sentiment(data_dir)
     model, _, tokenizer, metrics = fit_text_rnn(
-        train_x, train_y, test_x, test_y, seed=seed, device=device
+        train_x, train_y, test_x, test_y, TextRNNParams(seed=seed), device=device
     )
     # scored through the serving wrapper (length-sorted chunks), as the service would score it
     served = TorchTextClassifier(model, TextVocab.from_config(tokenizer), SENTIMENT_LABELS, device)
@@ -77,9 +79,9 @@ def train_all(data_dir: Path, seed: int, device: str) -> list[tuple[str, str, fl
 
 
 def measure_pretrained(pretrained: Path, data_dir: Path) -> list[tuple[str, str, float, float]]:
-    """Re-measure the committed artifacts through load_classifier, as the service serves them."""
+    """Re-measure the committed artifacts through load_artifact, as the service serves them."""
     rows = []
-    sentiment = load_classifier(pretrained / "sentiment")
+    sentiment = load_artifact(pretrained / "sentiment")
     _, _, texts, labels = load_sentiment(data_dir)
     proba = sentiment.predict_proba(texts)
     accuracy = report("pretrained sentiment", sentiment.labels, np.asarray(labels), proba)
@@ -87,7 +89,7 @@ def measure_pretrained(pretrained: Path, data_dir: Path) -> list[tuple[str, str,
         (f"pretrained/sentiment ({_kind(pretrained / 'sentiment')})", "sentiment", accuracy)
     )
 
-    digits = load_classifier(pretrained / "digits")
+    digits = load_artifact(pretrained / "digits")
     _, _, images, targets = load_digits_split()
     accuracy = report("pretrained digits", digits.labels, targets, digits.predict_proba(images))
     rows.append((f"pretrained/digits ({_kind(pretrained / 'digits')})", "digits", accuracy))

@@ -21,9 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.pool.continuous_batching import GenerationEngine
 from bench.common import DATA_DIR, REPO, machine
-from models.artifacts import load_classifier
-from models.data import load_sentiment
-from models.lm import load_language_model
+from models.artifacts import load_artifact
+from models.data.builtin import load_sentiment
 
 
 def engine_rate(engine_lm: object, sequences: int, tokens: int = 128) -> float:
@@ -43,7 +42,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}, torch {torch.__version__}, {args.threads} thread(s)")
 
-    lm = load_language_model(REPO / "models" / "pretrained" / "shakespeare-gpt")
+    lm = load_artifact(REPO / "models" / "pretrained" / "shakespeare-gpt")
     engine_rate(lm, 1, 16)  # warm-up
     rates = {n: max(engine_rate(lm, n) for _ in range(2)) for n in (1, 16)}
     print(
@@ -51,7 +50,7 @@ def main() -> None:
         f"16 sequences {rates[16]:.0f} tok/s, ratio {rates[16] / rates[1]:.1f}x"
     )
 
-    clf = load_classifier(REPO / "models" / "pretrained" / "sentiment")
+    clf = load_artifact(REPO / "models" / "pretrained" / "sentiment")
     _, _, texts, _ = load_sentiment(DATA_DIR)
     texts = texts[:400]
     for batch in (1, 8):

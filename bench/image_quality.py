@@ -33,14 +33,17 @@ import torch.nn.functional as F
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a plain script from anywhere
 
-from models.artifacts import load_classifier, save_artifact  # noqa: E402
-from models.checksum import CARD_FILE  # noqa: E402
-from models.classifiers import ImageCNN  # noqa: E402
-from models.data import DIGIT_LABELS  # noqa: E402
-from models.imagegen import load_image_generator  # noqa: E402
-from models.mnist import load_mnist  # noqa: E402
-from models.training import fit_image_cnn  # noqa: E402
-from models.vae import held_out_negative_elbo  # noqa: E402
+from models.artifacts import (  # noqa: E402
+    CARD_FILE,
+    load_artifact,
+    save_artifact,
+)
+from models.classify.cnn import ImageCNN  # noqa: E402
+from models.data.builtin import DIGIT_LABELS  # noqa: E402
+from models.data.idx import load_mnist  # noqa: E402
+from models.image.vae import held_out_negative_elbo  # noqa: E402
+from models.kinds import CNNParams  # noqa: E402
+from models.training.cnn import fit_image_cnn  # noqa: E402
 
 EVALUATOR_PARAMS = {"seed": 0, "epochs": 30, "batch_size": 64, "lr": 3e-3, "shift": 2}
 SECTION = "## Measured by bench/image_quality.py"
@@ -62,10 +65,12 @@ def evaluator(
     if not retrain and (cache / "config.json").is_file():
         config = json.loads((cache / "config.json").read_text())
         if config["training"]["params"] == EVALUATOR_PARAMS:
-            clf = load_classifier(cache)
+            clf = load_artifact(cache)
             return clf.module.eval(), config["metrics"]["train_images_accuracy"]
     t0 = time.perf_counter()
-    model, _, metrics = fit_image_cnn(x_held, y_held, x_train, y_train, **EVALUATOR_PARAMS)
+    model, _, metrics = fit_image_cnn(
+        x_held, y_held, x_train, y_train, CNNParams(**EVALUATOR_PARAMS)
+    )
     accuracy = metrics["test_accuracy"]
     print(f"evaluator trained in {time.perf_counter() - t0:.0f} s", flush=True)
     config = {
@@ -173,8 +178,8 @@ def main() -> None:
     for path in sorted(args.pretrained.glob("mnist-*")):
         if not (path / "config.json").is_file():
             continue
-        gen = load_image_generator(path)
-        z = torch.randn(NUM_SAMPLES, gen.latent_dim, generator=torch.Generator().manual_seed(SEED))
+        gen = load_artifact(path)
+        z = gen.noise.sample(NUM_SAMPLES, torch.Generator().manual_seed(SEED))
         labels = None
         if gen.num_classes:
             labels = torch.arange(gen.num_classes).repeat_interleave(SAMPLES_PER_CLASS)

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import DATA_DIR, GENSERVE, batch_totals, machine, mean_batch, start, stop
 from bench.image_generation import run as image_run
 from bench.text_generation import level as text_level
-from models.data import load_sentiment
+from models.data.builtin import load_sentiment
 
 ECHO_APP = """
 from fastapi import FastAPI

@@ -3,7 +3,7 @@
     python bench/text_quality.py [--data-dir ../shared/data] [--pretrained models/pretrained]
                                  [--threads 1]
 
-Loads each `shakespeare-*` artifact exactly as the service does (`load_language_model`), then
+Loads each `shakespeare-*` artifact exactly as the service does (`load_artifact`), then
 scores every character of the validation split (the last 10 % of tinyshakespeare):
 - GPT: non-overlapping windows of its block size (`full_validation_loss`), full precision;
 - LSTM / GRU: the whole split as one stream, state carried across, as a generation slot reads
@@ -24,10 +24,10 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a plain script from anywhere
 
-from models.data import load_shakespeare  # noqa: E402
-from models.lm import load_language_model  # noqa: E402
-from models.rnn import stream_validation_loss  # noqa: E402
-from models.train_lm import full_validation_loss  # noqa: E402
+from models.artifacts import load_artifact  # noqa: E402
+from models.data.builtin import load_shakespeare  # noqa: E402
+from models.text.rnn import stream_validation_loss  # noqa: E402
+from models.training.lm import full_validation_loss  # noqa: E402
 
 EXPECTED = ["shakespeare-gpt", "shakespeare-lstm", "shakespeare-ngram"]
 
@@ -68,7 +68,7 @@ def main() -> None:
             continue
         t0 = time.perf_counter()
         config = json.loads((found[name] / "config.json").read_text())
-        lm = load_language_model(found[name], device=args.device)
+        lm = load_artifact(found[name], device=args.device)
         loss, how = validation_loss(lm, config["kind"], val_text, device)
         card = config.get("metrics", {}).get("val_loss")
         print(

@@ -33,9 +33,9 @@ BATCH = 16
 
 def plain_loop(steps: int, threads: int) -> float:
     """Samples/s of a bare loop over the same GPT, data and batch shape."""
-    from models.data import load_shakespeare
-    from models.gpt import GPT, GPTConfig
-    from models.tokenizer import CharTokenizer
+    from models.data.builtin import load_shakespeare
+    from models.text.gpt import GPT, GPTConfig
+    from models.text.tokenizer import CharTokenizer
 
     torch.set_num_threads(threads)
     train, val = load_shakespeare(DATA_DIR)

@@ -1,18 +1,26 @@
 """Model artifacts: a directory holding config.json, one payload file and a README.md model card.
 
-Nothing here unpickles. Torch weights are safetensors (plain tensors, no code); scikit-learn
-pipelines are skops files whose every type must be on an explicit allowlist before loading.
-The digest covers config + payload but not the card, so a card can be rewritten without the
-model's identity changing. Loading reads the payload bytes once and parses those same bytes,
-so a file swapped between the digest check and the parse cannot slip through.
-
     <artifact>/config.json          name, kind, task, input, labels, image_size, model_args,
-                                    tokenizer (classify-rnn: its TextVocab as plain JSON), ...
-    <artifact>/weights.safetensors  torch kinds (classify-cnn, classify-rnn)
-    <artifact>/model.skops          scikit-learn kinds (classify-logreg, classify-nb, classify-mlp)
+                                    tokenizer, metrics, ...
+    <artifact>/weights.safetensors  torch kinds
+    <artifact>/model.skops          scikit-learn kinds
     <artifact>/README.md            the model card
+
+Every artifact is read, verified and parsed by the one path here, `read_artifact`, and built
+by `load_artifact` through the serving class its kind names in models/kinds.py. Nothing here
+unpickles: torch weights are safetensors (plain tensors, no code), scikit-learn pipelines skops
+files whose every type must be on the family's allowlist. The digest covers config + payload
+but not the card, so a card can be rewritten without the model's identity changing. Loading
+reads the payload bytes once and parses those same bytes, so a file swapped between the digest
+check and the parse cannot slip through.
+
+Identity (digests, reading) needs only the standard library, so the API process can register
+and verify artifacts without torch; saving and building import torch and skops when called.
 """
 
+from __future__ import annotations
+
+import hashlib
 import io
 import json
 import os
@@ -22,54 +30,178 @@ import uuid
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import safetensors.torch
-import skops.io
-import torch
-from safetensors.torch import load as load_safetensors
+from models.kinds import KINDS
 
-from models.checksum import (
-    CARD_FILE,
-    CONFIG_FILE,
-    SKOPS_FILE,
-    WEIGHTS_FILE,
-    ArtifactError,
-    artifact_digest,
-    digest_payload,
-    read_payload,
-)
-from models.classifiers import (
-    SKLEARN_KINDS,
-    TORCH_INPUTS,
-    TORCH_MODELS,
-    Classifier,
-    SklearnTextClassifier,
-    TextVocab,
-    TorchImageClassifier,
-    TorchTextClassifier,
-)
+if TYPE_CHECKING:
+    import torch
 
-# Every type a skops file may contain: exactly what the text pipelines in classifiers.py use,
-# found by dumping one fitted pipeline of each kind. Anything else is refused before loading.
-TRUSTED_SKOPS_TYPES: list[str] = [
-    "builtins.dict",
-    "builtins.list",
-    "builtins.str",
-    "builtins.tuple",
-    "numpy.float64",
-    "numpy.ndarray",
-    "numpy.random.mtrand.RandomState",
-    "sklearn.feature_extraction.text.TfidfTransformer",
-    "sklearn.feature_extraction.text.TfidfVectorizer",
-    "sklearn.linear_model._logistic.LogisticRegression",
-    "sklearn.naive_bayes.MultinomialNB",
-    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.pipeline.FeatureUnion",
-    "sklearn.pipeline.Pipeline",
-    "sklearn.preprocessing._label.LabelBinarizer",
-]
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+SKOPS_FILE = "model.skops"
+CARD_FILE = "README.md"
+PAYLOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE, SKOPS_FILE)  # what the digest covers, if present
+
+
+class ArtifactError(Exception):
+    """An artifact is missing, altered, malformed or not trusted; it was not loaded."""
+
+
+# -----------------------------------------------------------------------------
+# identity: standard library only
+
+
+def digest_payload(payload: dict[str, bytes]) -> tuple[str, int]:
+    """sha256 over (name, length, bytes) of each payload file in name order, and total size."""
+    h = hashlib.sha256()
+    size = 0
+    for name in sorted(payload):
+        data = payload[name]
+        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little"))  # unambiguous framing
+        h.update(data)
+        size += len(data)
+    return h.hexdigest(), size
+
+
+def read_payload(path: Path) -> dict[str, bytes]:
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file():
+        raise ArtifactError(f"{path}: no {CONFIG_FILE}, not a model artifact")
+    payload = {
+        name: (path / name).read_bytes() for name in PAYLOAD_FILES if (path / name).is_file()
+    }
+    if len(payload) != 2:
+        raise ArtifactError(
+            f"{path}: expected {CONFIG_FILE} and one of {WEIGHTS_FILE}, {SKOPS_FILE}"
+        )
+    return payload
+
+
+def artifact_digest(path: Path) -> tuple[str, int]:
+    """(sha256 hex, total bytes) of config.json + weights/skops file; the card is excluded."""
+    return digest_payload(read_payload(path))
+
+
+def read_artifact(
+    path: Path, expected_sha256: str | None = None
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(config, payload) of a verified artifact: the one read, verify and parse path."""
+    path = Path(path)
+    payload = read_payload(path)
+    if expected_sha256 is not None:
+        actual, _ = digest_payload(payload)
+        if actual != expected_sha256.lower():
+            raise ArtifactError(
+                f"{path}: sha256 {actual} does not match expected {expected_sha256}"
+            )
+    try:
+        config = json.loads(payload[CONFIG_FILE])
+    except ValueError as e:
+        raise ArtifactError(f"{path}/{CONFIG_FILE} is not valid JSON: {e}") from e
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{path}/{CONFIG_FILE} must hold a JSON object")
+    return config, payload
+
+
+# -----------------------------------------------------------------------------
+# building a served model: the kind's serving class, imported on use
+
+
+def load_artifact(
+    path: Path,
+    *,
+    expected_sha256: str | None = None,
+    device: str = "cpu",
+    task: str | None = None,
+) -> Any:
+    """Reads and verifies an artifact, then builds it with its kind's serving class.
+
+    `task` (text-generation, image-generation, classification) refuses an artifact of another
+    task. Anything that goes wrong while building is an ArtifactError naming the artifact.
+    """
+    import torch
+
+    config, payload = read_artifact(path, expected_sha256)
+    kind = KINDS.get(config.get("kind"))  # type: ignore[arg-type]
+    if kind is None:
+        raise ArtifactError(
+            f"{path}: unknown kind {config.get('kind')!r}, expected one of {sorted(KINDS)}"
+        )
+    declared = config.get("task", kind.task)
+    if declared != kind.task or (task is not None and kind.task != task):
+        raise ArtifactError(f"{path}: task {declared!r} of {kind.name} is not {task!r}")
+    try:
+        served = kind.serving_class().from_artifact(config, payload, torch.device(device))
+    except ArtifactError as e:
+        raise ArtifactError(f"{path}: {e}") from e
+    except Exception as e:  # bad model_args, unparsable or ill-fitting weights
+        raise ArtifactError(f"{path}: cannot build {kind.name} from its artifact: {e}") from e
+    served.name = config.get("name", "")
+    return served
+
+
+def load_module(module_class: type, config_class: type, config: dict, payload: dict) -> Any:
+    """An nn.Module rebuilt from config["model_args"] with its safetensors weights, strictly."""
+    from safetensors.torch import load as load_safetensors
+
+    if WEIGHTS_FILE not in payload:
+        raise ArtifactError(f"{config.get('kind')} needs {WEIGHTS_FILE}")
+    try:
+        model_config = config_class(**config.get("model_args", {}))
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"bad model_args for {config.get('kind')}: {e}") from e
+    try:
+        state = load_safetensors(payload[WEIGHTS_FILE])  # a JSON header + raw tensors, no code
+    except Exception as e:
+        raise ArtifactError(f"{WEIGHTS_FILE} is not a valid safetensors file: {e}") from e
+    module = module_class(model_config)
+    try:
+        module.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as e:
+        raise ArtifactError(f"weights do not fit {config.get('kind')} {model_config}: {e}") from e
+    return module.eval()
+
+
+def skops_types(data: bytes) -> set[str]:
+    """Every `module.Class` named anywhere in a skops file's schema, trusted by skops or not."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            schema = json.loads(zf.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as e:
+        raise ArtifactError(f"not a skops file: {e}") from e
+    found: set[str] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__module__" in node and "__class__" in node:
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def load_skops(payload: dict[str, bytes], trusted: list[str]) -> Any:
+    """A scikit-learn object from model.skops, refused unless every type in it is `trusted`."""
+    import skops.io
+
+    if SKOPS_FILE not in payload:
+        raise ArtifactError(f"needs {SKOPS_FILE}")
+    data = payload[SKOPS_FILE]
+    # two independent checks: our own walk over every type, and skops's own audit
+    untrusted = (skops_types(data) | set(skops.io.get_untrusted_types(data=data))) - set(trusted)
+    if untrusted:
+        raise ArtifactError(f"{SKOPS_FILE} contains untrusted types: {sorted(untrusted)}")
+    try:
+        return skops.io.load(io.BytesIO(data), trusted=trusted)
+    except Exception as e:
+        raise ArtifactError(f"cannot load {SKOPS_FILE}: {e}") from e
+
+
+# -----------------------------------------------------------------------------
+# saving
 
 
 def save_artifact(
@@ -97,10 +229,14 @@ def save_artifact(
         text = json.dumps(config, indent=2, sort_keys=True) + "\n"
         (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
         if module is not None:
+            import safetensors.torch
+
             # plain CPU copies: tied weights share storage, which safetensors refuses twice
             state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
             safetensors.torch.save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
         else:
+            import skops.io
+
             # the schema is JSON with one node per vocabulary entry: deflate shrinks it ~40x
             skops.io.dump(estimator, tmp / SKOPS_FILE, compression=zipfile.ZIP_DEFLATED)
         (tmp / CARD_FILE).write_text(card, encoding="utf-8")
@@ -126,121 +262,3 @@ def save_artifact(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return artifact_digest(path)
-
-
-def skops_types(data: bytes) -> set[str]:
-    """Every `module.Class` named anywhere in a skops file's schema, trusted by skops or not."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            schema = json.loads(zf.read("schema.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError) as e:
-        raise ArtifactError(f"not a skops file: {e}") from e
-    found: set[str] = set()
-    stack: list[Any] = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if "__module__" in node and "__class__" in node:
-                found.add(f"{node['__module__']}.{node['__class__']}")
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
-
-
-def _load_sklearn(data: bytes, labels: list[str]) -> SklearnTextClassifier:
-    # two independent checks: our own walk over every type, and skops's own audit
-    untrusted = (skops_types(data) | set(skops.io.get_untrusted_types(data=data))) - set(
-        TRUSTED_SKOPS_TYPES
-    )
-    if untrusted:
-        raise ArtifactError(f"{SKOPS_FILE} contains untrusted types: {sorted(untrusted)}")
-    try:
-        pipeline = skops.io.load(io.BytesIO(data), trusted=TRUSTED_SKOPS_TYPES)
-        return SklearnTextClassifier(pipeline, labels)
-    except Exception as e:
-        raise ArtifactError(f"cannot load {SKOPS_FILE}: {e}") from e
-
-
-def _load_torch(
-    kind: str, data: bytes, config: dict[str, Any], device: str
-) -> TorchImageClassifier | TorchTextClassifier:
-    config_cls, model_cls = TORCH_MODELS[kind]
-    try:
-        model_config = config_cls(**config.get("model_args", {}))
-    except (TypeError, ValueError) as e:
-        raise ArtifactError(f"bad model_args for {kind}: {e}") from e
-    if model_config.num_classes != len(config["labels"]):
-        raise ArtifactError(
-            f"{len(config['labels'])} labels for {model_config.num_classes} classes"
-        )
-    vocab = None
-    if TORCH_INPUTS[kind] == "image":
-        image_size = config.get("image_size")
-        if image_size is None or tuple(image_size) != tuple(model_config.image_size):
-            raise ArtifactError(f"image_size {image_size} != model_args {model_config.image_size}")
-    else:
-        vocab = _load_vocab(config.get("tokenizer"), model_config)
-    try:
-        state = load_safetensors(data)  # parses a JSON header + raw tensors, runs no code
-    except Exception as e:
-        raise ArtifactError(f"{WEIGHTS_FILE} is not a valid safetensors file: {e}") from e
-    module = model_cls(model_config)
-    try:
-        module.load_state_dict(state, strict=True)
-        if vocab is not None:
-            return TorchTextClassifier(module.eval(), vocab, config["labels"], device=device)
-        return TorchImageClassifier(module.eval(), config["labels"], device=device)
-    except (RuntimeError, ValueError) as e:
-        raise ArtifactError(f"weights do not fit {kind} {model_config}: {e}") from e
-
-
-def _load_vocab(tokenizer: Any, model_config: Any) -> TextVocab:
-    """The text model's vocabulary from config.json, which must match model_args exactly."""
-    try:
-        vocab = TextVocab.from_config(tokenizer)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ArtifactError(f"bad tokenizer in {CONFIG_FILE}: {e!r}") from e
-    if vocab.vocab_size != model_config.vocab_size or vocab.level != model_config.level:
-        raise ArtifactError(
-            f"tokenizer ({vocab.level}, {vocab.vocab_size} tokens) does not fit model_args "
-            f"({model_config.level}, vocab_size {model_config.vocab_size})"
-        )
-    return vocab
-
-
-def load_classifier(
-    path: Path, *, expected_sha256: str | None = None, device: str = "cpu"
-) -> Classifier:
-    """Load a classification artifact, verifying its digest first when one is expected."""
-    path = Path(path)
-    payload = read_payload(path)
-    if expected_sha256 is not None:
-        actual, _ = digest_payload(payload)
-        if actual != expected_sha256.lower():
-            raise ArtifactError(
-                f"{path}: sha256 {actual} does not match expected {expected_sha256}"
-            )
-    try:
-        config = json.loads(payload[CONFIG_FILE])
-    except ValueError as e:
-        raise ArtifactError(f"{path}/{CONFIG_FILE} is not valid JSON: {e}") from e
-    if not isinstance(config, dict):
-        raise ArtifactError(f"{path}/{CONFIG_FILE} must hold a JSON object")
-    kind, labels = config.get("kind"), config.get("labels")
-    if config.get("task", "classification") != "classification":
-        raise ArtifactError(f"{path}: task {config.get('task')!r} is not classification")
-    if not isinstance(labels, list) or not labels or not all(isinstance(s, str) for s in labels):
-        raise ArtifactError(f"{path}: labels must be a non-empty list of strings")
-
-    if kind in TORCH_MODELS:
-        takes = TORCH_INPUTS[kind]
-        if config.get("input") != takes or WEIGHTS_FILE not in payload:
-            raise ArtifactError(f"{path}: {kind} needs input {takes!r} and {WEIGHTS_FILE}")
-        return _load_torch(kind, payload[WEIGHTS_FILE], config, device)
-    if kind in SKLEARN_KINDS:
-        if config.get("input") != "text" or SKOPS_FILE not in payload:
-            raise ArtifactError(f"{path}: {kind} needs input 'text' and {SKOPS_FILE}")
-        return _load_sklearn(payload[SKOPS_FILE], labels)
-    known = sorted([*TORCH_MODELS, *SKLEARN_KINDS])
-    raise ArtifactError(f"{path}: unknown kind {kind!r}, expected one of {known}")

@@ -2,8 +2,10 @@
 
 The parameter dataclasses are the single source of names, defaults and bounds
 (annotated_types metadata): the API builds its request schemas and GET /train/kinds from
-them, and library users pass them to the trainers in models/trainers.py. This module imports
-no torch, so the API process can validate jobs without loading it.
+them, and library users pass them to the training functions. `KINDS` is the one table keyed
+by kind: each row names its params, task, data, the class that serves it and the function
+that trains it, the last two as lazy "module:attr" strings. This module imports no torch,
+scikit-learn or Ray, so the API process can validate jobs without loading them.
 """
 
 import importlib
@@ -36,7 +38,7 @@ class NGramParams:
 
 @dataclass
 class LMParams:
-    """The shared loop of models/train_lm.py; the family adds its architecture."""
+    """The shared loop of models/training/lm.py; the family adds its architecture."""
 
     max_steps: Annotated[int, Ge(1), Le(10_000_000)] = doc(2000, "optimizer steps")
     max_seconds: Seconds = doc(0.0, "wall-clock budget in seconds, 0 for none")
@@ -108,15 +110,29 @@ class TextPipelineParams:
     seed: Seed = doc(0, "estimator randomness")
     test_fraction: TestFraction = doc(0.2, "uploads: stratified held-out fraction")
 
+    def estimator(self) -> Any:
+        """The unfitted scikit-learn estimator these params describe (the kind's own)."""
+        raise NotImplementedError
+
 
 @dataclass
 class NBParams(TextPipelineParams):
     alpha: Annotated[float, Gt(0), Le(100)] = doc(0.3, "additive smoothing")
 
+    def estimator(self) -> Any:
+        from sklearn.naive_bayes import MultinomialNB
+
+        return MultinomialNB(alpha=self.alpha)  # deterministic, seed unused
+
 
 @dataclass
 class LogRegParams(TextPipelineParams):
     C: Annotated[float, Gt(0), Le(1e6)] = doc(10.0, "inverse regularisation strength")
+
+    def estimator(self) -> Any:
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=self.C, max_iter=2000, random_state=self.seed)
 
 
 @dataclass
@@ -124,6 +140,17 @@ class MLPParams(TextPipelineParams):
     hidden: Annotated[int, Ge(1), Le(4096)] = doc(64, "hidden units")
     alpha: Annotated[float, Ge(0), Le(10)] = doc(1e-3, "L2 penalty")
     max_iter: Annotated[int, Ge(1), Le(1000)] = doc(30, "epochs")
+
+    def estimator(self) -> Any:
+        from sklearn.neural_network import MLPClassifier
+
+        # a few epochs are enough: sparse TF-IDF inputs are nearly separable and MLPs overfit
+        return MLPClassifier(
+            hidden_layer_sizes=(self.hidden,),
+            alpha=self.alpha,
+            max_iter=self.max_iter,
+            random_state=self.seed,
+        )
 
 
 @dataclass
@@ -160,22 +187,32 @@ class CNNParams:
 # the registry of kinds
 
 
+def _resolve(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str
     task: str  # classification | text-generation | image-generation
     data: str  # the dataset kind it trains on: text | labelled-text | images
-    params: type  # the parameter dataclass
-    trainer: str  # the function in models/trainers.py, imported when a job runs
+    params: type  # the parameter dataclass, the only home of its defaults and bounds
+    serve: str  # "module:Class" whose from_artifact(config, payload, device) serves it
+    train: str  # "module:function" (kind, train, test, params, hooks, device) -> TrainResult
     description: str
     needs_labels: bool = False  # images must carry labels
     size_multiple: int = 1  # image sides must be divisible by this
 
-    def train(self, train: Any, test: Any, params: Any, hooks: Any, device: Any) -> Any:
-        """Trains on (train, test) splits; returns a models.trainers.TrainResult."""
-        trainer = getattr(importlib.import_module("models.trainers"), self.trainer)
-        return trainer(self.name, train, test, params, hooks, device)
+    def serving_class(self) -> Any:
+        return _resolve(self.serve)
 
+    def trainer(self) -> Any:
+        return _resolve(self.train)
+
+
+_LM = "models.training.lm"
+_IMAGE = "models.training.image"
 
 KINDS: dict[str, Kind] = {
     k.name: k
@@ -185,7 +222,8 @@ KINDS: dict[str, Kind] = {
             "text-generation",
             "text",
             NGramParams,
-            "ngram",
+            "models.text.ngram:NGramLanguageModel",
+            f"{_LM}:train_ngram",
             "Character n-gram language model, interpolated Kneser-Ney.",
         ),
         Kind(
@@ -193,7 +231,8 @@ KINDS: dict[str, Kind] = {
             "text-generation",
             "text",
             RNNParams,
-            "lm",
+            "models.text.rnn:RNNLanguageModel",
+            f"{_LM}:train_rnn",
             "Character-level LSTM language model.",
         ),
         Kind(
@@ -201,7 +240,8 @@ KINDS: dict[str, Kind] = {
             "text-generation",
             "text",
             RNNParams,
-            "lm",
+            "models.text.rnn:RNNLanguageModel",
+            f"{_LM}:train_rnn",
             "Character-level GRU language model.",
         ),
         Kind(
@@ -209,7 +249,8 @@ KINDS: dict[str, Kind] = {
             "text-generation",
             "text",
             GPTParams,
-            "lm",
+            "models.text.gpt:GPTLanguageModel",
+            f"{_LM}:train_gpt",
             "Character-level GPT (decoder-only transformer).",
         ),
         Kind(
@@ -217,7 +258,8 @@ KINDS: dict[str, Kind] = {
             "image-generation",
             "images",
             VAEParams,
-            "image_gen",
+            "models.image.vae:VAEImageGenerator",
+            f"{_IMAGE}:train_image_vae",
             "Convolutional VAE; class-conditional with conditional=true.",
             size_multiple=4,
         ),
@@ -226,7 +268,8 @@ KINDS: dict[str, Kind] = {
             "image-generation",
             "images",
             GANParams,
-            "image_gen",
+            "models.image.gan:GANImageGenerator",
+            f"{_IMAGE}:train_image_gan",
             "DCGAN; class-conditional (AC-GAN) with conditional=true.",
             size_multiple=4,
         ),
@@ -235,7 +278,8 @@ KINDS: dict[str, Kind] = {
             "classification",
             "labelled-text",
             NBParams,
-            "text_pipeline",
+            "models.classify.text_pipeline:SklearnTextClassifier",
+            "models.training.text_pipeline:train_text_pipeline",
             "TF-IDF word + char n-grams, multinomial naive Bayes.",
         ),
         Kind(
@@ -243,7 +287,8 @@ KINDS: dict[str, Kind] = {
             "classification",
             "labelled-text",
             LogRegParams,
-            "text_pipeline",
+            "models.classify.text_pipeline:SklearnTextClassifier",
+            "models.training.text_pipeline:train_text_pipeline",
             "TF-IDF word + char n-grams, logistic regression.",
         ),
         Kind(
@@ -251,7 +296,8 @@ KINDS: dict[str, Kind] = {
             "classification",
             "labelled-text",
             MLPParams,
-            "text_pipeline",
+            "models.classify.text_pipeline:SklearnTextClassifier",
+            "models.training.text_pipeline:train_text_pipeline",
             "TF-IDF word + char n-grams, one-hidden-layer MLP.",
         ),
         Kind(
@@ -259,7 +305,8 @@ KINDS: dict[str, Kind] = {
             "classification",
             "labelled-text",
             TextRNNParams,
-            "text_rnn",
+            "models.classify.text_rnn:TorchTextClassifier",
+            "models.training.text_rnn:train_text_rnn",
             "Bidirectional GRU over characters or words.",
         ),
         Kind(
@@ -267,7 +314,8 @@ KINDS: dict[str, Kind] = {
             "classification",
             "images",
             CNNParams,
-            "cnn",
+            "models.classify.cnn:TorchImageClassifier",
+            "models.training.cnn:train_cnn",
             "Small convolutional net for grayscale images.",
             needs_labels=True,
             size_multiple=4,

@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from models.data import load_digits_split, load_sentiment
+from models.data.builtin import load_digits_split, load_sentiment
 from tests.conftest import DATA_DIR
 
 

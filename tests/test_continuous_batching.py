@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from app.pool.continuous_batching import GenerationEngine
-from models.lm import load_language_model
+from models.artifacts import load_artifact
 from tests.tiny_models import make_tiny_gpt
 
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    return load_language_model(make_tiny_gpt(tmp_path_factory.mktemp("lm")))
+    return load_artifact(make_tiny_gpt(tmp_path_factory.mktemp("lm")))
 
 
 def run(engine: GenerationEngine, max_steps: int = 10_000) -> dict[tuple[int, int], str]:
@@ -76,7 +76,7 @@ def test_slots_stay_dense_and_moved_sequences_continue_exactly(family, tmp_path)
         "lstm": lambda: _pretrained("shakespeare-lstm"),
         "ngram": lambda: _pretrained("shakespeare-ngram"),
     }[family]()
-    lm = load_language_model(path)
+    lm = load_artifact(path)
     lengths = {1: 5, 2: 40, 3: 12, 4: 60, 5: 3, 6: 25}
     alone = {}
     for rid, n in lengths.items():

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from models.artifacts import save_artifact
-from models.data import load_shakespeare
-from models.gpt import GPT, GPTConfig
-from models.tokenizer import CharTokenizer
-from models.vae import VAE, VAEConfig
+from models.data.builtin import load_shakespeare
+from models.image.vae import VAE, VAEConfig
+from models.text.gpt import GPT, GPTConfig
+from models.text.tokenizer import CharTokenizer
 from tests.conftest import DATA_DIR
 
 

@@ -197,8 +197,8 @@ class JobExecution:
 
         from models.artifacts import save_artifact
         from models.kinds import KINDS
-        from models.trainers import card
-        from models.training import TrainHooks
+        from models.training.hooks import TrainHooks
+        from models.training.result import card
 
         job = self.job
         kind = KINDS[job.kind]
@@ -212,7 +212,7 @@ class JobExecution:
             work_dir=self.work_dir / "checkpoint",
         )
         torch.manual_seed(getattr(params, "seed", 0))
-        result = kind.train(train, test, params, hooks, torch.device(self.device))
+        result = kind.trainer()(kind.name, train, test, params, hooks, torch.device(self.device))
         self.should_stop()  # a cancel that came during the last step still counts
         config = {**result.config, "name": job.name}
         config["training"] = {
@@ -246,7 +246,7 @@ class JobExecution:
         return dataset
 
     def _load(self, dataset: Dataset, params: Any) -> tuple[Any, Any]:
-        from models.datasets import load_split
+        from models.data.builtin import load_split
 
         path = None if dataset.builtin else self.settings.state_dir / dataset.path
         # (an absolute path stays itself: `/` drops the left side)

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from app.pool.base import Event
-from models.lm import LanguageModel
-from models.sampling import SamplingParams, holdback, make_generator, sample, stop_index
+from models.text.lm import LanguageModel
+from models.text.sampling import SamplingParams, holdback, make_generator, sample, stop_index
 
 
 @dataclass

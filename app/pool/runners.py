@@ -54,7 +54,7 @@ class ImageRunner:
                 gen.seed()
             else:
                 gen.manual_seed(params["seed"])
-            z = torch.randn(request.rows, self.generator.latent_dim, generator=gen)
+            z = self.generator.noise.sample(request.rows, gen)
             zs.append(z * params["truncation"])
             if self.generator.num_classes:
                 if params["label"] is None:

@@ -104,7 +104,7 @@ class Worker:
     def load(self, specs: list[ModelSpec], device: str, max_running: int) -> None:
         import torch
 
-        from models.precision import autocast
+        from models.training.precision import autocast
 
         self.device, self.max_running = device, max_running
         # mixed precision on GPUs (bf16, else fp16); a no-op on CPUs
@@ -127,22 +127,17 @@ class Worker:
         """Loads one model version (verifying its sha256) into what serves it."""
         from app.pool.continuous_batching import GenerationEngine
         from app.pool.runners import ClassifierRunner, ImageRunner
+        from models.artifacts import load_artifact
 
         path = Path(spec.artifact_dir)
+        served = load_artifact(
+            path, expected_sha256=spec.sha256, device=self.device, task=spec.task
+        )
         if spec.task == "text-generation":
-            from models.lm import load_language_model
-
-            lm = load_language_model(path, expected_sha256=spec.sha256, device=self.device)
-            return GenerationEngine(lm, self.max_running)
+            return GenerationEngine(served, self.max_running)
         if spec.task == "image-generation":
-            from models.imagegen import load_image_generator
-
-            gen = load_image_generator(path, expected_sha256=spec.sha256, device=self.device)
-            return ImageRunner(gen)
-        from models.artifacts import load_classifier
-
-        clf = load_classifier(path, expected_sha256=spec.sha256, device=self.device)
-        return ClassifierRunner(clf)
+            return ImageRunner(served)
+        return ClassifierRunner(served)
 
     def install(self, spec: ModelSpec, served: Any) -> None:
         """Serves `served` as `spec.name` from now on. Sequences the old engine is generating

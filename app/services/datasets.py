@@ -35,15 +35,9 @@ from app.errors import (
 )
 from app.settings import Settings
 from app.tables import Dataset
-from models.datasets import (
-    BUILTIN_DATASETS,
-    Builtin,
-    DatasetError,
-    UnsupportedFormat,
-    describe,
-    kind_of,
-    parse_upload,
-)
+from models.data import DatasetError, UnsupportedFormat, describe, kind_of
+from models.data.builtin import BUILTIN_DATASETS, Builtin
+from models.data.uploads import parse_upload
 
 log = logging.getLogger("genserve.datasets")
 BUILTIN_PREFIX = "builtin:"

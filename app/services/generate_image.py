@@ -12,7 +12,7 @@ from app.schemas.images import GeneratedImage, GenerateImageRequest, GenerateIma
 from app.services.images import encode_png
 from app.services.registry import ModelRegistry
 from app.settings import Settings
-from models.png import grid, png_bytes
+from models.image.png import grid, png_bytes
 
 INLINE_ENCODE_IMAGES = 16  # more PNGs than this are encoded off the event loop
 

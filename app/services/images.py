@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from app.errors import BadRequest
-from models.png import png_bytes
+from models.image.png import png_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PIXELS = 4096 * 4096

@@ -19,7 +19,7 @@ from app.errors import AppError, BadRequest, NotFound
 from app.pool.base import ModelSpec, WorkerPool
 from app.settings import Settings
 from app.tables import Model, ModelVersion
-from models.checksum import CONFIG_FILE, artifact_digest
+from models.artifacts import CONFIG_FILE, artifact_digest
 
 log = logging.getLogger("genserve.registry")
 BUILTIN_PREFIX = "builtin:"

@@ -2,7 +2,7 @@
 
 Everything a job could be refused for is checked here, so that a queued job fails only for
 reasons nobody could know in advance. Parameter schemas are pydantic models built from the
-dataclasses in models/trainers.py: one source for names, defaults and bounds.
+dataclasses in models/training/trainers.py: one source for names, defaults and bounds.
 """
 
 from __future__ import annotations

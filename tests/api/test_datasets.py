@@ -86,7 +86,7 @@ def test_upload_each_format_then_list_and_get(client: TestClient) -> None:
 
 
 def test_stored_file_is_content_addressed_and_reparses(client: TestClient) -> None:
-    from models.datasets import load_file
+    from models.data.uploads import load_file
 
     body = upload(client, "stored.txt", "stored bytes, stored once\n").json()
     state_dir = client.app.state.settings.state_dir  # type: ignore[attr-defined]

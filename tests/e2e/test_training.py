@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.checksum import artifact_digest
+from models.artifacts import artifact_digest
 from tests.e2e.server import Server
 from tests.tiny_models import TINY_GPT_PARAMS, small_pretrained
 

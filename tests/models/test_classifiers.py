@@ -19,17 +19,14 @@ from models.artifacts import (
     WEIGHTS_FILE,
     ArtifactError,
     artifact_digest,
-    load_classifier,
+    load_artifact,
     save_artifact,
 )
-from models.classifiers import (
-    ImageCNN,
-    ImageCNNConfig,
-    SklearnTextClassifier,
-    TorchImageClassifier,
-    build_text_pipeline,
-)
-from models.data import DIGIT_LABELS, SENTIMENT_LABELS, load_digits_split, load_sentiment
+from models.classify.cnn import ImageCNN, ImageCNNConfig, TorchImageClassifier
+from models.classify.text_pipeline import SklearnTextClassifier
+from models.data.builtin import DIGIT_LABELS, SENTIMENT_LABELS, load_digits_split, load_sentiment
+from models.kinds import KINDS
+from models.training.text_pipeline import make_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("GENSERVE_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -109,7 +106,7 @@ def test_digits_split_sizes():
 
 def test_text_predict_proba_shape_and_sums():
     clf = SklearnTextClassifier(
-        build_text_pipeline("classify-nb", min_df=1).fit(TEXTS, LABELS), SENTIMENT_LABELS
+        make_pipeline(KINDS["classify-nb"].params(), min_df=1).fit(TEXTS, LABELS), SENTIMENT_LABELS
     )
     proba = clf.predict_proba(["works great", "broke, awful", "meh"])
     assert proba.shape == (3, 2) and proba.dtype == np.float32
@@ -145,7 +142,7 @@ def test_torch_artifact_round_trip(tmp_path, cnn, images):
         WEIGHTS_FILE,
     ]
     assert (digest, size) == artifact_digest(tmp_path / "digits")
-    loaded = load_classifier(tmp_path / "digits", expected_sha256=digest)
+    loaded = load_artifact(tmp_path / "digits", expected_sha256=digest)
     expected = TorchImageClassifier(cnn, DIGIT_LABELS).predict_proba(images)
     np.testing.assert_allclose(loaded.predict_proba(images), expected, rtol=1e-6, atol=1e-7)
     assert loaded.labels == DIGIT_LABELS and loaded.input == "image"
@@ -155,9 +152,9 @@ def test_torch_artifact_round_trip(tmp_path, cnn, images):
 @pytest.mark.parametrize("kind", ["classify-logreg", "classify-nb", "classify-mlp"])
 def test_sklearn_artifact_round_trip(tmp_path, kind):
     params = {"max_iter": 5} if kind == "classify-mlp" else {}
-    pipeline = build_text_pipeline(kind, min_df=1, **params).fit(TEXTS, LABELS)
+    pipeline = make_pipeline(KINDS[kind].params(**params), min_df=1).fit(TEXTS, LABELS)
     digest, _ = save_artifact(tmp_path / "s", text_config(kind), estimator=pipeline, card="# card")
-    loaded = load_classifier(tmp_path / "s", expected_sha256=digest)
+    loaded = load_artifact(tmp_path / "s", expected_sha256=digest)
     queries = ["love this phone", "awful, broke"]
     expected = pipeline.predict_proba(queries)
     np.testing.assert_allclose(loaded.predict_proba(queries), expected, rtol=1e-6)
@@ -168,7 +165,7 @@ def test_sklearn_artifact_round_trip(tmp_path, kind):
 
 def test_save_replaces_previous_artifact_without_leftovers(tmp_path, cnn):
     save_artifact(tmp_path / "a", cnn_config(cnn), module=cnn, card="v1")
-    pipeline = build_text_pipeline("classify-nb", min_df=1).fit(TEXTS, LABELS)
+    pipeline = make_pipeline(KINDS["classify-nb"].params(), min_df=1).fit(TEXTS, LABELS)
     save_artifact(tmp_path / "a", text_config("classify-nb"), estimator=pipeline, card="v2")
     assert [p.name for p in tmp_path.iterdir()] == ["a"]  # no temp or old directories left
     assert not (tmp_path / "a" / WEIGHTS_FILE).exists()
@@ -188,17 +185,17 @@ def test_digest_tracks_weights_not_card(tmp_path, cnn):
 def test_digest_mismatch_raises(tmp_path, cnn):
     digest, _ = save_artifact(tmp_path / "m", cnn_config(cnn), module=cnn, card="")
     with pytest.raises(ArtifactError, match="sha256"):
-        load_classifier(tmp_path / "m", expected_sha256="0" * 64)
+        load_artifact(tmp_path / "m", expected_sha256="0" * 64)
     config = json.loads((tmp_path / "m" / CONFIG_FILE).read_text())
     config["labels"] = list("abcdefghij")  # tampering with the config also changes the digest
     (tmp_path / "m" / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ArtifactError, match="sha256"):
-        load_classifier(tmp_path / "m", expected_sha256=digest)
+        load_artifact(tmp_path / "m", expected_sha256=digest)
 
 
 def test_bad_artifacts_raise(tmp_path, cnn):
     with pytest.raises(ArtifactError, match=CONFIG_FILE):
-        load_classifier(tmp_path / "missing")
+        load_artifact(tmp_path / "missing")
     save_artifact(tmp_path / "m", cnn_config(cnn), module=cnn, card="")
     config = json.loads((tmp_path / "m" / CONFIG_FILE).read_text())
     for change, match in [
@@ -210,10 +207,10 @@ def test_bad_artifacts_raise(tmp_path, cnn):
     ]:
         (tmp_path / "m" / CONFIG_FILE).write_text(json.dumps({**config, **change}))
         with pytest.raises(ArtifactError, match=match):
-            load_classifier(tmp_path / "m")
+            load_artifact(tmp_path / "m")
     (tmp_path / "m" / WEIGHTS_FILE).unlink()
     with pytest.raises(ArtifactError, match="one of"):
-        load_classifier(tmp_path / "m")
+        load_artifact(tmp_path / "m")
 
 
 class ShadyEstimator(ClassifierMixin, BaseEstimator):
@@ -231,12 +228,12 @@ class ShadyEstimator(ClassifierMixin, BaseEstimator):
 def test_untrusted_skops_types_are_refused(tmp_path, estimator):
     # ShadyEstimator is untrusted by skops itself; DecisionTreeClassifier is trusted by skops's
     # defaults but not on our allowlist, so only our own check catches it
-    pipeline = build_text_pipeline("classify-nb", min_df=1).fit(TEXTS, LABELS)
+    pipeline = make_pipeline(KINDS["classify-nb"].params(), min_df=1).fit(TEXTS, LABELS)
     pipeline.steps[-1] = ("clf", estimator.fit(pipeline[:-1].transform(TEXTS), LABELS))
     target = tmp_path / "s"
     save_artifact(target, text_config("classify-nb"), estimator=pipeline, card="")
     with pytest.raises(ArtifactError, match="untrusted"):
-        load_classifier(target)
+        load_artifact(target)
 
 
 class Exploit:
@@ -260,17 +257,17 @@ def test_pickle_payload_is_never_executed(tmp_path, cnn, kind):
         save_artifact(tmp_path / "m", cnn_config(cnn), module=cnn, card="")
         payload = tmp_path / "m" / WEIGHTS_FILE
     else:
-        pipeline = build_text_pipeline(kind, min_df=1).fit(TEXTS, LABELS)
+        pipeline = make_pipeline(KINDS[kind].params(), min_df=1).fit(TEXTS, LABELS)
         save_artifact(tmp_path / "m", text_config(kind), estimator=pipeline, card="")
         payload = tmp_path / "m" / SKOPS_FILE
     payload.write_bytes(evil)
     with pytest.raises(ArtifactError):
-        load_classifier(tmp_path / "m")
+        load_artifact(tmp_path / "m")
     torch_file = tmp_path / "torch.pt"  # a torch.save file is a pickle inside a zip: refused too
     torch.save({"x": Exploit(marker)}, torch_file)
     payload.write_bytes(torch_file.read_bytes())
     with pytest.raises(ArtifactError):
-        load_classifier(tmp_path / "m")
+        load_artifact(tmp_path / "m")
     assert not marker.exists()
 
 
@@ -279,7 +276,7 @@ def test_pickle_payload_is_never_executed(tmp_path, cnn, kind):
 
 
 def test_default_digits_artifact_scores_above_floor():
-    clf = load_classifier(PRETRAINED / "digits")
+    clf = load_artifact(PRETRAINED / "digits")
     _, _, x_test, y_test = load_digits_split()
     accuracy = float(np.mean(clf.predict_proba(x_test).argmax(1) == y_test))
     assert clf.labels == DIGIT_LABELS and clf.image_size == (8, 8)
@@ -288,7 +285,7 @@ def test_default_digits_artifact_scores_above_floor():
 
 @needs_data
 def test_default_sentiment_artifact_scores_above_floor():
-    clf = load_classifier(PRETRAINED / "sentiment")
+    clf = load_artifact(PRETRAINED / "sentiment")
     _, _, test_x, test_y = load_sentiment(DATA_DIR)
     accuracy = float(np.mean(clf.predict_proba(test_x).argmax(1) == np.asarray(test_y)))
     assert clf.labels == SENTIMENT_LABELS

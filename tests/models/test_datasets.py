@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import datasets as ds
-from models.datasets import DatasetError, ImageSet, LabelledTexts, TextCorpus
+from models import data as datasets
+from models.data import DatasetError, ImageSet, LabelledTexts, TextCorpus, uploads
+from models.data import builtin as builtins
 from tests.conftest import DATA_DIR
 
 REVIEWS = [("great phone", "pos"), ("awful", "neg"), ("love it", "pos"), ("broke", "neg")]
@@ -26,8 +27,8 @@ def write(tmp_path: Path, name: str, content: bytes | str) -> Path:
     return path
 
 
-def parse(tmp_path: Path, name: str, content: bytes | str) -> tuple[str, ds.Data]:
-    return ds.parse_upload(write(tmp_path, name, content), name)
+def parse(tmp_path: Path, name: str, content: bytes | str) -> tuple[str, datasets.Data]:
+    return uploads.parse_upload(write(tmp_path, name, content), name)
 
 
 def png(pixels: np.ndarray, mode: str = "L") -> bytes:
@@ -63,8 +64,8 @@ def test_text_corpus_with_bom_and_crlf(tmp_path: Path) -> None:
     fmt, data = parse(tmp_path, "corpus.txt", "\ufeffTo be,\r\nor not to be.\r\n")
     assert fmt == "txt" and isinstance(data, TextCorpus)
     assert data.text == "To be,\nor not to be.\n"
-    assert ds.kind_of(data) == "text"
-    assert ds.describe(data) == {"num_records": 21, "chars": 21, "lines": 2, "vocab_size": 11}
+    assert datasets.kind_of(data) == "text"
+    assert datasets.describe(data) == {"num_records": 21, "chars": 21, "lines": 2, "vocab_size": 11}
 
 
 def test_csv_with_header_extra_columns_and_quotes(tmp_path: Path) -> None:
@@ -76,7 +77,7 @@ def test_csv_with_header_extra_columns_and_quotes(tmp_path: Path) -> None:
     assert data.texts[0] == "great phone, really"
     assert data.label_names == ["neg", "pos"]
     assert data.labels.dtype == np.int64 and data.labels.tolist() == [1, 0, 1, 0]
-    meta = ds.describe(data)
+    meta = datasets.describe(data)
     assert meta["num_records"] == 4 and meta["label_counts"] == {"neg": 2, "pos": 2}
 
 
@@ -104,7 +105,7 @@ def test_npz_uint8_with_channel_axis_and_labels(tmp_path: Path) -> None:
     assert data.images.shape == (6, 8, 9) and data.images.dtype == np.float32
     assert data.images.max() == 1.0
     assert data.label_names == ["3", "5", "7"] and data.labels.tolist() == [0, 1, 0, 1, 2, 2]
-    meta = ds.describe(data)
+    meta = datasets.describe(data)
     assert meta["image_size"] == [8, 9] and meta["labelled"] is True
 
 
@@ -112,7 +113,7 @@ def test_npz_float_without_labels(tmp_path: Path) -> None:
     x = np.random.default_rng(0).random((3, 5, 5)).astype(np.float64)
     _, data = parse(tmp_path, "imgs.npz", npz_bytes(x=x))
     assert isinstance(data, ImageSet) and data.labels is None and data.label_names is None
-    assert ds.describe(data)["labelled"] is False
+    assert datasets.describe(data)["labelled"] is False
 
 
 def test_idx_gzip_by_name_and_by_magic_bytes(tmp_path: Path) -> None:
@@ -170,7 +171,7 @@ def test_bad_text_uploads_say_what_is_wrong(
 
 
 def test_unknown_extension_is_its_own_error(tmp_path: Path) -> None:
-    with pytest.raises(ds.UnsupportedFormat, match=r"\.gz.*\.zip"):
+    with pytest.raises(datasets.UnsupportedFormat, match=r"\.gz.*\.zip"):
         parse(tmp_path, "notes.docx", b"PK\x03\x04")
 
 
@@ -202,7 +203,7 @@ def test_npz_with_a_pickled_object_array_is_refused_without_unpickling(tmp_path:
 
 
 def test_zip_bomb_is_refused_before_decompression(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(ds, "MAX_UNCOMPRESSED_BYTES", 1024 * 1024)
+    monkeypatch.setattr(uploads, "MAX_UNCOMPRESSED_BYTES", 1024 * 1024)
     bomb = zip_bytes({"a/x.png": b"\0" * (2 * 1024 * 1024)})  # 2 MiB in ~2 KB
     assert len(bomb) < 10_000
     with pytest.raises(DatasetError, match="unpacks to 2097152 bytes, more than"):
@@ -245,7 +246,7 @@ def test_zip_entries_with_absolute_or_parent_paths_are_refused(tmp_path: Path, n
 def test_a_line_over_the_limit_is_refused_before_decoding(
     tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ds, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(uploads, "MAX_LINE_BYTES", 1000)
     content = "text,label\nhi,a\nho,a\n" + "x" * 1001 + ",b\nhu,b\n"
     with pytest.raises(DatasetError, match="line 4 is 1003 bytes long; lines may have at most"):
         parse(tmp_path, name, content)
@@ -255,7 +256,7 @@ def test_a_line_over_the_limit_is_refused_before_decoding(
 
 
 def test_zip_with_too_many_entries(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(ds, "MAX_ZIP_ENTRIES", 10)
+    monkeypatch.setattr(uploads, "MAX_ZIP_ENTRIES", 10)
     entries = {f"a/{i}.png": b"" for i in range(11)}
     with pytest.raises(DatasetError, match="has 11 entries, at most 10"):
         parse(tmp_path, "many.zip", zip_bytes(entries, zipfile.ZIP_STORED))
@@ -323,89 +324,89 @@ def test_corrupt_archives_and_idx(tmp_path: Path) -> None:
 
 def test_load_file_reparses_a_stored_upload(tmp_path: Path) -> None:
     path = write(tmp_path, "stored.bin", "text,label\na,x\nb,y\nc,x\nd,y\n")
-    data = ds.load_file(path, "csv")
+    data = uploads.load_file(path, "csv")
     assert isinstance(data, LabelledTexts) and data.texts == ["a", "b", "c", "d"]
     with pytest.raises(DatasetError, match="unknown dataset format 'doc'"):
-        ds.load_file(path, "doc")
+        uploads.load_file(path, "doc")
 
 
 # ---- splits and built-ins ----------------------------------------------------------------------
 
 
 def test_split_text_cuts_characters_in_order() -> None:
-    train, test = ds.split(TextCorpus("abcdefghij"), 0.2)
+    train, test = datasets.split(TextCorpus("abcdefghij"), 0.2)
     assert (train.text, test.text) == ("abcdefgh", "ij")  # type: ignore[union-attr]
     with pytest.raises(DatasetError, match="too short"):
-        ds.split(TextCorpus("a"), 0.2)
+        datasets.split(TextCorpus("a"), 0.2)
     with pytest.raises(DatasetError, match="test_fraction"):
-        ds.split(TextCorpus("abc"), 1.0)
+        datasets.split(TextCorpus("abc"), 1.0)
 
 
 def test_split_labelled_is_stratified_seeded_and_falls_back() -> None:
     labels = np.array([0] * 40 + [1] * 10, dtype=np.int64)
     data = LabelledTexts([f"t{i}" for i in range(50)], labels, ["a", "b"])
-    train, test = ds.split(data, 0.2, seed=1)
+    train, test = datasets.split(data, 0.2, seed=1)
     assert isinstance(train, LabelledTexts) and isinstance(test, LabelledTexts)
     assert len(train.texts) == 40 and len(test.texts) == 10
     assert np.bincount(test.labels).tolist() == [8, 2]  # stratified
     assert sorted(train.texts + test.texts) == sorted(data.texts)
-    again, _ = ds.split(data, 0.2, seed=1)
+    again, _ = datasets.split(data, 0.2, seed=1)
     assert again.texts == train.texts  # type: ignore[union-attr]
     # one class of 2 cannot be stratified into a 3-example test set of 3 classes: plain split
     tiny = LabelledTexts(list("abcdefg"), np.array([0, 0, 0, 1, 1, 2, 2]), ["x", "y", "z"])
-    train, test = ds.split(tiny, 0.2)
+    train, test = datasets.split(tiny, 0.2)
     assert len(train.texts) + len(test.texts) == 7  # type: ignore[union-attr]
 
 
 def test_split_images_keeps_labels_aligned() -> None:
     images = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((10, 4, 4), np.float32)
     data = ImageSet(images / 10, np.arange(10) % 2, ["even", "odd"])
-    _, test = ds.split(data, 0.3, seed=0)
+    _, test = datasets.split(data, 0.3, seed=0)
     assert isinstance(test, ImageSet) and test.labels is not None
     assert len(test.images) == 3 and test.label_names == ["even", "odd"]
     for image, label in zip(test.images, test.labels, strict=True):
         assert round(float(image[0, 0]) * 10) % 2 == label
-    unlabelled, _ = ds.split(ImageSet(images, None, None), 0.5)
+    unlabelled, _ = datasets.split(ImageSet(images, None, None), 0.5)
     assert isinstance(unlabelled, ImageSet) and unlabelled.labels is None
     with pytest.raises(DatasetError, match="cannot be split"):
-        ds.split(ImageSet(images[:1], None, None))
+        datasets.split(ImageSet(images[:1], None, None))
 
 
 def test_builtin_digits_uses_the_official_split() -> None:
-    digits = ds.BUILTIN_DATASETS["digits"]
+    digits = builtins.BUILTIN_DATASETS["digits"]
     assert digits.kind == "images" and digits.available(Path("/nonexistent"))
-    train, test = ds.load_split("builtin", None, "digits", Path("/nonexistent"), 0.5, 7)
+    train, test = builtins.load_split("builtin", None, "digits", Path("/nonexistent"), 0.5, 7)
     assert isinstance(train, ImageSet) and isinstance(test, ImageSet)
     assert train.images.shape == (1437, 8, 8) and len(test.images) == 360
     assert train.label_names == [str(i) for i in range(10)]
     for name in ("tinyshakespeare", "sentiment", "mnist"):
-        assert not ds.BUILTIN_DATASETS[name].available(Path("/nonexistent"))
+        assert not builtins.BUILTIN_DATASETS[name].available(Path("/nonexistent"))
     with pytest.raises(DatasetError, match="no data under"):
-        ds.load_split("builtin", None, "mnist", Path("/nonexistent"), 0.2, 0)
+        builtins.load_split("builtin", None, "mnist", Path("/nonexistent"), 0.2, 0)
     with pytest.raises(DatasetError, match="unknown built-in"):
-        ds.load_split("builtin", None, "cifar", Path("/nonexistent"), 0.2, 0)
+        builtins.load_split("builtin", None, "cifar", Path("/nonexistent"), 0.2, 0)
 
 
 @pytest.mark.skipif(not (DATA_DIR / "sentiment").is_dir(), reason="no shared data")
 def test_builtins_from_the_shared_data() -> None:
-    for builtin in ds.BUILTIN_DATASETS.values():
+    for builtin in builtins.BUILTIN_DATASETS.values():
         assert builtin.available(DATA_DIR)
-    train, test = ds.BUILTIN_DATASETS["sentiment"].load(DATA_DIR)
+    train, test = builtins.BUILTIN_DATASETS["sentiment"].load(DATA_DIR)
     assert isinstance(train, LabelledTexts) and isinstance(test, LabelledTexts)
     assert (len(train.texts), len(test.texts)) == (2400, 600)
     assert train.label_names == ["negative", "positive"] and train.labels.dtype == np.int64
-    train, test = ds.BUILTIN_DATASETS["tinyshakespeare"].load(DATA_DIR)
+    train, test = builtins.BUILTIN_DATASETS["tinyshakespeare"].load(DATA_DIR)
     assert isinstance(train, TextCorpus) and len(train.text) == int(1_115_394 * 0.9)
-    train, test = ds.BUILTIN_DATASETS["mnist"].load(DATA_DIR)
+    train, test = builtins.BUILTIN_DATASETS["mnist"].load(DATA_DIR)
     assert isinstance(train, ImageSet) and train.images.shape == (8000, 28, 28)
     # the UCI file itself is an accepted upload: a headerless TSV
-    fmt, data = ds.parse_upload(DATA_DIR / "sentiment" / "yelp_labelled.txt", "yelp.tsv")
-    assert fmt == "tsv" and ds.describe(data)["label_counts"] == {"0": 500, "1": 500}
+    fmt, data = uploads.parse_upload(DATA_DIR / "sentiment" / "yelp_labelled.txt", "yelp.tsv")
+    assert fmt == "tsv" and datasets.describe(data)["label_counts"] == {"0": 500, "1": 500}
 
 
 def test_load_split_of_an_upload_is_a_seeded_split(tmp_path: Path) -> None:
     path = write(tmp_path, "c.txt", "x" * 100)
-    train, test = ds.load_split("txt", path, "c", tmp_path, 0.25, 0)
+    train, test = builtins.load_split("txt", path, "c", tmp_path, 0.25, 0)
     assert len(train.text) == 75 and len(test.text) == 25  # type: ignore[union-attr]
     with pytest.raises(DatasetError, match="no stored file"):
-        ds.load_split("txt", None, "c", tmp_path, 0.25, 0)
+        builtins.load_split("txt", None, "c", tmp_path, 0.25, 0)

@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.artifacts import save_artifact
-from models.checksum import ArtifactError, artifact_digest
-from models.gan import Discriminator, GANConfig, GANImageGenerator, Generator
-from models.imagegen import load_image_generator
-from models.mnist import load_mnist, read_idx
-from models.vae import VAE, VAEConfig, VAEImageGenerator
+from models.artifacts import ArtifactError, artifact_digest, load_artifact, save_artifact
+from models.data.idx import load_mnist, read_idx
+from models.image.gan import Discriminator, GANConfig, GANImageGenerator, Generator
+from models.image.vae import VAE, VAEConfig, VAEImageGenerator
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("GENSERVE_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -135,14 +133,14 @@ def tiny_generators() -> list:
 
 @pytest.mark.parametrize("gen", tiny_generators(), ids=["vae", "cvae", "gan", "cgan"])
 def test_generate_contract(gen) -> None:
-    z = torch.randn(6, gen.latent_dim)
+    z = gen.noise.sample(6)
     labels = torch.arange(6) if gen.num_classes else None
     images = gen.generate(z, labels)
     assert images.shape == (6, 28, 28) and images.dtype == torch.float32
     assert images.device.type == "cpu" and not images.requires_grad
     assert images.min() >= 0.0 and images.max() <= 1.0
     with pytest.raises(ValueError):
-        gen.generate(torch.randn(6, gen.latent_dim + 1), labels)
+        gen.generate(torch.randn(6, gen.noise.shape[0] + 1), labels)
     if gen.num_classes:
         with pytest.raises(ValueError):
             gen.generate(z, None)
@@ -184,13 +182,13 @@ def test_artifact_round_trip_and_digest(tmp_path: Path, kind: str) -> None:
         original = GANImageGenerator(module)
     digest, _ = save_artifact(tmp_path / "a", image_config(kind, module), module=module, card="x")
     assert json.loads((tmp_path / "a" / "config.json").read_text())["model_args"]
-    loaded = load_image_generator(tmp_path / "a", expected_sha256=digest)
+    loaded = load_artifact(tmp_path / "a", expected_sha256=digest)
     assert loaded.name == f"tiny-{kind}" and loaded.num_classes == 10
     z, labels = torch.randn(5, 8), torch.tensor([0, 3, 5, 7, 9])
     assert torch.equal(loaded.generate(z, labels), original.generate(z, labels))
 
     with pytest.raises(ArtifactError, match="sha256"):
-        load_image_generator(tmp_path / "a", expected_sha256="0" * 64)
+        load_artifact(tmp_path / "a", expected_sha256="0" * 64)
     (tmp_path / "a" / "README.md").write_text("a new card")  # not part of the digest
     assert artifact_digest(tmp_path / "a")[0] == digest
 
@@ -204,7 +202,7 @@ def test_artifact_refuses_unknown_kind_and_mismatch(tmp_path: Path) -> None:
         card="x",
     )
     with pytest.raises(ArtifactError, match="unknown"):
-        load_image_generator(tmp_path / "k")
+        load_artifact(tmp_path / "k")
     save_artifact(
         tmp_path / "m",
         {**image_config("image-gan", module), "latent_dim": 9},
@@ -212,10 +210,10 @@ def test_artifact_refuses_unknown_kind_and_mismatch(tmp_path: Path) -> None:
         card="x",
     )
     with pytest.raises(ArtifactError, match="latent_dim"):
-        load_image_generator(tmp_path / "m")
+        load_artifact(tmp_path / "m")
     save_artifact(tmp_path / "v", image_config("image-vae", module), module=module, card="x")
     with pytest.raises(ArtifactError):  # GAN weights under a VAE kind
-        load_image_generator(tmp_path / "v")
+        load_artifact(tmp_path / "v")
 
 
 @needs_mnist
@@ -228,9 +226,9 @@ def test_committed_conditional_generators_draw_the_asked_for_digit(name: str) ->
 
     _, _, x_held, y_held = load_mnist(DATA_DIR)
     clf = LogisticRegression(C=0.05, max_iter=300).fit(x_held.reshape(len(x_held), -1), y_held)
-    gen = load_image_generator(PRETRAINED / name)
+    gen = load_artifact(PRETRAINED / name)
     labels = torch.arange(10).repeat_interleave(10)
-    z = torch.randn(100, gen.latent_dim, generator=torch.Generator().manual_seed(1))
+    z = gen.noise.sample(100, torch.Generator().manual_seed(1))
     images = gen.generate(z, labels).numpy().reshape(100, -1)
     accuracy = float((clf.predict(images) == labels.numpy()).mean())
     assert accuracy >= 0.70, f"{name}: {accuracy:.2f} of samples recognised as the asked-for class"
@@ -241,8 +239,8 @@ def test_committed_conditional_generators_draw_the_asked_for_digit(name: str) ->
 
 
 def test_training_checkpoints_and_resumes(tmp_path: Path) -> None:
-    from models.hooks import TrainHooks
-    from models.train_image import GANTrainConfig, VAETrainConfig, train_gan, train_vae
+    from models.training.hooks import TrainHooks
+    from models.training.image import GANTrainConfig, VAETrainConfig, train_gan, train_vae
 
     rng = np.random.default_rng(0)
     images = rng.random((32, 28, 28), dtype=np.float32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from models.sampling import (
+from models.text.sampling import (
     SamplingParams,
     apply_repetition_penalty,
     filter_logits,

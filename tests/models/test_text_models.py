@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from models.artifacts import save_artifact
-from models.checksum import WEIGHTS_FILE, ArtifactError, artifact_digest
-from models.data import load_shakespeare
-from models.lm import load_language_model
-from models.ngram import NGramConfig, NGramLanguageModel, NGramModel, kn_discounts
-from models.rnn import RNNConfig, RNNLanguageModel, RNNModel, stream_validation_loss
-from models.tokenizer import CharTokenizer
+from models.artifacts import (
+    WEIGHTS_FILE,
+    ArtifactError,
+    artifact_digest,
+    load_artifact,
+    save_artifact,
+)
+from models.data.builtin import load_shakespeare
+from models.text.ngram import NGramConfig, NGramLanguageModel, NGramModel, kn_discounts
+from models.text.rnn import RNNConfig, RNNLanguageModel, RNNModel, stream_validation_loss
+from models.text.tokenizer import CharTokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("GENSERVE_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -111,7 +115,7 @@ def test_rnn_empty_prompt_reads_a_newline() -> None:
 def test_rnn_artifact_round_trip(tmp_path: Path, cell: str) -> None:
     lm = tiny_rnn(cell)
     path = text_artifact(tmp_path, lm, f"text-{cell}")
-    loaded = load_language_model(path, expected_sha256=artifact_digest(path)[0])
+    loaded = load_artifact(path, expected_sha256=artifact_digest(path)[0])
     assert isinstance(loaded, RNNLanguageModel) and loaded.model.config == lm.model.config
     for m in (lm, loaded):
         m.allocate(1)
@@ -201,7 +205,7 @@ def test_ngram_slots_and_scorer_agree() -> None:
 def test_ngram_artifact_round_trip(tmp_path: Path) -> None:
     lm = tiny_ngram(order=5)
     path = text_artifact(tmp_path, lm, "text-ngram")
-    loaded = load_language_model(path, expected_sha256=artifact_digest(path)[0])
+    loaded = load_artifact(path, expected_sha256=artifact_digest(path)[0])
     assert isinstance(loaded, NGramLanguageModel) and loaded.model.config == lm.model.config
     assert not loaded.needs_prompt
     for m in (lm, loaded):
@@ -219,7 +223,7 @@ def test_ngram_refuses_altered_tables(tmp_path: Path) -> None:
     tables["last_2"] = tables["last_2"].flip(0)  # codes no longer sorted
     safetensors.torch.save_file(tables, path / WEIGHTS_FILE)
     with pytest.raises(ArtifactError, match="not a valid n-gram artifact"):
-        load_language_model(path)
+        load_artifact(path)
 
 
 @pytest.mark.parametrize("kind", ["text-ngram", "text-lstm"])
@@ -229,7 +233,7 @@ def test_load_language_model_rejects_a_wrong_sha256(tmp_path: Path, kind: str) -
     digest, _ = artifact_digest(path)
     wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
     with pytest.raises(ArtifactError, match="does not match"):
-        load_language_model(path, expected_sha256=wrong)
+        load_artifact(path, expected_sha256=wrong)
 
 
 # -- the committed Shakespeare artifacts ----------------------------------------------------
@@ -239,10 +243,10 @@ def test_load_language_model_rejects_a_wrong_sha256(tmp_path: Path, kind: str) -
 def test_pretrained_shakespeare_models(name: str) -> None:
     path = PRETRAINED / name
     if not (path / "config.json").is_file():
-        pytest.skip(f"{name} is not built (python -m models.build_text_rnn {name})")
+        pytest.skip(f"{name} is not built (python -m models.build {name})")
     if not (DATA_DIR / "tinyshakespeare.txt").is_file():
         pytest.skip(f"no tinyshakespeare at {DATA_DIR}")
-    lm = load_language_model(path, expected_sha256=artifact_digest(path)[0])
+    lm = load_artifact(path, expected_sha256=artifact_digest(path)[0])
     _, val_text = load_shakespeare(DATA_DIR)
     text = val_text[:3000]
     if isinstance(lm, NGramLanguageModel):

@@ -3,7 +3,7 @@ cancellation, and the scikit-learn text fit on any labelled texts. Tiny runs, on
 
 import json
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,26 +16,25 @@ from models.artifacts import (
     WEIGHTS_FILE,
     ArtifactError,
     artifact_digest,
-    load_classifier,
+    load_artifact,
     save_artifact,
 )
-from models.classifiers import (
+from models.classify.text_pipeline import SklearnTextClassifier
+from models.classify.text_rnn import (
     PAD,
     UNK,
-    SklearnTextClassifier,
     TextRNN,
     TextRNNConfig,
     TextVocab,
     TorchTextClassifier,
     pad_batch,
 )
-from models.training import (
-    TrainHooks,
-    encode_labels,
-    fit_image_cnn,
-    fit_text_pipeline,
-    fit_text_rnn,
-)
+from models.kinds import KINDS, CNNParams, TextRNNParams
+from models.training.cnn import fit_image_cnn
+from models.training.epochs import encode_labels
+from models.training.hooks import TrainHooks
+from models.training.text_pipeline import fit_text_pipeline
+from models.training.text_rnn import fit_text_rnn
 
 TEXTS = [
     "great phone, works well",
@@ -48,7 +47,7 @@ TEXTS = [
 LABELS = [1, 0, 1, 0, 1, 0] * 4
 TEST_TEXTS = ["works great", "broke, awful", "good", "waste"]
 TEST_LABELS = [1, 0, 1, 0]
-TINY = {"epochs": 3, "batch_size": 8, "embed": 8, "hidden": 8, "max_len": 32, "min_freq": 1}
+TINY = TextRNNParams(epochs=3, batch_size=8, embed=8, hidden=8, max_len=32)
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +113,7 @@ def test_padding_does_not_change_logits():
 
 def test_rnn_artifact_round_trip_and_tampering(tmp_path):
     model, config, tokenizer, metrics = fit_text_rnn(
-        TEXTS, LABELS, TEST_TEXTS, TEST_LABELS, level="word", **TINY
+        TEXTS, LABELS, TEST_TEXTS, TEST_LABELS, replace(TINY, level="word"), min_freq=1
     )
     labels = ["negative", "positive"]
     digest, size = save_artifact(
@@ -123,7 +122,7 @@ def test_rnn_artifact_round_trip_and_tampering(tmp_path):
     saved = json.loads((tmp_path / "rnn" / CONFIG_FILE).read_text())
     assert saved["model_args"] == asdict(config) and saved["tokenizer"] == tokenizer
     assert config.level == "word" and metrics["labels"] == ["0", "1"]
-    loaded = load_classifier(tmp_path / "rnn", expected_sha256=digest)
+    loaded = load_artifact(tmp_path / "rnn", expected_sha256=digest)
     assert isinstance(loaded, TorchTextClassifier)
     assert loaded.labels == labels and loaded.input == "text" and loaded.image_size is None
 
@@ -143,15 +142,15 @@ def test_rnn_artifact_round_trip_and_tampering(tmp_path):
     weights.write_bytes(bytes(data))
     assert artifact_digest(tmp_path / "rnn") != (digest, size)
     with pytest.raises(ArtifactError, match="sha256"):
-        load_classifier(tmp_path / "rnn", expected_sha256=digest)
+        load_artifact(tmp_path / "rnn", expected_sha256=digest)
     weights.write_bytes(bytes(data[: len(data) // 2]))  # truncated: not safetensors any more
     with pytest.raises(ArtifactError, match="safetensors"):
-        load_classifier(tmp_path / "rnn")
+        load_artifact(tmp_path / "rnn")
 
 
 def test_rnn_artifact_config_must_match_weights(tmp_path):
     model, _, tokenizer, _ = fit_text_rnn(
-        TEXTS, LABELS, [], [], level="char", **{**TINY, "epochs": 1}
+        TEXTS, LABELS, [], [], replace(TINY, level="char", epochs=1), min_freq=1
     )
     save_artifact(tmp_path / "m", rnn_config(tokenizer, ["n", "p"]), module=model, card="")
     config = json.loads((tmp_path / "m" / CONFIG_FILE).read_text())
@@ -166,7 +165,7 @@ def test_rnn_artifact_config_must_match_weights(tmp_path):
     ]:
         (tmp_path / "m" / CONFIG_FILE).write_text(json.dumps({**config, **change}))
         with pytest.raises(ArtifactError, match=match):
-            load_classifier(tmp_path / "m")
+            load_artifact(tmp_path / "m")
 
 
 # -----------------------------------------------------------------------------
@@ -185,7 +184,9 @@ def test_text_rnn_hooks_and_stop():
         on_epoch=rows.append,
         should_stop=lambda: len(steps) >= 5,  # 3 steps per epoch: stop inside epoch 2
     )
-    _, _, _, metrics = fit_text_rnn(TEXTS, LABELS, TEST_TEXTS, TEST_LABELS, hooks=hooks, **TINY)
+    _, _, _, metrics = fit_text_rnn(
+        TEXTS, LABELS, TEST_TEXTS, TEST_LABELS, TINY, hooks=hooks, min_freq=1
+    )
     assert steps == [(i, 9) for i in range(1, 6)]
     assert [r["epoch"] for r in rows] == [1] and metrics["history"] == rows
     assert set(rows[0]) == {
@@ -207,7 +208,7 @@ def test_text_rnn_hooks_and_stop():
 
 
 def test_text_rnn_resumes_to_the_same_weights(tmp_path):
-    reference, *_ = fit_text_rnn(TEXTS, LABELS, TEST_TEXTS, TEST_LABELS, **TINY)
+    reference, *_ = fit_text_rnn(TEXTS, LABELS, TEST_TEXTS, TEST_LABELS, TINY, min_freq=1)
 
     def die_after_first_epoch(row: dict) -> None:
         if row["epoch"] == 1:
@@ -215,24 +216,29 @@ def test_text_rnn_resumes_to_the_same_weights(tmp_path):
 
     with pytest.raises(Interrupted):
         hooks = TrainHooks(on_epoch=die_after_first_epoch, work_dir=tmp_path)
-        fit_text_rnn(TEXTS, LABELS, TEST_TEXTS, TEST_LABELS, hooks=hooks, **TINY)
+        fit_text_rnn(TEXTS, LABELS, TEST_TEXTS, TEST_LABELS, TINY, hooks=hooks, min_freq=1)
     rows: list[dict] = []
     hooks = TrainHooks(on_epoch=rows.append, work_dir=tmp_path)
-    model, *_, metrics = fit_text_rnn(TEXTS, LABELS, TEST_TEXTS, TEST_LABELS, hooks=hooks, **TINY)
+    model, *_, metrics = fit_text_rnn(
+        TEXTS, LABELS, TEST_TEXTS, TEST_LABELS, TINY, hooks=hooks, min_freq=1
+    )
     assert metrics["resumed_from_epoch"] == 1 and [r["epoch"] for r in rows] == [2, 3]
     assert [r["epoch"] for r in metrics["history"]] == [1, 2, 3]
     assert same_weights(model, reference)
 
     with pytest.raises(ValueError, match="different run"):  # other arguments: refused
-        fit_text_rnn(TEXTS, LABELS, TEST_TEXTS, TEST_LABELS, hooks=hooks, **{**TINY, "lr": 1e-2})
+        fit_text_rnn(
+            TEXTS, LABELS, TEST_TEXTS, TEST_LABELS, replace(TINY, lr=1e-2), hooks=hooks, min_freq=1
+        )
 
 
 def test_image_cnn_resumes_to_the_same_weights(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.random((40, 8, 8), dtype=np.float32)  # (N, H, W)
     y = np.arange(40, dtype=np.int64) % 3
-    kw = {"epochs": 2, "batch_size": 16, "channels": (4, 8), "hidden": 8, "shift": 1}
-    reference, _, ref_metrics = fit_image_cnn(x, y, x[:8], y[:8], **kw)
+    p = CNNParams(epochs=2, batch_size=16, hidden=8, shift=1)
+    kw = {"channels": (4, 8)}
+    reference, _, ref_metrics = fit_image_cnn(x, y, x[:8], y[:8], p, **kw)
     assert [r["epoch"] for r in ref_metrics["history"]] == [1, 2]
 
     steps = []
@@ -246,8 +252,10 @@ def test_image_cnn_resumes_to_the_same_weights(tmp_path):
         on_step=lambda *a: steps.append(a), should_stop=die_in_second_epoch, work_dir=tmp_path
     )
     with pytest.raises(Interrupted):
-        fit_image_cnn(x, y, x[:8], y[:8], hooks=hooks, **kw)
-    model, _, metrics = fit_image_cnn(x, y, x[:8], y[:8], hooks=TrainHooks(work_dir=tmp_path), **kw)
+        fit_image_cnn(x, y, x[:8], y[:8], p, hooks=hooks, **kw)
+    model, _, metrics = fit_image_cnn(
+        x, y, x[:8], y[:8], p, hooks=TrainHooks(work_dir=tmp_path), **kw
+    )
     assert metrics["resumed_from_epoch"] == 1 and metrics["steps"] == 6
     assert same_weights(model, reference)
 
@@ -262,7 +270,9 @@ def test_fit_text_pipeline_with_string_labels(tmp_path: Path, kind: str):
     texts = ["refund my order", "where is my parcel", "love the product", "cancel it now"] * 4
     labels = ["billing", "shipping", "praise", "billing"] * 4
     params = {"max_iter": 200} if kind == "classify-mlp" else {}
-    pipeline, metrics = fit_text_pipeline(kind, texts, labels, texts[:4], labels[:4], **params)
+    pipeline, metrics = fit_text_pipeline(
+        KINDS[kind].params(**params), texts, labels, texts[:4], labels[:4]
+    )
     assert metrics["labels"] == ["billing", "praise", "shipping"]  # sorted, ids 0..2
     assert metrics["test_accuracy"] == 1.0 and metrics["params"]["min_df"] == 1
     config = {
@@ -274,7 +284,7 @@ def test_fit_text_pipeline_with_string_labels(tmp_path: Path, kind: str):
         "image_size": None,
     }
     digest, _ = save_artifact(tmp_path / "t", config, estimator=pipeline, card="")
-    loaded = load_classifier(tmp_path / "t", expected_sha256=digest)  # allowlist covers it
+    loaded = load_artifact(tmp_path / "t", expected_sha256=digest)  # allowlist covers it
     assert isinstance(loaded, SklearnTextClassifier)
     proba = loaded.predict_proba(["where is my parcel", "love it"])
     assert proba.shape == (2, 3)
@@ -297,4 +307,4 @@ def test_labels_are_checked():
         encode_labels([1, "a"], [])
     with warnings.catch_warnings(), pytest.raises(ValueError, match="without training"):
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fit_text_pipeline("classify-nb", ["x y", "y z", "z x"], [0, 2, 0], [], [])
+        fit_text_pipeline(KINDS["classify-nb"].params(), ["x y", "y z", "z x"], [0, 2, 0], [], [])

@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.artifacts import load_classifier, save_artifact
-from models.datasets import ImageSet, LabelledTexts, TextCorpus, split
-from models.imagegen import load_image_generator
+from models.artifacts import load_artifact, save_artifact
+from models.data import ImageSet, LabelledTexts, TextCorpus, split
 from models.kinds import KINDS
-from models.lm import load_language_model
-from models.trainers import card
-from models.training import TrainHooks
+from models.training.hooks import TrainHooks
+from models.training.result import card
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40).strip()
 TINY: dict[str, dict] = {
@@ -67,7 +65,7 @@ def test_every_kind_trains_saves_and_serves(kind: str, tmp_path: Path) -> None:
         work_dir=tmp_path / "work",
     )
     params = spec.params(**TINY[kind])
-    result = spec.train(train, test, params, hooks, torch.device("cpu"))
+    result = spec.trainer()(kind, train, test, params, hooks, torch.device("cpu"))
     assert steps and rows, "progress and history reach the caller"
     config = {**result.config, "name": f"t-{kind}"}
     sha256, _ = save_artifact(
@@ -79,15 +77,15 @@ def test_every_kind_trains_saves_and_serves(kind: str, tmp_path: Path) -> None:
     )
 
     if spec.task == "text-generation":
-        lm = load_language_model(tmp_path / "art", expected_sha256=sha256)
+        lm = load_artifact(tmp_path / "art", expected_sha256=sha256)
         assert lm.tokenizer.vocab_size == len(set(TEXT))
         assert np.isfinite(config["metrics"]["val_loss"])
     elif spec.task == "image-generation":
-        gen = load_image_generator(tmp_path / "art", expected_sha256=sha256)
+        gen = load_artifact(tmp_path / "art", expected_sha256=sha256)
         labels = torch.tensor([1, 2]) if gen.num_classes else None
-        assert gen.generate(torch.randn(2, gen.latent_dim), labels).shape == (2, 8, 8)
+        assert gen.generate(gen.noise.sample(2), labels).shape == (2, 8, 8)
     else:
-        clf = load_classifier(tmp_path / "art", expected_sha256=sha256)
+        clf = load_artifact(tmp_path / "art", expected_sha256=sha256)
         sample = test.texts[:3] if clf.input == "text" else test.images[:3]
         proba = clf.predict_proba(sample)
         assert proba.shape == (3, len(clf.labels))
@@ -105,6 +103,5 @@ def test_a_raising_should_stop_aborts_training(tmp_path: Path) -> None:
     train, test = data_for("text-gpt")
     hooks = TrainHooks(should_stop=stop, work_dir=tmp_path)
     with pytest.raises(Stop):
-        KINDS["text-gpt"].train(
-            train, test, KINDS["text-gpt"].params(**TINY["text-gpt"]), hooks, torch.device("cpu")
-        )
+        params = KINDS["text-gpt"].params(**TINY["text-gpt"])
+        KINDS["text-gpt"].trainer()("text-gpt", train, test, params, hooks, torch.device("cpu"))

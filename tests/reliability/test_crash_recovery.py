@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from models.checksum import artifact_digest
+from models.artifacts import artifact_digest
 from tests.e2e.server import Server
 from tests.reliability.conftest import start_server
 from tests.tiny_models import TINY_GPT_PARAMS, small_pretrained

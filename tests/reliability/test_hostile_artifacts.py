@@ -24,24 +24,20 @@ from sqlalchemy import func, select
 from app.db import Database
 from app.settings import PRETRAINED_DIR
 from app.tables import Model, ModelVersion
-from models.artifacts import load_classifier
-from models.checksum import SKOPS_FILE, WEIGHTS_FILE, ArtifactError, artifact_digest
-from models.gpt import GPT, GPTConfig
-from models.imagegen import load_image_generator
-from models.lm import load_language_model
-from models.train_image import load_checkpoint as load_image_checkpoint
-from models.train_lm import load_checkpoint as load_lm_checkpoint
+from models.artifacts import SKOPS_FILE, WEIGHTS_FILE, ArtifactError, artifact_digest, load_artifact
+from models.text.gpt import GPT, GPTConfig
+from models.training.checkpoint import load_checkpoint
 from tests.e2e.server import Server
 from tests.helpers import held_out_digits
 
 LOADERS: dict[str, Callable[..., Any]] = {
-    "shakespeare-gpt": load_language_model,
-    "shakespeare-lstm": load_language_model,
-    "shakespeare-ngram": load_language_model,
-    "mnist-vae": load_image_generator,
-    "mnist-cgan": load_image_generator,
-    "digits": load_classifier,
-    "sentiment": load_classifier,
+    "shakespeare-gpt": load_artifact,
+    "shakespeare-lstm": load_artifact,
+    "shakespeare-ngram": load_artifact,
+    "mnist-vae": load_artifact,
+    "mnist-cgan": load_artifact,
+    "digits": load_artifact,
+    "sentiment": load_artifact,
 }
 
 
@@ -113,10 +109,8 @@ def test_checkpoints_refuse_a_pickle(tmp_path: Path, marker: Path) -> None:
     for make in (raw_pickle, torch_pickle):
         (tmp_path / "checkpoint.json").write_text(json.dumps({"step": 1}))
         (tmp_path / "checkpoint.safetensors").write_bytes(make(marker, tmp_path))
-        with pytest.raises(SafetensorError):
-            load_lm_checkpoint(tmp_path, model, opt)
-        with pytest.raises(SafetensorError):
-            load_image_checkpoint(tmp_path, {"model": model}, {"opt": opt})
+        with pytest.raises(SafetensorError):  # the one checkpoint format of every loop
+            load_checkpoint(tmp_path, {"model": model}, {"opt": opt})
 
 
 # ---- through the server: POST /models/{name}/versions/{v}/activate ----------------------------

@@ -18,9 +18,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
 
-from models.checksum import WEIGHTS_FILE
-from models.lm import LanguageModel
-from models.tokenizer import CharTokenizer
+from models.artifacts import WEIGHTS_FILE
+from models.text.lm import LanguageModel
+from models.text.tokenizer import CharTokenizer
 
 
 @dataclass

@@ -6,19 +6,25 @@ gradient clipping, periodic evaluation on the validation split, mixed precision 
 and checkpoints (safetensors + JSON, never pickle) that a restarted run resumes from.
 """
 
-import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
-import safetensors.torch
 import torch
 import torch.nn as nn
 
-from models.hooks import TrainHooks
-from models.precision import autocast, grad_scaler
+from models.data.uploads import TextCorpus
+from models.kinds import GPTParams, LMParams, NGramParams, RNNParams
+from models.text.gpt import GPT, GPTConfig
+from models.text.ngram import NGramConfig, NGramModel
+from models.text.rnn import RNNConfig, RNNModel
+from models.text.tokenizer import CharTokenizer
+from models.training.checkpoint import load_checkpoint, save_checkpoint
+from models.training.hooks import TrainHooks
+from models.training.precision import autocast, grad_scaler
+from models.training.result import TrainResult, check_stop, one_step, rate
 
 
 @dataclass
@@ -105,51 +111,6 @@ def full_validation_loss(
     return total / count
 
 
-def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
-    """Weights and optimizer moments as safetensors, counters as JSON; written atomically."""
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    names = {id(p): n for n, p in model.named_parameters()}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            for key, value in opt.state.get(p, {}).items():
-                if torch.is_tensor(value) and value.dim() > 0:
-                    tensors[f"opt.{names[id(p)]}.{key}"] = value.detach().cpu().contiguous()
-    state = {**state, "opt_step": _opt_step(opt)}
-    tmp = path / "checkpoint.safetensors.tmp"
-    # tied weights share storage; safetensors wants each tensor once
-    tensors.pop("model.lm_head.weight", None)
-    safetensors.torch.save_file(tensors, tmp)
-    tmp.replace(path / "checkpoint.safetensors")
-    (path / "checkpoint.json.tmp").write_text(json.dumps(state))
-    (path / "checkpoint.json.tmp").replace(path / "checkpoint.json")
-
-
-def _opt_step(opt: torch.optim.Optimizer) -> int:
-    for s in opt.state.values():
-        if "step" in s:
-            return int(s["step"])
-    return 0
-
-
-def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict | None:
-    if not (path / "checkpoint.json").is_file():
-        return None
-    state = json.loads((path / "checkpoint.json").read_text())
-    tensors = safetensors.torch.load_file(path / "checkpoint.safetensors")
-    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(model_state, strict=False)
-    device = next(model.parameters()).device
-    for name, p in model.named_parameters():
-        moments = {k: tensors[f"opt.{name}.{k}"] for k in ("exp_avg", "exp_avg_sq")}
-        if all(f"opt.{name}.{k}" in tensors for k in moments):
-            opt.state[p] = {
-                "step": torch.tensor(float(state["opt_step"])),
-                **{k: v.to(device) for k, v in moments.items()},
-            }
-    return state
-
-
 def train(
     model: nn.Module,
     train_data: torch.Tensor,
@@ -170,8 +131,11 @@ def train(
     opt = make_optimizer(model, cfg, device)
     scaler = grad_scaler(device)  # a no-op unless autocast runs in fp16
     start, history = 0, []
-    if checkpoint_dir is not None and (state := load_checkpoint(checkpoint_dir, model, opt)):
-        start, history = state["step"], state["history"]
+    saved = None
+    if checkpoint_dir is not None:
+        saved = load_checkpoint(checkpoint_dir, {"model": model}, {"opt": opt})
+    if saved:
+        start, history = saved["step"], saved["history"]
     gen = torch.Generator().manual_seed(cfg.seed + start)
     tokens, t0 = 0, time.perf_counter()
     spent = history[-1].get("seconds", 0.0) if history else 0.0  # budget used before a resume
@@ -220,6 +184,123 @@ def train(
         due = cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or last)
         if checkpoint_dir is not None and due:
             state = {"step": step + 1, "history": history, "train_config": asdict(cfg)}
-            save_checkpoint(checkpoint_dir, model, opt, state)
+            save_checkpoint(checkpoint_dir, {"model": model}, {"opt": opt}, state)
     model.eval()
     return {"history": history, **metrics}
+
+
+# -----------------------------------------------------------------------------
+# the kinds' training functions (models/kinds.py): data and params in, TrainResult out
+
+
+def _char_splits(train: TextCorpus, test: TextCorpus) -> tuple[CharTokenizer, list, list]:
+    tok = CharTokenizer.from_text(train.text + test.text)
+    return tok, tok.encode(train.text), tok.encode(test.text)
+
+
+def _fit_lm(
+    kind: str,
+    train_split: TextCorpus,
+    test_split: TextCorpus,
+    p: LMParams,
+    hooks: TrainHooks,
+    device: torch.device,
+    build: Callable[[int], nn.Module],
+    eval_window: int,
+) -> TrainResult:
+    """The loop above on a character corpus, for any model `build(vocab_size)` makes."""
+    tok, train_list, val_list = _char_splits(train_split, test_split)
+    train_ids = torch.tensor(train_list, dtype=torch.long)
+    val_ids = torch.tensor(val_list, dtype=torch.long)
+    for split, ids in (("training", train_ids), ("validation", val_ids)):
+        if len(ids) <= p.block_size + 1:
+            raise ValueError(
+                f"the {split} text has {len(ids)} characters; block_size {p.block_size} "
+                "needs more: upload more text or lower block_size"
+            )
+    torch.manual_seed(p.seed)
+    model = build(tok.vocab_size)
+    cfg = TrainConfig(
+        max_steps=p.max_steps,
+        max_seconds=p.max_seconds,
+        batch_size=p.batch_size,
+        block_size=p.block_size,
+        lr=p.lr,
+        min_lr=p.lr / 10,
+        warmup_steps=min(p.warmup_steps, p.max_steps // 2),
+        weight_decay=p.weight_decay,
+        eval_every=p.eval_every,
+        eval_batches=p.eval_batches,
+        checkpoint_every=p.eval_every,
+        seed=p.seed,
+    )
+    result = train(model, train_ids, val_ids, cfg, device, hooks)
+    val_loss = full_validation_loss(model, val_ids, min(eval_window, len(val_ids) - 1), device)
+    return TrainResult(
+        {
+            "kind": kind,
+            "task": "text-generation",
+            "description": f"Character-level {kind} trained over HTTP.",
+            "tokenizer": tok.to_config(),
+            "model_args": asdict(model.config),  # type: ignore[arg-type]
+            "metrics": {
+                "val_loss": round(val_loss, 4),
+                "val_chars": len(val_ids),
+                "steps": result.get("step"),
+                "samples_per_s": rate(result.get("step"), p.batch_size, result.get("seconds")),
+                "train_seconds": result.get("seconds"),
+            },
+        },
+        module=model,
+    )
+
+
+def train_gpt(
+    kind: str, train: TextCorpus, test: TextCorpus, p: GPTParams, hooks: TrainHooks, device
+) -> TrainResult:
+    def build(vocab_size: int) -> nn.Module:
+        return GPT(GPTConfig(vocab_size, p.block_size, p.n_layer, p.n_head, p.n_embd, p.dropout))
+
+    return _fit_lm(kind, train, test, p, hooks, device, build, eval_window=p.block_size)
+
+
+def train_rnn(
+    kind: str, train: TextCorpus, test: TextCorpus, p: RNNParams, hooks: TrainHooks, device
+) -> TrainResult:
+    cell = kind.removeprefix("text-")
+
+    def build(vocab_size: int) -> nn.Module:
+        return RNNModel(RNNConfig(vocab_size, cell, p.n_embd, p.hidden, p.n_layer, p.dropout))
+
+    # a recurrent model carries its state on: a longer window than it was trained on is fair
+    return _fit_lm(kind, train, test, p, hooks, device, build, eval_window=256)
+
+
+def train_ngram(
+    kind: str, train: TextCorpus, test: TextCorpus, p: NGramParams, hooks: TrainHooks, device
+) -> TrainResult:
+    """Counts, no loop: reported to the hooks as one step."""
+    check_stop(hooks)
+    tok, train_list, val_list = _char_splits(train, test)
+    train_ids = np.asarray(train_list, np.int64)
+    val_ids = np.asarray(val_list, np.int64)
+    t0 = time.perf_counter()
+    model = NGramModel.fit(train_ids, NGramConfig(vocab_size=tok.vocab_size, order=p.order))
+    seconds = time.perf_counter() - t0
+    val_loss = model.cross_entropy(val_ids, tok.stoi.get("\n", 0))
+    one_step(hooks, {"step": 1, "val_loss": round(val_loss, 4), "seconds": round(seconds, 2)})
+    return TrainResult(
+        {
+            "kind": kind,
+            "task": "text-generation",
+            "description": f"Character {p.order}-gram model (modified Kneser-Ney).",
+            "tokenizer": tok.to_config(),
+            "model_args": asdict(model.config),
+            "metrics": {
+                "val_loss": round(val_loss, 4),
+                "val_chars": len(val_ids),
+                "train_seconds": round(seconds, 2),
+            },
+        },
+        module=model,
+    )

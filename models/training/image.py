@@ -3,28 +3,29 @@
 Both loops run whole epochs over an in-memory (N, H, W) image array, stop after `epochs` or
 `max_seconds` (counted across restarts), and checkpoint to a work directory after every epoch:
 weights and optimizer moments as safetensors, counters as JSON, never pickle. A restarted run
-resumes from the last finished epoch. Mixed precision (models/precision.py) on CUDA only;
+resumes from the last finished epoch. Mixed precision (models/training/precision.py) on CUDA only;
 CPUs run in fp32.
 """
 
 import copy
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.gan import Discriminator, Generator
-from models.hooks import TrainHooks
-from models.precision import autocast, grad_scaler
-from models.vae import VAE
+from models.data.uploads import ImageSet
+from models.image.gan import Discriminator, GANConfig, Generator
+from models.image.vae import VAE, VAEConfig, held_out_negative_elbo
+from models.kinds import GANParams, VAEParams
+from models.training.checkpoint import load_checkpoint, save_checkpoint
+from models.training.hooks import TrainHooks
+from models.training.precision import autocast, grad_scaler
+from models.training.result import TrainResult
 
 
 @dataclass
@@ -48,59 +49,6 @@ class GANTrainConfig:
     bn_refresh_batches: int = 50  # batches of 256 fakes that re-estimate BatchNorm at the end
     max_seconds: float = 0.0  # stop early after this much training time (0: no limit)
     seed: int = 0
-
-
-# -----------------------------------------------------------------------------
-# checkpoints: any number of modules and optimizers in one safetensors file + JSON
-
-
-def save_checkpoint(
-    path: Path,
-    modules: dict[str, nn.Module],
-    optimizers: dict[str, torch.optim.Optimizer],
-    state: dict[str, Any],
-) -> None:
-    """Write weights, optimizer state and `state` (JSON) atomically into directory `path`."""
-    path.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, module in modules.items():
-        for k, v in module.state_dict().items():
-            tensors[f"model.{name}.{k}"] = v.detach().cpu().contiguous()
-    groups = {}
-    for name, opt in optimizers.items():
-        sd = opt.state_dict()
-        for idx, per_param in sd["state"].items():
-            for k, v in per_param.items():
-                tensors[f"optim.{name}.{idx}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-        groups[name] = sd["param_groups"]
-    safetensors.torch.save_file(tensors, path / "checkpoint.safetensors.tmp")
-    (path / "checkpoint.safetensors.tmp").replace(path / "checkpoint.safetensors")
-    meta = json.dumps({"state": state, "param_groups": groups})
-    (path / "checkpoint.json.tmp").write_text(meta)
-    (path / "checkpoint.json.tmp").replace(path / "checkpoint.json")
-
-
-def load_checkpoint(
-    path: Path, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
-) -> dict[str, Any] | None:
-    """Restore what save_checkpoint wrote; returns its `state`, or None if there is none."""
-    if not (path / "checkpoint.json").is_file():
-        return None
-    meta = json.loads((path / "checkpoint.json").read_text())
-    tensors = safetensors.torch.load_file(path / "checkpoint.safetensors")
-    for name, module in modules.items():
-        prefix = f"model.{name}."
-        sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        module.load_state_dict(sd, strict=True)
-    for name, opt in optimizers.items():
-        prefix = f"optim.{name}."
-        per_param: dict[int, dict[str, torch.Tensor]] = {}
-        for k, v in tensors.items():
-            if k.startswith(prefix):
-                idx, key = k[len(prefix) :].split(".", 1)
-                per_param.setdefault(int(idx), {})[key] = v
-        opt.load_state_dict({"state": per_param, "param_groups": meta["param_groups"][name]})
-    return meta["state"]
 
 
 def _end_epoch(
@@ -347,3 +295,67 @@ def train_gan(
     discriminator.eval()
     last = state["history"][-1] if state["history"] else {}
     return {**last, "steps": state.get("steps", 0), "config": asdict(cfg)}
+
+
+# -----------------------------------------------------------------------------
+# the kinds' training functions (models/kinds.py): data and params in, TrainResult out
+
+
+def _image_labels(train: ImageSet, conditional: bool | None) -> tuple[np.ndarray | None, int]:
+    labelled = train.labels is not None
+    if conditional and not labelled:
+        raise ValueError("conditional=true needs a labelled image dataset")
+    if conditional is False or not labelled:
+        return None, 0
+    return train.labels, len(train.label_names or [])
+
+
+def _image_result(
+    kind: str, train: ImageSet, module: nn.Module, result: dict, metrics: dict
+) -> TrainResult:
+    keys = ("loss", "nll", "kl", "loss_d", "loss_g", "d_real", "d_fake", "samples_per_s")
+    metrics.update({k: result[k] for k in keys if k in result})
+    metrics.update(steps=result.get("steps"), train_seconds=result.get("seconds"))
+    num_classes = module.config.num_classes  # type: ignore[union-attr]
+    return TrainResult(
+        {
+            "kind": kind,
+            "task": "image-generation",
+            "description": f"{kind} ({'' if num_classes else 'un'}conditional), trained over HTTP.",
+            "image_size": list(module.config.image_size),  # type: ignore[union-attr]
+            "num_classes": num_classes,
+            "labels": list(train.label_names or []) if num_classes else [],
+            "model_args": asdict(module.config),  # type: ignore[call-overload]
+            "metrics": metrics,
+        },
+        module=module,
+    )
+
+
+def train_image_vae(
+    kind: str, train: ImageSet, test: ImageSet, p: VAEParams, hooks: TrainHooks, device
+) -> TrainResult:
+    labels, num_classes = _image_labels(train, p.conditional)
+    torch.manual_seed(p.seed)
+    image_size = tuple(train.images.shape[1:])
+    model = VAE(VAEConfig(image_size, p.latent_dim, hidden=p.hidden, num_classes=num_classes))
+    cfg = VAETrainConfig(p.epochs, p.batch_size, p.lr, p.max_seconds, p.seed)
+    result = train_vae(model, train.images, labels, cfg, device, hooks)
+    model.eval()
+    held_out = test.labels[:2000] if test.labels is not None else None
+    elbo = held_out_negative_elbo(model, test.images[:2000], held_out, device)
+    return _image_result(kind, train, model, result, {"held_out_neg_elbo": round(elbo, 2)})
+
+
+def train_image_gan(
+    kind: str, train: ImageSet, test: ImageSet, p: GANParams, hooks: TrainHooks, device
+) -> TrainResult:
+    labels, num_classes = _image_labels(train, p.conditional)
+    torch.manual_seed(p.seed)
+    gan = GANConfig(tuple(train.images.shape[1:]), p.latent_dim, p.channels, num_classes)
+    generator = Generator(gan)
+    cfg = GANTrainConfig(
+        p.epochs, p.batch_size, p.lr, ema=p.ema, max_seconds=p.max_seconds, seed=p.seed
+    )
+    result = train_gan(generator, Discriminator(gan), train.images, labels, cfg, device, hooks)
+    return _image_result(kind, train, generator, result, {})

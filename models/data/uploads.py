@@ -1,4 +1,4 @@
-"""Datasets users upload, and the built-in ones, parsed into three in-memory kinds.
+"""Datasets users upload, parsed into the three in-memory kinds of models/data.
 
 Uploads are hostile until proven otherwise: every parser checks sizes before it allocates
 (zip entry sizes, IDX headers, PNG dimensions), never unpickles (`allow_pickle=False`), and
@@ -20,9 +20,6 @@ Formats, chosen by file extension (IDX also by its magic bytes):
 
 Labels become int64 0..K-1 over the distinct label values as strings, sorted (numerically
 when all are integers), so that "0".."9" map to 0..9.
-
-The trainer's one entry point is `load_split`: official splits for the built-ins, a seeded
-split of the stored file otherwise.
 """
 
 from __future__ import annotations
@@ -36,20 +33,12 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from models.data import (
-    DIGIT_LABELS,
-    SENTIMENT_FILES,
-    SENTIMENT_LABELS,
-    load_digits_split,
-    load_sentiment,
-    load_shakespeare,
-)
-from models.mnist import IMAGES_FILE, LABELS_FILE, load_mnist, parse_idx
+from models.data import Data, DatasetError, ImageSet, LabelledTexts, TextCorpus, UnsupportedFormat
+from models.data.idx import parse_idx
 
 FORMATS = ("txt", "csv", "tsv", "jsonl", "npz", "idx", "zip")
 EXTENSIONS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -66,42 +55,6 @@ MAX_LABELS = 1000
 MIN_PER_LABEL = 2  # one example per label cannot be split into train and test
 _INT = re.compile(r"-?\d+")
 _UNSAFE_PATH = re.compile(r"^[/\\]|^[A-Za-z]:|\\|(^|/)\.\.(/|$)")  # /x, C:x, a\b, ../x, a/..
-
-
-class DatasetError(ValueError):
-    """An upload that cannot be used; the message says what is wrong, for the user."""
-
-
-class UnsupportedFormat(DatasetError):
-    """The file's name (or magic bytes) matches none of the accepted formats."""
-
-
-@dataclass
-class TextCorpus:
-    text: str
-
-
-@dataclass
-class LabelledTexts:
-    texts: list[str]
-    labels: np.ndarray  # int64 (N,), values 0..K-1
-    label_names: list[str]  # K names, index = label
-
-
-@dataclass
-class ImageSet:
-    images: np.ndarray  # float32 (N, H, W) in [0, 1]
-    labels: np.ndarray | None  # int64 (N,) 0..K-1, or None when unlabelled
-    label_names: list[str] | None
-
-
-Data = TextCorpus | LabelledTexts | ImageSet
-KIND_OF: dict[type, str] = {TextCorpus: "text", LabelledTexts: "labelled-text", ImageSet: "images"}
-
-
-def kind_of(data: Data) -> str:
-    """`text`, `labelled-text` or `images`."""
-    return KIND_OF[type(data)]
 
 
 # ---- format detection -------------------------------------------------------------------------
@@ -487,168 +440,3 @@ _PARSERS: dict[str, Callable[[Path], Data]] = {
     "idx": _parse_idx,
     "zip": _parse_zip,
 }
-
-
-# ---- description and splits -------------------------------------------------------------------
-
-
-def describe(data: Data) -> dict:
-    """`num_records` (characters for a corpus, examples otherwise) and what a user checks first."""
-    if isinstance(data, TextCorpus):
-        return {
-            "num_records": len(data.text),
-            "chars": len(data.text),
-            "lines": data.text.count("\n") + (not data.text.endswith("\n")),
-            "vocab_size": len(set(data.text)),
-        }
-    counts = {} if data.label_names is None else _label_counts(data.labels, data.label_names)
-    if isinstance(data, LabelledTexts):
-        return {
-            "num_records": len(data.texts),
-            "labels": data.label_names,
-            "label_counts": counts,
-            "mean_chars": round(sum(map(len, data.texts)) / max(1, len(data.texts)), 1),
-        }
-    n, h, w = data.images.shape
-    return {
-        "num_records": n,
-        "image_size": [h, w],
-        "labelled": data.labels is not None,
-        "labels": data.label_names,
-        "label_counts": counts or None,
-    }
-
-
-def _label_counts(labels: np.ndarray | None, names: list[str]) -> dict[str, int]:
-    counts = np.bincount(labels, minlength=len(names)) if labels is not None else []
-    return {name: int(c) for name, c in zip(names, counts, strict=False)}
-
-
-def split(data: Data, test_fraction: float = 0.2, seed: int = 0) -> tuple[Data, Data]:
-    """(train, test): a corpus is cut at (1 - f) of its characters (no shuffling: text is
-    sequential); examples are split stratified by label and seeded, plainly when a class is
-    too small to stratify."""
-    if not 0.0 < test_fraction < 1.0:
-        raise DatasetError(f"test_fraction must be between 0 and 1, not {test_fraction}")
-    if isinstance(data, TextCorpus):
-        cut = int(len(data.text) * (1.0 - test_fraction))
-        if cut == 0 or cut == len(data.text):
-            raise DatasetError(f"a corpus of {len(data.text)} characters is too short to split")
-        return TextCorpus(data.text[:cut]), TextCorpus(data.text[cut:])
-    labels = data.labels
-    n = len(labels) if labels is not None else len(data.images)  # type: ignore[union-attr]
-    if n < 2:
-        raise DatasetError(f"{n} example(s) cannot be split into train and test")
-    from sklearn.model_selection import train_test_split
-
-    index = np.arange(n)
-    try:
-        train, test = train_test_split(
-            index, test_size=test_fraction, random_state=seed, stratify=labels
-        )
-    except ValueError:  # a class too small for stratification
-        train, test = train_test_split(index, test_size=test_fraction, random_state=seed)
-    return _take(data, np.sort(train)), _take(data, np.sort(test))
-
-
-def _take(data: LabelledTexts | ImageSet, index: np.ndarray) -> Data:
-    if isinstance(data, LabelledTexts):
-        texts = [data.texts[i] for i in index]
-        return LabelledTexts(texts, data.labels[index], list(data.label_names))
-    labels = data.labels[index] if data.labels is not None else None
-    return ImageSet(data.images[index], labels, data.label_names)
-
-
-# ---- built-ins ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Builtin:
-    """A dataset that ships with the service, loaded with its official split
-    (../shared/data/README.md) so that figures compare across runs."""
-
-    name: str
-    kind: str
-    description: str
-    available: Callable[[Path], bool]
-    load: Callable[[Path], tuple[Data, Data]]  # data_dir -> (train, test)
-
-
-def _shakespeare(data_dir: Path) -> tuple[Data, Data]:
-    train, test = load_shakespeare(data_dir)
-    return TextCorpus(train), TextCorpus(test)
-
-
-def _sentiment(data_dir: Path) -> tuple[Data, Data]:
-    x_train, y_train, x_test, y_test = load_sentiment(data_dir)
-    names = list(SENTIMENT_LABELS)
-    return (
-        LabelledTexts(x_train, np.asarray(y_train, dtype=np.int64), names),
-        LabelledTexts(x_test, np.asarray(y_test, dtype=np.int64), list(names)),
-    )
-
-
-def _images(x_train, y_train, x_test, y_test) -> tuple[Data, Data]:  # type: ignore[no-untyped-def]
-    names = list(DIGIT_LABELS)
-    return ImageSet(x_train, y_train, names), ImageSet(x_test, y_test, list(names))
-
-
-BUILTIN_DATASETS: dict[str, Builtin] = {
-    b.name: b
-    for b in (
-        Builtin(
-            "tinyshakespeare",
-            "text",
-            "Tiny Shakespeare, 1.1 M characters; first 90 % train, last 10 % validation.",
-            lambda d: (Path(d) / "tinyshakespeare.txt").is_file(),
-            _shakespeare,
-        ),
-        Builtin(
-            "sentiment",
-            "labelled-text",
-            "UCI sentiment sentences (amazon, imdb, yelp), 2,400 train / 600 test.",
-            lambda d: all((Path(d) / "sentiment" / f).is_file() for f in SENTIMENT_FILES),
-            _sentiment,
-        ),
-        Builtin(
-            "mnist",
-            "images",
-            "MNIST t10k, 28x28 digits; images 0-7,999 train, 8,000-9,999 held out.",
-            lambda d: all((Path(d) / "mnist" / f).is_file() for f in (IMAGES_FILE, LABELS_FILE)),
-            lambda d: _images(*load_mnist(d)),
-        ),
-        Builtin(
-            "digits",
-            "images",
-            "scikit-learn 8x8 digits (1,797); stratified 80/20 split, random_state=0.",
-            lambda d: True,
-            lambda d: _images(*load_digits_split()),
-        ),
-    )
-}
-
-
-def load_split(
-    format: str,
-    path: Path | None,
-    name: str,
-    data_dir: Path,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-) -> tuple[Data, Data]:
-    """(train, test) for a dataset record: the trainer's one entry point.
-
-    `format` is the record's format; `"builtin"` loads built-in `name` from `data_dir` with
-    its official split (`test_fraction` and `seed` are then ignored). Any other format parses
-    the stored file at `path` and splits it with `split(data, test_fraction, seed)`.
-    """
-    if format == "builtin":
-        builtin = BUILTIN_DATASETS.get(name)
-        if builtin is None:
-            raise DatasetError(f"unknown built-in dataset {name!r}")
-        if not builtin.available(data_dir):
-            raise DatasetError(f"built-in dataset {name!r} has no data under {data_dir}")
-        return builtin.load(data_dir)
-    if path is None:
-        raise DatasetError(f"dataset {name!r} has no stored file")
-    return split(load_file(path, format), test_fraction, seed)

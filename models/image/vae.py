@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.imagegen import ImageGenerator
+from models.image.generator import ImageGenerator
 
 
 @dataclass
@@ -166,5 +166,5 @@ class VAEImageGenerator(ImageGenerator):
     config_class = VAEConfig
     module_class = VAE
 
-    def decode_latents(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return torch.sigmoid(self.model.decode(z, labels)).squeeze(1)  # (N, H, W)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from models.imagegen import ImageGenerator
+from models.image.generator import ImageGenerator
 
 
 @dataclass
@@ -132,5 +132,5 @@ class GANImageGenerator(ImageGenerator):
     config_class = GANConfig
     module_class = Generator
 
-    def decode_latents(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return ((self.model(z, labels) + 1) / 2).squeeze(1)  # [-1, 1] -> [0, 1], (N, H, W)

@@ -1,6 +1,6 @@
 """Train the default text models on tinyshakespeare and write their artifacts and cards.
 
-    python -m models.build_text shakespeare-gpt [--max-seconds 4200] [--device auto]
+    python -m models.build shakespeare-gpt [--max-seconds 4200] [--device auto]
 
 Training checkpoints under --work (default var/train/<name>) and resumes from there, so a
 stopped run picks up where it left off. The card's validation loss is measured in full
@@ -9,20 +9,17 @@ precision over every validation character, in non-overlapping windows of the blo
 
 import argparse
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from models.data import load_shakespeare
-from models.gpt import GPT, GPTConfig
-from models.hooks import TrainHooks
-from models.tokenizer import CharTokenizer
-from models.train_lm import TrainConfig, full_validation_loss, train
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("GENSERVE_DATA_DIR", REPO.parent / "shared" / "data"))
+from models.build import work_dir
+from models.data.builtin import load_shakespeare
+from models.text.gpt import GPT, GPTConfig
+from models.text.tokenizer import CharTokenizer
+from models.training.hooks import TrainHooks
+from models.training.lm import TrainConfig, full_validation_loss, train
 
 
 def train_shakespeare_gpt(
@@ -61,28 +58,19 @@ def train_shakespeare_gpt(
     return model, tok, result, cfg
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["shakespeare-gpt"])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=REPO / "models" / "pretrained")
-    parser.add_argument("--work", type=Path, default=None)
-    parser.add_argument("--max-seconds", type=float, default=3600)
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+def build_gpt(name: str, args: argparse.Namespace, device: torch.device) -> None:
+    max_seconds = 3600 if args.max_seconds is None else args.max_seconds
+    seed = 1337 if args.seed is None else args.seed
+    model, tok, result, cfg = train_shakespeare_gpt(
+        args.data_dir, work_dir(args, name), device, max_seconds, seed
     )
-    work = args.work or REPO / "var" / "train" / args.model
-    model, tok, result, cfg = train_shakespeare_gpt(args.data_dir, work, device, args.max_seconds)
     _, val_text = load_shakespeare(args.data_dir)
     val_ids = torch.tensor(tok.encode(val_text), dtype=torch.long)
     val_loss = full_validation_loss(model, val_ids, model.config.block_size, device)
-    print(f"{args.model}: full validation loss {val_loss:.4f} nats/char", flush=True)
+    print(f"{name}: full validation loss {val_loss:.4f} nats/char", flush=True)
     # Training seconds across resumes, as the checkpoints recorded them.
     seconds = result.get("seconds", 0.0)
-    save_text_model(args.out / args.model, args.model, "text-gpt", model, tok, val_loss, result,
-                    cfg, seconds)  # fmt: skip
+    save_text_model(args.out / name, name, "text-gpt", model, tok, val_loss, result, cfg, seconds)
 
 
 def save_text_model(
@@ -126,10 +114,7 @@ distinct; public domain). Split: first 90 % train, last 10 % validation.
 - **Training**: {result.get("step")} steps of {cfg.batch_size} x {cfg.block_size} characters,
   AdamW, warm-up + cosine decay, {seconds / 60:.0f} minutes.
 
-Reproduce: `python -m models.build_text {name}`; re-measure: `python bench/text_quality.py`.
+Reproduce: `python -m models.build {name}`; re-measure: `python bench/text_quality.py`.
 """
     save_artifact(path, config, module=model, card=card)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Train the default MNIST image generators and write their artifacts and cards.
 
-    python -m models.build_images {mnist-cvae,mnist-cgan,mnist-vae,mnist-gan}
+    python -m models.build {mnist-cvae,mnist-cgan,mnist-vae,mnist-gan}
         [--max-seconds N] [--epochs N] [--device auto] [--fresh]
 
 Data: the MNIST t10k files under ../shared/data (or GENSERVE_DATA_DIR); images 0-7,999 train,
@@ -13,10 +13,7 @@ adds them to each card.
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +21,13 @@ from typing import Any
 import torch
 
 from models.artifacts import save_artifact
-from models.gan import Discriminator, GANConfig, Generator
-from models.hooks import TrainHooks
-from models.mnist import load_mnist
-from models.train_image import GANTrainConfig, VAETrainConfig, train_gan, train_vae
-from models.vae import VAE, VAEConfig, held_out_negative_elbo
+from models.build import environment, work_dir
+from models.data.idx import load_mnist
+from models.image.gan import Discriminator, GANConfig, Generator
+from models.image.vae import VAE, VAEConfig, held_out_negative_elbo
+from models.training.hooks import TrainHooks
+from models.training.image import GANTrainConfig, VAETrainConfig, train_gan, train_vae
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("GENSERVE_DATA_DIR", REPO.parent / "shared" / "data"))
 SPLIT = "MNIST t10k: images 0-7,999 train, 8,000-9,999 held out (never trained on)"
 
 
@@ -72,17 +68,14 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def build(name: str, args: argparse.Namespace) -> Path:
+def build(name: str, args: argparse.Namespace, device: torch.device) -> Path:
     recipe = RECIPES[name]
     train_cfg = recipe.train
     if args.max_seconds is not None:
         train_cfg.max_seconds = args.max_seconds
     if args.epochs is not None:
         train_cfg.epochs = args.epochs
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
-    work = args.work or REPO / "var" / "train" / name
+    work = work_dir(args, name)
     if args.fresh and work.exists():
         shutil.rmtree(work)
     x_train, y_train, x_held, y_held = load_mnist(args.data_dir)
@@ -131,7 +124,7 @@ def build(name: str, args: argparse.Namespace) -> Path:
             "steps": result.get("steps"),
             "seconds": result.get("seconds"),
             "device": device.type,
-            "environment": {"python": platform.python_version(), "torch": torch.__version__},
+            "environment": environment("torch"),
         },
     }
     path = args.out / name
@@ -184,7 +177,7 @@ def card(config: dict[str, Any], module: torch.nn.Module) -> str:
 
 {config["description"]}
 
-- **Interface**: `models.imagegen.load_image_generator(path).generate(z, labels)` with
+- **Interface**: `models.artifacts.load_artifact(path).generate(z, labels)` with
   z float32 (N, {config["latent_dim"]}) ~ N(0, I) -> float32 (N, 28, 28) in [0, 1], ink = 1.
   {cond}
 - **Model**: {model} {params / 1e6:.2f} M parameters; config
@@ -197,27 +190,7 @@ def card(config: dict[str, Any], module: torch.nn.Module) -> str:
 Reproduce:
 
 ```
-python -m models.build_images {name}
+python -m models.build {name}
 python bench/image_quality.py
 ```
 """
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=sorted(RECIPES))
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=REPO / "models" / "pretrained")
-    parser.add_argument("--work", type=Path, default=None, help="checkpoints (var/train/<name>)")
-    parser.add_argument("--max-seconds", type=float, default=None, help="training time limit")
-    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--fresh", action="store_true", help="ignore and delete checkpoints")
-    args = parser.parse_args()
-    t0 = time.perf_counter()
-    build(args.model, args)
-    print(f"{args.model}: done in {time.perf_counter() - t0:.0f} s", flush=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -30,9 +30,9 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load as load_safetensors
 
-from models.checksum import WEIGHTS_FILE, ArtifactError
-from models.lm import LanguageModel
-from models.tokenizer import CharTokenizer
+from models.artifacts import WEIGHTS_FILE, ArtifactError
+from models.text.lm import LanguageModel
+from models.text.tokenizer import CharTokenizer
 
 
 @dataclass

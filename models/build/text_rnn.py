@@ -1,10 +1,10 @@
 """Train the recurrent and n-gram text models on tinyshakespeare; write their artifacts and cards.
 
-    python -m models.build_text_rnn shakespeare-lstm [--max-seconds 900] [--threads 1]
-    python -m models.build_text_rnn shakespeare-gru [--max-seconds 900] [--threads 1]
-    python -m models.build_text_rnn shakespeare-ngram [--order 7]
+    python -m models.build shakespeare-lstm [--max-seconds 900] [--threads 1]
+    python -m models.build shakespeare-gru [--max-seconds 900] [--threads 1]
+    python -m models.build shakespeare-ngram [--order 7]
 
-The RNNs train with the shared loop in models/train_lm.py, checkpointing under --work (default
+The RNNs train with the shared loop in models/training/lm.py, checkpointing under --work (default
 var/train/<name>) and resuming from there. Their card's validation loss reads the whole
 validation text as one stream, state carried across, as a generation slot would; the loss in
 non-overlapping 256-character windows from a zero state (the GPT's measure) is recorded too.
@@ -14,30 +14,23 @@ against each other (8x faster for an LSTM at batch 64 on 2 busy cores).
 
 import argparse
 import json
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from models.artifacts import save_artifact
-from models.build_text import DEFAULT_DATA, REPO
-from models.data import load_shakespeare
-from models.hooks import TrainHooks
-from models.ngram import NGramConfig, NGramModel
-from models.rnn import RNNConfig, RNNModel, stream_validation_loss
-from models.tokenizer import CharTokenizer
-from models.train_lm import TrainConfig, full_validation_loss, train
+from models.build import environment, work_dir
+from models.data.builtin import load_shakespeare
+from models.text.ngram import NGramConfig, NGramModel
+from models.text.rnn import RNNConfig, RNNModel, stream_validation_loss
+from models.text.tokenizer import CharTokenizer
+from models.training.hooks import TrainHooks
+from models.training.lm import TrainConfig, full_validation_loss, train
 
 SPLIT = "first 90% of characters train, last 10% validation"
 NGRAM_ORDERS = range(3, 10)  # orders compared for the card; the artifact keeps --order
-
-
-def environment() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    return {**versions, "numpy": np.__version__}
 
 
 def shakespeare_ids(data_dir: Path) -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
@@ -51,7 +44,7 @@ def shakespeare_ids(data_dir: Path) -> tuple[CharTokenizer, torch.Tensor, torch.
 
 def text_config(name: str, kind: str, description: str, tok: CharTokenizer, model_args: dict,
                 metrics: dict, training: dict) -> dict:  # fmt: skip
-    """config.json in the layout of models/build_text.py's save_text_model."""
+    """config.json in the layout of models/build/text.py's save_text_model."""
     return {
         "name": name,
         "kind": kind,
@@ -105,11 +98,14 @@ def train_shakespeare_rnn(
     return model, tok, result, cfg
 
 
-def build_rnn(name: str, cell: str, args: argparse.Namespace, device: torch.device) -> None:
+def build_rnn(name: str, args: argparse.Namespace, device: torch.device) -> None:
+    cell = name.removeprefix("shakespeare-")
+    max_seconds = 900 if args.max_seconds is None else args.max_seconds
+    seed = 1337 if args.seed is None else args.seed
     t0 = time.perf_counter()
-    work = args.work or REPO / "var" / "train" / name
+    work = work_dir(args, name)
     model, tok, result, cfg = train_shakespeare_rnn(
-        cell, args.data_dir, work, device, args.max_seconds, args.seed
+        cell, args.data_dir, work, device, max_seconds, seed
     )
     seconds = result.get("seconds") or time.perf_counter() - t0  # counts time before a resume
     _, _, val_ids = shakespeare_ids(args.data_dir)
@@ -134,7 +130,7 @@ def build_rnn(name: str, cell: str, args: argparse.Namespace, device: torch.devi
             "seconds": round(seconds, 1),
             "device": device.type,
             "threads": torch.get_num_threads(),
-            "environment": environment(),
+            "environment": environment("torch", "numpy"),
         },
     )
     state = "(h, c)" if cell == "lstm" else "h"
@@ -143,7 +139,7 @@ def build_rnn(name: str, cell: str, args: argparse.Namespace, device: torch.devi
 Character-level {cell.upper()} language model trained on tiny Shakespeare (1,115,394
 characters, 65 distinct; public domain). Split: {SPLIT}.
 
-- **Model**: `RNNModel` (models/rnn.py): {model.config.n_embd}-wide character embedding,
+- **Model**: `RNNModel` (models/text/rnn.py): {model.config.n_embd}-wide character embedding,
   {model.config.n_layer} x {cell.upper()} of {model.config.hidden} units, linear head;
   {model.num_params() / 1e6:.2f} M parameters. Config `{json.dumps(asdict(model.config))}`.
 - **Validation loss**: **{val_loss:.4f} nats/char** over all {len(val_ids):,} validation
@@ -159,7 +155,7 @@ characters, 65 distinct; public domain). Split: {SPLIT}.
 Reproduce:
 
 ```
-python -m models.build_text_rnn {name} --max-seconds {args.max_seconds:g} --threads 1
+python -m models.build {name} --max-seconds {args.max_seconds:g} --threads 1
 python bench/text_quality.py
 ```
 """
@@ -169,7 +165,7 @@ python bench/text_quality.py
 # -- n-gram ----------------------------------------------------------------------------------
 
 
-def build_ngram(name: str, args: argparse.Namespace) -> None:
+def build_ngram(name: str, args: argparse.Namespace, device: torch.device) -> None:
     tok, train_ids, val_ids = shakespeare_ids(args.data_dir)
     x, y, pad = train_ids.numpy(), val_ids.numpy(), tok.stoi["\n"]
     sweep = {}
@@ -197,7 +193,7 @@ def build_ngram(name: str, args: argparse.Namespace) -> None:
             "distinct_ngrams": grams,
             "val_loss_by_order": sweep,
             "seconds": round(seconds, 2),
-            "environment": environment(),
+            "environment": environment("torch", "numpy"),
         },
     )
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sweep.items())
@@ -206,7 +202,7 @@ def build_ngram(name: str, args: argparse.Namespace) -> None:
 Character {args.order}-gram language model of tiny Shakespeare (1,115,394 characters, 65
 distinct; public domain). Split: {SPLIT}.
 
-- **Model**: `NGramModel` (models/ngram.py): counts of every 1- to {args.order}-gram of the
+- **Model**: `NGramModel` (models/text/ngram.py): counts of every 1- to {args.order}-gram of the
   training text, interpolated modified Kneser-Ney smoothing (Chen & Goodman 1998, three
   discounts per order from counts of counts), backing off to a uniform distribution so every
   character keeps a nonzero probability. {sum(grams):,} distinct n-grams stored as integer
@@ -225,36 +221,8 @@ distinct; public domain). Split: {SPLIT}.
 Reproduce:
 
 ```
-python -m models.build_text_rnn {name} --order {args.order}
+python -m models.build {name} --order {args.order}
 python bench/text_quality.py
 ```
 """
     save_artifact(args.out / name, config, module=model, card=card)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    names = ["shakespeare-lstm", "shakespeare-gru", "shakespeare-ngram"]
-    parser.add_argument("model", choices=names)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=REPO / "models" / "pretrained")
-    parser.add_argument("--work", type=Path, default=None, help="checkpoints (var/train/<model>)")
-    parser.add_argument("--max-seconds", type=float, default=900)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--order", type=int, default=7, help="n-gram order")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
-    if args.model == "shakespeare-ngram":
-        build_ngram(args.model, args)
-    else:
-        build_rnn(args.model, args.model.removeprefix("shakespeare-"), args, device)
-
-
-if __name__ == "__main__":
-    main()

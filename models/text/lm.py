@@ -1,0 +1,39 @@
+"""The one interface every language model offers the generation engine.
+
+A model keeps per-sequence state in numbered slots (a KV cache for the GPT, hidden states for
+the RNNs, the recent history for the n-gram), so that sequences can join and leave a running
+batch between decoding steps: `prefill` starts a sequence in a slot, `decode` advances many
+slots by one token each in a single batched call, `release` frees a slot.
+"""
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from models.text.tokenizer import CharTokenizer
+
+
+class LanguageModel(ABC):
+    tokenizer: CharTokenizer
+    name: str = ""
+    needs_prompt: bool = False  # True when the model cannot start from an empty context
+
+    @abstractmethod
+    def allocate(self, slots: int) -> None:
+        """Reserves state for `slots` concurrent sequences; drops any previous state."""
+
+    @abstractmethod
+    def prefill(self, slot: int, ids: list[int]) -> torch.Tensor:
+        """Starts a sequence in `slot` from prompt `ids`; returns next-token logits (vocab,)."""
+
+    @abstractmethod
+    def decode(self, slots: list[int], ids: list[int]) -> torch.Tensor:
+        """Appends ids[i] to the sequence in slots[i]; returns next-token logits (B, vocab)."""
+
+    def release(self, slot: int) -> None:  # noqa: B027 - most models need no clean-up
+        """Frees `slot`; its state may be overwritten by the next prefill."""
+
+    @abstractmethod
+    def move(self, src: int, dst: int) -> None:
+        """Moves the sequence in slot `src` to the free slot `dst`, so that the running
+        sequences can stay in slots 0..B-1 and a batch reads its state without a gather."""
