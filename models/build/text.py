@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from models.build import work_dir
+from models.build import train_lm_printing, work_dir
 from models.data.builtin import load_shakespeare
 from models.text.gpt import GPT, GPTConfig
 from models.text.tokenizer import CharTokenizer
@@ -49,12 +49,7 @@ def train_shakespeare_gpt(
     )
     torch.manual_seed(seed)
     model = GPT(config)
-
-    def report(m: dict) -> None:
-        print(json.dumps(m), flush=True)
-
-    hooks = TrainHooks(on_epoch=report, work_dir=work)
-    result = train(model, train_ids, val_ids, cfg, device, hooks)
+    result = train_lm_printing(model, train_ids, val_ids, cfg, device, work)
     return model, tok, result, cfg
 
 

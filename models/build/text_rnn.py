@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from models.artifacts import save_artifact
-from models.build import environment, work_dir
+from models.build import train_lm_printing, environment, work_dir
 from models.data.builtin import load_shakespeare
 from models.text.ngram import NGramConfig, NGramModel
 from models.text.rnn import RNNConfig, RNNModel, stream_validation_loss
@@ -89,12 +89,7 @@ def train_shakespeare_rnn(
     )
     torch.manual_seed(seed)
     model = RNNModel(config)
-
-    def report(m: dict) -> None:
-        print(json.dumps(m), flush=True)
-
-    hooks = TrainHooks(on_epoch=report, work_dir=work)
-    result = train(model, train_ids, val_ids, cfg, device, hooks)
+    result = train_lm_printing(model, train_ids, val_ids, cfg, device, work)
     return model, tok, result, cfg
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.artifacts import ArtifactError
+from models.artifacts import ArtifactError, load_module
 
 
 class Classifier(ABC):
@@ -41,3 +41,18 @@ def artifact_labels(config: dict[str, Any], input: str) -> list[str]:
     if config.get("input") != input:
         raise ArtifactError(f"{config.get('kind')} needs input {input!r}")
     return labels
+
+
+def load_classifier_module(
+    config: dict[str, Any],
+    payload: dict[str, bytes],
+    input: str,
+    module_class: type,
+    config_class: type,
+) -> tuple[Any, list[str]]:
+    """A torch classifier's module and labels from its artifact, their counts checked."""
+    labels = artifact_labels(config, input)
+    module = load_module(module_class, config_class, config, payload)
+    if module.config.num_classes != len(labels):
+        raise ArtifactError(f"{len(labels)} labels for {module.config.num_classes} classes")
+    return module, labels

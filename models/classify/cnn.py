@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.artifacts import ArtifactError, load_module
-from models.classify.base import Classifier, artifact_labels
+from models.artifacts import ArtifactError
+from models.classify.base import Classifier, load_classifier_module
 
 
 @dataclass
@@ -111,10 +111,9 @@ class TorchImageClassifier(Classifier):
     def from_artifact(
         cls, config: dict, payload: dict[str, bytes], device: Any = "cpu"
     ) -> "TorchImageClassifier":
-        labels = artifact_labels(config, "image")
-        module = load_module(ImageCNN, ImageCNNConfig, config, payload)
-        if module.config.num_classes != len(labels):
-            raise ArtifactError(f"{len(labels)} labels for {module.config.num_classes} classes")
+        module, labels = load_classifier_module(
+            config, payload, cls.input, ImageCNN, ImageCNNConfig
+        )
         image_size = config.get("image_size")
         if image_size is None or tuple(image_size) != tuple(module.config.image_size):
             raise ArtifactError(f"image_size {image_size} != model_args {module.config.image_size}")

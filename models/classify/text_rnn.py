@@ -17,8 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from models.artifacts import CONFIG_FILE, ArtifactError, load_module
-from models.classify.base import Classifier, artifact_labels
+from models.artifacts import CONFIG_FILE, ArtifactError
+from models.classify.base import Classifier, load_classifier_module
 
 PAD, UNK = 0, 1  # ids of <pad> and <unk> in every TextVocab
 WORD_PATTERN = re.compile(r"\w+|[^\w\s]")  # words and single punctuation marks: "!" is signal
@@ -188,10 +188,7 @@ class TorchTextClassifier(Classifier):
     def from_artifact(
         cls, config: dict, payload: dict[str, bytes], device: Any = "cpu"
     ) -> "TorchTextClassifier":
-        labels = artifact_labels(config, "text")
-        module = load_module(TextRNN, TextRNNConfig, config, payload)
-        if module.config.num_classes != len(labels):
-            raise ArtifactError(f"{len(labels)} labels for {module.config.num_classes} classes")
+        module, labels = load_classifier_module(config, payload, cls.input, TextRNN, TextRNNConfig)
         try:
             vocab = TextVocab.from_config(config.get("tokenizer"))  # type: ignore[arg-type]
         except (KeyError, TypeError, ValueError) as e:

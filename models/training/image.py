@@ -51,6 +51,14 @@ class GANTrainConfig:
     seed: int = 0
 
 
+def _step(opt: torch.optim.Optimizer, scaler: Any, loss: torch.Tensor) -> None:
+    """One optimizer step on `loss`, through the loss scaler (a no-op unless fp16)."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+
+
 def _end_epoch(
     state: dict[str, Any],
     started: float,
@@ -251,10 +259,7 @@ def train_gan(
                 )
                 if k:
                     loss_d = loss_d + cfg.aux_weight * F.cross_entropy(cls_real.float(), y_real)
-            opt_d.zero_grad(set_to_none=True)
-            scaler.scale(loss_d).backward()
-            scaler.step(opt_d)
-            scaler.update()
+            _step(opt_d, scaler, loss_d)
 
             # generator: make D call the fakes real (and of the asked-for class)
             with autocast(device):
@@ -264,10 +269,7 @@ def train_gan(
                 )
                 if k:
                     loss_g = loss_g + cfg.aux_weight * F.cross_entropy(cls_fake.float(), y_fake)
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(loss_g).backward()
-            scaler.step(opt_g)
-            scaler.update()
+            _step(opt_g, scaler, loss_g)
             if ema is not None:  # average out the oscillation of adversarial training
                 for p_ema, p in zip(ema.parameters(), generator.parameters(), strict=True):
                     p_ema.lerp_(p.detach(), 1 - cfg.ema)
