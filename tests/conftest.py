@@ -82,3 +82,13 @@ def wait_until_ready(get, timeout: float = 90) -> None:  # type: ignore[no-untyp
             pass
         time.sleep(0.2)
     raise TimeoutError("the service did not become ready")
+
+
+@pytest.fixture
+def centroid_kind(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The small kind of tests/models/test_add_a_kind.py, in the registry for one test."""
+    from models.kinds import KINDS
+    from tests.models.test_add_a_kind import CENTROID
+
+    monkeypatch.setitem(KINDS, CENTROID.name, CENTROID)
+    return CENTROID

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from models.kinds import Kind
+
 
 def submit(client: TestClient, **body: object) -> tuple[int, dict]:
     response = client.post("/train", json=body)
@@ -101,3 +103,17 @@ def test_queued_job_lifecycle_listing_and_cancel(client: TestClient) -> None:
     assert client.post("/train/123456/cancel").status_code == 404
     assert client.get("/train/123456").status_code == 404
     assert client.get("/train", params={"status": "exploded"}).status_code == 422
+
+
+def test_a_new_kind_is_listed_and_validated(client: TestClient, centroid_kind: Kind) -> None:
+    """A row added to models/kinds.py is all the API needs (tests/models/test_add_a_kind.py)."""
+    kinds = {k["kind"]: k for k in client.get("/train/kinds").json()["data"]}
+    assert kinds["classify-centroid"]["task"] == "classification"
+    assert kinds["classify-centroid"]["dataset_kinds"] == ["images"]
+    shrink = {p["name"]: p for p in kinds["classify-centroid"]["params"]}["shrink"]
+    assert shrink["default"] == 0.0 and shrink["maximum"] == 1
+    status, body = submit(
+        client, kind="classify-centroid", dataset="digits", name="c", params={"shrink": 2}
+    )
+    assert status == 422
+    assert [d["loc"] for d in body["error"]["details"]] == [["params", "shrink"]]
