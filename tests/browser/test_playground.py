@@ -16,6 +16,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from app.main import create_app
+from app.routers.ui import CONTENT_SECURITY_POLICY, STATIC_DIR
 from tests.browser.conftest import Console, open_page
 from tests.conftest import make_settings
 from tests.e2e.server import Server
@@ -34,11 +35,20 @@ def test_page_and_assets_are_served_by_genserve(server: Server) -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert "http" not in page.text.replace("http-equiv", "")  # no CDN, no external font
-    asset = server.client.get("/static/app.js")
-    assert asset.status_code == 200 and "javascript" in asset.headers["content-type"]
+    assert '<script type="module" src="/static/js/main.js"></script>' in page.text
+    # Browsers refuse a module script served with a non-JavaScript type (text/javascript from
+    # /etc/mime.types, application/javascript from Python's own table: either will do).
+    modules = sorted(path.name for path in (STATIC_DIR / "js").glob("*.js"))
+    assert "main.js" in modules
+    for name in modules:
+        module = server.client.get(f"/static/js/{name}")
+        assert module.status_code == 200, name
+        assert "javascript" in module.headers["content-type"], name
+        assert module.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, name
+    asset = server.client.get("/static/js/main.js")
     assert asset.headers["cache-control"] == "no-cache" and asset.headers["etag"]
-    again = server.client.get("/static/app.js", headers={"If-None-Match": asset.headers["etag"]})
-    assert again.status_code == 304
+    etag = {"If-None-Match": asset.headers["etag"]}
+    assert server.client.get("/static/js/main.js", headers=etag).status_code == 304
     assert server.client.get("/ui").status_code == 200
     assert server.client.get("/static/missing.js").status_code == 404
     assert server.client.get("/static/%2e%2e/routers/ui.py").status_code == 404

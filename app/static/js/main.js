@@ -1,0 +1,55 @@
+// genserve playground: ES modules, no build step, nothing loaded from outside this server
+// (the Content-Security-Policy allows only 'self'). A module script runs once the page is
+// parsed, like a deferred one, so the elements below all exist.
+
+import { apiKey, setApiKey } from "./api.js";
+import {
+  classifyDigit,
+  classifyText,
+  clearDigit,
+  loadDigitFile,
+  setupDrawing,
+} from "./classify.js";
+import { $, guard, onSubmit, setStatus } from "./dom.js";
+import { generateImage } from "./image.js";
+import { loadModels, showVersion } from "./models.js";
+import { generateText, stopText } from "./text.js";
+import { loadTraining, showKind, submitJob } from "./train.js";
+
+function refreshAll() {
+  return Promise.all([guard(loadModels), guard(loadTraining)]);
+}
+
+function wire() {
+  $("#key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    setApiKey($("#key-input").value.trim());
+    setStatus("API key saved for this tab.");
+    refreshAll();
+  });
+  $("#key-clear").addEventListener("click", () => {
+    setApiKey("");
+    setStatus("API key cleared.");
+  });
+  $("#key-dialog-cancel").addEventListener("click", () => $("#key-dialog").close(""));
+  for (const select of document.querySelectorAll("select[data-task]")) {
+    select.addEventListener("change", () => showVersion(select));
+  }
+  onSubmit("#text-form", generateText, $("#text-stats"));
+  $("#text-stop").addEventListener("click", stopText);
+  onSubmit("#image-form", generateImage, $("#image-caption"));
+  const imageResult = $("#classify-image-result");
+  onSubmit("#classify-text-form", classifyText, $("#classify-text-result"));
+  onSubmit("#classify-image-form", classifyDigit, imageResult);
+  const digitFile = $("#digit-file");
+  digitFile.addEventListener("change", () => guard(() => loadDigitFile(digitFile), imageResult));
+  $("#digit-clear").addEventListener("click", clearDigit);
+  $("#train-kind").addEventListener("change", showKind);
+  onSubmit("#train-form", submitJob);
+  $("#models-refresh").addEventListener("click", () => guard(loadModels));
+  setupDrawing();
+}
+
+wire();
+$("#key-input").value = apiKey();
+refreshAll();
