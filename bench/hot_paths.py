@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.pool.continuous_batching import GenerationEngine
+from app.worker.continuous_batching import GenerationEngine
 from bench.common import DATA_DIR, REPO, machine
 from models.artifacts import load_artifact
 from models.data.builtin import load_sentiment

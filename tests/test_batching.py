@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.pool.batching import DynamicBatcher, Request
+from app.worker.batching import DynamicBatcher, Request
 
 
 def make(i: int, model: str = "m", rows: int = 1, at: float = 0.0) -> Request:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.pool.continuous_batching import GenerationEngine
+from app.worker.continuous_batching import GenerationEngine
 from models.artifacts import load_artifact
 from tests.tiny_models import make_tiny_gpt
 

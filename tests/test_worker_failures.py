@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from app.pool.base import InferenceFailed, OutOfMemory, worker_error
-from app.pool.batching import DynamicBatcher, Request
-from app.pool.worker import Worker
+from app.worker.batching import DynamicBatcher, Request
+from app.worker.loop import Worker
 
 
 class Outbox:

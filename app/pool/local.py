@@ -29,8 +29,8 @@ from app.pool.base import (
     restart_delay,
     worker_error,
 )
-from app.pool.worker import worker_main
 from app.settings import Settings
+from app.worker.loop import worker_main
 
 log = logging.getLogger("genserve.pool")
 _ctx = mp.get_context("spawn")  # never fork a process that may hold torch or CUDA state

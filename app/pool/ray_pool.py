@@ -1,6 +1,6 @@
 """Ray pool backend: one Ray actor per GPU (or CPU slot) of a Ray cluster.
 
-Each actor hosts the same `Worker` as a local worker process (app/pool/ray_worker.py), so
+Each actor hosts the same `Worker` as a local worker process (app/worker/ray_actor.py), so
 batching, generation and hot loads behave alike. This side keeps what the local pool keeps:
 per-model queue limits, least-loaded routing, timeouts and readiness. One supervisor task per
 slot starts its actor, marks it ready once its models are loaded, and replaces it when it dies.
@@ -32,8 +32,8 @@ from app.pool.base import (
     worker_error,
 )
 from app.pool.local import LoadFailed
-from app.pool.ray_worker import WorkerActor
 from app.settings import Settings
+from app.worker.ray_actor import WorkerActor
 
 log = logging.getLogger("genserve.pool")
 RemoteWorker = ray.remote(WorkerActor)

@@ -31,17 +31,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from app.pool.base import OOM_PREFIX, ModelSpec
-from app.pool.batching import DynamicBatcher, Request
+from app.worker.batching import DynamicBatcher, Request
 
 if TYPE_CHECKING:  # torch is imported only inside the worker process
-    from app.pool.continuous_batching import GenerationEngine
+    from app.worker.continuous_batching import GenerationEngine
 
 log = logging.getLogger("genserve.worker")
 
 
 class Outbox(Protocol):
     """Where a worker sends its messages: the result pipe of a local worker process, or the
-    Ray actor that hosts it (app/pool/ray_worker.py)."""
+    Ray actor that hosts it (app/worker/ray_actor.py)."""
 
     def send(self, message: Any, /) -> None: ...
 
@@ -125,8 +125,8 @@ class Worker:
 
     def build(self, spec: ModelSpec) -> Any:
         """Loads one model version (verifying its sha256) into what serves it."""
-        from app.pool.continuous_batching import GenerationEngine
-        from app.pool.runners import ClassifierRunner, ImageRunner
+        from app.worker.continuous_batching import GenerationEngine
+        from app.worker.executors import ClassifierExecutor, ImageExecutor
         from models.artifacts import load_artifact
 
         path = Path(spec.artifact_dir)
@@ -136,13 +136,13 @@ class Worker:
         if spec.task == "text-generation":
             return GenerationEngine(served, self.max_running)
         if spec.task == "image-generation":
-            return ImageRunner(served)
-        return ClassifierRunner(served)
+            return ImageExecutor(served)
+        return ClassifierExecutor(served)
 
     def install(self, spec: ModelSpec, served: Any) -> None:
         """Serves `served` as `spec.name` from now on. Sequences the old engine is generating
         finish on it: it keeps stepping until empty, then it is dropped."""
-        from app.pool.continuous_batching import GenerationEngine
+        from app.worker.continuous_batching import GenerationEngine
 
         if isinstance(served, GenerationEngine):
             old = self.engines.pop(spec.name, None)

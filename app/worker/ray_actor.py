@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.pool.base import Event, ModelSpec
-from app.pool.batching import DynamicBatcher
-from app.pool.worker import Worker
+from app.worker.batching import DynamicBatcher
+from app.worker.loop import Worker
 
 log = logging.getLogger("genserve.worker")
 

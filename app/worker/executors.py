@@ -1,5 +1,5 @@
-"""What a worker does with one dynamic batch, per task: one forward pass for all requests,
-split back per request. Imported only inside worker processes (it pulls in torch)."""
+"""Executors: what a worker does with one dynamic batch, per task: one forward pass for all
+requests, split back per request. Imported only inside worker processes (it pulls in torch)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.pool.batching import Request
+from app.worker.batching import Request
 
 
 def split_rows(values: np.ndarray, batch: list[Request]) -> list[np.ndarray]:
@@ -19,7 +19,7 @@ def split_rows(values: np.ndarray, batch: list[Request]) -> list[np.ndarray]:
     return out
 
 
-class ClassifierRunner:
+class ClassifierExecutor:
     """Texts (lists of str) or images ((N, H, W) arrays) -> class probabilities per row."""
 
     def __init__(self, classifier: Any) -> None:
@@ -35,7 +35,7 @@ class ClassifierRunner:
         return split_rows(probs, batch)
 
 
-class ImageRunner:
+class ImageExecutor:
     """{seed, label, truncation} requests -> (labels, uint8 images (n, H, W)) per request.
 
     Each request draws its latents (and labels, when none is asked for) from its own seeded
