@@ -1,4 +1,5 @@
-"""Every state change of a training job, each one a single transaction.
+"""Every state change of a training job (the one writer of `training_jobs` and its metric
+history), each one a single transaction.
 
 The database is the only channel between the API and the runners: a job is claimed with a
 conditional UPDATE (plus SELECT ... FOR UPDATE SKIP LOCKED on PostgreSQL), kept alive by
@@ -18,8 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import Database
+from app.services import versions
 from app.settings import Settings
-from app.tables import JobMetric, Model, ModelVersion, TrainingJob
+from app.tables import JobMetric, TrainingJob
 
 log = logging.getLogger("genserve.jobs")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -42,6 +44,43 @@ class JobLost(Exception):
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def add_job(
+    session: Session,
+    kind: str,
+    name: str,
+    dataset_id: int,
+    params: dict[str, Any],
+    activate: bool,
+) -> TrainingJob:
+    """Queues a job inside the caller's session, so its admission checks share the transaction."""
+    job = TrainingJob(
+        kind=kind,
+        name=name,
+        dataset_id=dataset_id,
+        params=params,
+        activate=activate,
+        status="queued",
+        progress=0.0,
+        metrics={},
+        attempts=0,
+        cancel_requested=False,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _set(session: Session, *where: ColumnElement[bool], **values: Any) -> int:
+    """One conditional UPDATE of training_jobs; the number of rows it changed."""
+    result = session.execute(
+        update(TrainingJob)
+        .where(*where)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
 
 
 class JobStore:
@@ -70,19 +109,17 @@ class JobStore:
             if job_id is None:
                 return None
             at = now()
-            claimed = session.execute(
-                update(TrainingJob)
-                .where(TrainingJob.id == job_id, claimable)
-                .values(
-                    status="running",
-                    runner_id=runner_id,
-                    heartbeat_at=at,
-                    attempts=TrainingJob.attempts + 1,
-                    started_at=func.coalesce(TrainingJob.started_at, at),
-                )
-                .execution_options(synchronize_session=False)
+            claimed = _set(
+                session,
+                TrainingJob.id == job_id,
+                claimable,
+                status="running",
+                runner_id=runner_id,
+                heartbeat_at=at,
+                attempts=TrainingJob.attempts + 1,
+                started_at=func.coalesce(TrainingJob.started_at, at),
             )
-            if claimed.rowcount != 1:
+            if claimed != 1:
                 return None  # another runner won the race
             job = session.get(TrainingJob, job_id, populate_existing=True)
             assert job is not None
@@ -107,17 +144,14 @@ class JobStore:
     ) -> bool:
         """Records liveness, progress and new history rows; True if a cancel was asked for."""
         with self.db.session() as session:
-            result = session.execute(
-                update(TrainingJob)
-                .where(
-                    TrainingJob.id == job_id,
-                    TrainingJob.runner_id == runner_id,
-                    TrainingJob.status == "running",
-                )
-                .values(heartbeat_at=now(), progress=progress, metrics=metrics)
-                .execution_options(synchronize_session=False)
+            beat = _set(
+                session,
+                *self._held(job_id, runner_id),
+                heartbeat_at=now(),
+                progress=progress,
+                metrics=metrics,
             )
-            if result.rowcount != 1:
+            if beat != 1:
                 raise JobLost(f"job {job_id} is no longer held by {runner_id}")
             session.add_all(JobMetric(job_id=job_id, step=s, values=v) for s, v in rows)
             return bool(
@@ -125,15 +159,9 @@ class JobStore:
             )
 
     def _update(self, *where: ColumnElement[bool], **values: Any) -> int:
-        """One conditional UPDATE of training_jobs in its own transaction; rows changed."""
+        """`_set` in its own transaction."""
         with self.db.session() as session:
-            result = session.execute(
-                update(TrainingJob)
-                .where(*where)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            return result.rowcount
+            return _set(session, *where, **values)
 
     def _held(self, job_id: int, runner_id: str) -> tuple[ColumnElement[bool], ...]:
         return (
@@ -142,7 +170,27 @@ class JobStore:
             TrainingJob.status == "running",
         )
 
+    def cancel(self, job_id: int) -> str | None:
+        """A queued job is cancelled now; a running one is flagged, and its runner stops at
+        the next heartbeat. Returns the status the job had (None: no such job); a finished
+        job is left as it is."""
+        with self.db.session() as session:
+            job = TrainingJob.id == job_id
+            if _set(
+                session,
+                job,
+                TrainingJob.status == "queued",
+                status="cancelled",
+                error="cancelled by request",
+                finished_at=now(),
+            ):
+                return "queued"
+            if _set(session, job, TrainingJob.status == "running", cancel_requested=True):
+                return "running"
+            return session.scalar(select(TrainingJob.status).where(job))
+
     def finish(self, job_id: int, runner_id: str, status: str, error: str | None = None) -> None:
+        """Ends a held job as cancelled or failed; success goes through `complete`."""
         self._update(*self._held(job_id, runner_id), status=status, error=error, finished_at=now())
 
     def release(self, job_id: int, runner_id: str) -> None:
@@ -194,43 +242,19 @@ class JobStore:
         job = session.get(TrainingJob, job_id, with_for_update=True, populate_existing=True)
         if job is None or job.runner_id != runner_id or job.status != "running":
             raise JobLost(f"job {job_id} is no longer held by {runner_id}")
-        model = session.scalar(select(Model).where(Model.name == job.name))
-        if model is None:
-            model = Model(
-                name=job.name, task=new.task, description=new.config.get("description", "")
-            )
-            session.add(model)
-            session.flush()
-        elif model.task != new.task:
-            raise ValueError(f"model {job.name!r} is a {model.task} model, not {new.task}")
-        latest = session.scalar(
-            select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
-        )
-        version = ModelVersion(
-            model_id=model.id,
-            version=(latest or 0) + 1,
+        version = versions.register_trained(
+            session,
+            name=job.name,
+            task=new.task,
             kind=job.kind,
             artifact_path=new.artifact_path,
             sha256=new.sha256,
-            size_bytes=new.size,
+            size=new.size,
             params=job.params,
-            metrics=new.config.get("metrics", {}),
             config=new.config,
             dataset_id=job.dataset_id,
-            source="trained",
-            is_active=False,
+            activate=job.activate,
         )
-        session.add(version)
-        session.flush()
-        if job.activate:
-            session.execute(
-                update(ModelVersion)
-                .where(ModelVersion.model_id == model.id, ModelVersion.is_active)
-                .values(is_active=False)
-                .execution_options(synchronize_session=False)
-            )
-            session.flush()
-            version.is_active = True
         session.add_all(JobMetric(job_id=job_id, step=s, values=v) for s, v in rows)
         job.status, job.progress, job.finished_at = "succeeded", 1.0, now()
         job.model_version_id = version.id

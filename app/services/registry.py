@@ -1,7 +1,7 @@
 """The model registry: which models and versions exist, and which version each one serves.
 
 The database is the source of truth; the API keeps the active specs in memory so that the
-request path never queries it.
+request path never queries it. Rows are written through app.services.versions only.
 """
 
 from __future__ import annotations
@@ -11,18 +11,19 @@ import json
 import logging
 from pathlib import Path
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from app.db import Database
 from app.errors import AppError, BadRequest, NotFound
 from app.pool.base import ModelSpec, WorkerPool
+from app.services import versions
+from app.services.versions import BUILTIN_PREFIX
 from app.settings import Settings
 from app.tables import Model, ModelVersion
 from models.artifacts import CONFIG_FILE, artifact_digest
 
 log = logging.getLogger("genserve.registry")
-BUILTIN_PREFIX = "builtin:"
 TASK_NOUNS = {
     "classification": "a classifier",
     "text-generation": "a text generator",
@@ -60,50 +61,9 @@ class ModelRegistry:
             config = json.loads((directory / CONFIG_FILE).read_text())
             sha256, size = artifact_digest(directory)
             with self.db.session() as session:
-                if self._register_builtin(session, directory.name, config, sha256, size):
+                if versions.register_builtin(session, directory.name, config, sha256, size):
                     registered.append(config.get("name", directory.name))
         return registered
-
-    def _register_builtin(
-        self, session: Session, dirname: str, config: dict, sha256: str, size: int
-    ) -> bool:
-        name = config.get("name", dirname)
-        model = session.scalar(
-            select(Model).where(Model.name == name).options(selectinload(Model.versions))
-        )
-        if model is None:
-            model = Model(
-                name=name,
-                task=config.get("task", "classification"),
-                description=config.get("description", ""),
-            )
-            session.add(model)
-            session.flush()
-        if any(v.sha256 == sha256 and v.source == "builtin" for v in model.versions):
-            return False
-        active = next((v for v in model.versions if v.is_active), None)
-        version = ModelVersion(
-            model_id=model.id,
-            version=max((v.version for v in model.versions), default=0) + 1,
-            kind=config["kind"],
-            artifact_path=BUILTIN_PREFIX + dirname,
-            sha256=sha256,
-            size_bytes=size,
-            params=config.get("training", {}).get("params", {}),
-            metrics=config.get("metrics", {}),
-            config=config,
-            source="builtin",
-            is_active=False,
-        )
-        session.add(version)
-        # A retrained default replaces the old default, never a version a user activated.
-        if active is None or active.source == "builtin":
-            if active is not None:
-                active.is_active = False
-                session.flush()
-            version.is_active = True
-        log.info("registered builtin %s v%d (%s)", name, version.version, sha256[:12])
-        return True
 
     def _spec(self, model: Model, version: ModelVersion) -> ModelSpec:
         return ModelSpec(
@@ -174,21 +134,8 @@ class ModelRegistry:
 
     def _set_active(self, name: str, version: int) -> None:
         with self.db.session() as session:
-            model = session.scalar(select(Model).where(Model.name == name).with_for_update())
-            if model is None:
+            if not versions.set_active(session, name, version):
                 raise NotFound(f"unknown model {name!r}")
-            session.execute(
-                update(ModelVersion)
-                .where(ModelVersion.model_id == model.id, ModelVersion.is_active)
-                .values(is_active=False)
-                .execution_options(synchronize_session=False)
-            )
-            session.execute(
-                update(ModelVersion)
-                .where(ModelVersion.model_id == model.id, ModelVersion.version == version)
-                .values(is_active=True)
-                .execution_options(synchronize_session=False)
-            )
 
     async def sync(self, pool: WorkerPool) -> list[str]:
         """Serves what the database says is active (a job runner or another replica may have

@@ -3,6 +3,7 @@
 Everything a job could be refused for is checked here, so that a queued job fails only for
 reasons nobody could know in advance. Parameter schemas are pydantic models built from the
 dataclasses in models/training/trainers.py: one source for names, defaults and bounds.
+Job rows are written by app.jobs.store only; this module decides what may be written.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from app.db import Database
 from app.errors import Conflict, InvalidInput, NotFound, Overloaded
-from app.jobs.store import now
+from app.jobs.store import JobStore, add_job
 from app.schemas.train import (
     JobDetail,
     JobMetricPublic,
@@ -125,6 +126,7 @@ class TrainingService:
         self.db = db
         self.datasets = datasets
         self.settings = settings
+        self.jobs = JobStore(db, settings)  # every write to training_jobs goes through it
 
     def kinds(self) -> list[KindPublic]:
         return [kind_public(k) for k in KINDS.values()]
@@ -154,20 +156,7 @@ class TrainingService:
                     f"model {request.name!r} is a {model.task} model; {kind.name} makes "
                     f"{kind.task} models: choose another name"
                 )
-            job = TrainingJob(
-                kind=kind.name,
-                name=request.name,
-                dataset_id=dataset.id,
-                params=params,
-                activate=request.activate,
-                status="queued",
-                progress=0.0,
-                metrics={},
-                attempts=0,
-                cancel_requested=False,
-            )
-            session.add(job)
-            session.flush()
+            job = add_job(session, kind.name, request.name, dataset.id, params, request.activate)
             return job_public(job, None)
 
     @staticmethod
@@ -254,25 +243,9 @@ class TrainingService:
 
     def cancel(self, job_id: int) -> JobDetail:
         """A queued job is cancelled now; a running one at its runner's next step."""
-        with self.db.session() as session:
-            queued = session.execute(
-                update(TrainingJob)
-                .where(TrainingJob.id == job_id, TrainingJob.status == "queued")
-                .values(status="cancelled", error="cancelled by request", finished_at=now())
-                .execution_options(synchronize_session=False)
-            )
-            if not queued.rowcount:
-                running = session.execute(
-                    update(TrainingJob)
-                    .where(TrainingJob.id == job_id, TrainingJob.status == "running")
-                    .values(cancel_requested=True)
-                    .execution_options(synchronize_session=False)
-                )
-                if not running.rowcount:
-                    status = session.scalar(
-                        select(TrainingJob.status).where(TrainingJob.id == job_id)
-                    )
-                    if status is None:
-                        raise NotFound(f"no training job {job_id}")
-                    raise Conflict(f"job {job_id} is already {status}")
+        status = self.jobs.cancel(job_id)
+        if status is None:
+            raise NotFound(f"no training job {job_id}")
+        if status not in ("queued", "running"):
+            raise Conflict(f"job {job_id} is already {status}")
         return self.get(job_id)
