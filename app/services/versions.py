@@ -65,6 +65,7 @@ def register_builtin(
 
 def register_trained(
     session: Session,
+    *,
     name: str,
     task: str,
     kind: str,

@@ -1,5 +1,5 @@
 """The job store on SQLite and PostgreSQL: exclusive claims, reclaiming stale jobs, the
-attempt limit, heartbeats that notice a lost job, and registration of finished ones."""
+attempt limit, heartbeats that notice a lost job, cancels, and registration of finished ones."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app.db import Database
-from app.jobs.store import JobLost, JobStore, NewVersion, now
+from app.jobs.store import JobLost, JobStore, NewVersion, add_job, now
 from app.tables import Dataset, JobMetric, ModelVersion, TrainingJob
 from tests.conftest import make_settings
 
@@ -151,3 +151,21 @@ def test_complete_registers_versions_and_activates(db: Database, store: JobStore
         assert all(j.model_version_id is not None for j in jobs)
     with pytest.raises(JobLost):  # finished: nobody can complete it again
         store.complete(1, "r", NewVersion("text-generation", "a", "d" * 64, 1, {}), [])
+
+
+def test_add_job_queues_and_cancel_follows_the_status(db: Database, store: JobStore) -> None:
+    (running,) = add_jobs(db, 1)
+    with db.session() as session:
+        dataset_id = session.get_one(TrainingJob, running).dataset_id
+        assert dataset_id is not None
+        queued = add_job(session, "text-ngram", "m", dataset_id, {"order": 3}, activate=True).id
+    claimed = store.claim("r")
+    assert claimed is not None and claimed.id == running
+    assert store.cancel(queued) == "queued"  # cancelled at once
+    assert store.cancel(running) == "running"  # flagged: its runner stops at the next beat
+    assert store.heartbeat(running, "r", 0.1, {}, []) is True
+    assert store.cancel(queued) == "cancelled" and store.cancel(10**6) is None
+    with db.session() as session:
+        job = session.get_one(TrainingJob, queued)
+        assert (job.status, job.error) == ("cancelled", "cancelled by request")
+        assert (job.params, job.activate, job.finished_at is not None) == ({"order": 3}, True, True)
