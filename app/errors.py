@@ -11,6 +11,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.pool.errors import (
+    EngineError,
+    EngineTimeout,
+    InferenceFailed,
+    LoadFailed,
+    ModelLoadFailed,
+    ModelLoading,
+    ModelNotServed,
+    OutOfMemory,
+    QueueFull,
+    WorkerLost,
+)
+
 log = logging.getLogger("genserve")
 
 
@@ -88,6 +101,33 @@ class GatewayTimeout(AppError):
     status, code = 504, "timeout"
 
 
+# The engine's errors (app/pool/errors.py) carry no HTTP status: this is what each answers,
+# as (status, error code, Retry-After seconds or None).
+ENGINE_ERRORS: dict[type[EngineError], tuple[int, str, int | None]] = {
+    ModelNotServed: (404, "not_found", None),
+    ModelLoading: (503, "unavailable", 2),
+    ModelLoadFailed: (503, "unavailable", 30),
+    QueueFull: (429, "overloaded", 1),
+    WorkerLost: (503, "worker_lost", 1),
+    OutOfMemory: (503, "out_of_memory", 1),
+    InferenceFailed: (500, "inference_failed", None),
+    EngineTimeout: (504, "timeout", None),
+    LoadFailed: (409, "load_failed", None),
+}
+
+
+def http_error(exc: EngineError) -> AppError:
+    """The client's view of an engine error (also for errors raised mid-stream)."""
+    status, code, retry_after = next(
+        (ENGINE_ERRORS[cls] for cls in type(exc).__mro__ if cls in ENGINE_ERRORS),
+        (500, "engine_error", None),
+    )
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    error = AppError(exc.message, details=exc.details, code=code, headers=headers)
+    error.status = status
+    return error
+
+
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -110,6 +150,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(EngineError)
+    async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
+        return await _app_error(request, http_error(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

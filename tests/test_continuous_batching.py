@@ -19,8 +19,8 @@ def run(engine: GenerationEngine, max_steps: int = 10_000) -> dict[tuple[int, in
     for _ in range(max_steps):
         if not engine.has_work():
             break
-        for request_id, index, text, _, _, _ in engine.step():
-            texts[request_id, index] = texts.get((request_id, index), "") + text
+        for e in engine.step():
+            texts[e.request_id, e.index] = texts.get((e.request_id, e.index), "") + e.text
     return texts
 
 
@@ -89,8 +89,8 @@ def test_slots_stay_dense_and_moved_sequences_continue_exactly(family, tmp_path)
         engine.add(rid, "ROMEO:", {"max_new_tokens": n, "seed": rid}, 1)
     texts: dict[tuple[int, int], str] = {}
     while engine.has_work():
-        for request_id, index, text, _, _, _ in engine.step():
-            texts[request_id, index] = texts.get((request_id, index), "") + text
+        for e in engine.step():
+            texts[e.request_id, e.index] = texts.get((e.request_id, e.index), "") + e.text
         assert sorted(engine.running) == list(range(len(engine.running)))  # dense
         assert all(seq.slot == slot for slot, seq in engine.running.items())
     assert texts == alone

@@ -1,5 +1,6 @@
 """What a worker reports when a batch fails: a device out of memory is a retryable 503 and the
-worker keeps serving; anything else is a 500."""
+worker keeps serving; anything else is a 500. The engine's errors carry no status: app/errors.py
+maps them."""
 
 from __future__ import annotations
 
@@ -7,16 +8,18 @@ from typing import Any
 
 import torch
 
-from app.pool.base import InferenceFailed, OutOfMemory, worker_error
+from app.errors import http_error
+from app.pool.errors import InferenceFailed, OutOfMemory, failure_error
 from app.worker.batching import DynamicBatcher, Request
 from app.worker.loop import Worker
+from app.worker.protocol import BatchDone, Failed, FromWorker
 
 
 class Outbox:
     def __init__(self) -> None:
-        self.sent: list[tuple[Any, ...]] = []
+        self.sent: list[FromWorker] = []
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: FromWorker) -> None:
         self.sent.append(message)
 
 
@@ -43,19 +46,26 @@ def worker_with(runner: Flaky) -> tuple[Worker, Outbox]:
 def test_out_of_memory_is_a_503_and_the_worker_serves_on() -> None:
     worker, outbox = worker_with(Flaky(torch.OutOfMemoryError("CUDA out of memory")))
     worker.run_batch("m", [Request(1, "m", "a", 1), Request(2, "m", "b", 1)])
-    kind, failures = outbox.sent[-1]
-    assert kind == "errors" and [i for i, _ in failures] == [1, 2]
-    error = worker_error(failures[0][1])
+    failed = outbox.sent[-1]
+    assert isinstance(failed, Failed) and [f.request_id for f in failed.failures] == [1, 2]
+    assert all(f.out_of_memory for f in failed.failures)
+    error = failure_error(failed.failures[0])
     assert isinstance(error, OutOfMemory)
-    assert error.status == 503 and error.headers["Retry-After"] == "1"
+    answer = http_error(error)
+    assert answer.status == 503 and answer.headers["Retry-After"] == "1"
+    assert answer.code == "out_of_memory" and "CUDA out of memory" in answer.message
 
     worker.run_batch("m", [Request(3, "m", "c", 1)])
-    assert outbox.sent[-1][0] == "batch" and outbox.sent[-1][-1] == [(3, "c")]
+    done = outbox.sent[-1]
+    assert isinstance(done, BatchDone) and done.results == [(3, "c")]
 
 
 def test_other_failures_are_500s() -> None:
     worker, outbox = worker_with(Flaky(ValueError("shapes do not match")))
     worker.run_batch("m", [Request(1, "m", "a", 1)])
-    error = worker_error(outbox.sent[-1][1][0][1])
-    assert isinstance(error, InferenceFailed) and error.status == 500
+    failed = outbox.sent[-1]
+    assert isinstance(failed, Failed) and not failed.failures[0].out_of_memory
+    error = failure_error(failed.failures[0])
+    assert isinstance(error, InferenceFailed) and http_error(error).status == 500
+    assert http_error(error).code == "inference_failed"
     assert "shapes do not match" in error.message

@@ -8,23 +8,20 @@ process holds: if the API dies, the runners see EOF and put their jobs back in t
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
-import multiprocessing as mp
 import socket
-import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from multiprocessing.process import BaseProcess
 
 from app.jobs.runner import runner_main
 from app.jobs.store import JobStore
-from app.pool.base import restart_delay
 from app.settings import Settings
+from app.supervision import SupervisedProcess, spawn, stop_all
 
 log = logging.getLogger("genserve.jobs")
-_ctx = mp.get_context("spawn")
 
 
 @dataclass
@@ -38,12 +35,9 @@ class RunnerInfo:
 @dataclass
 class _Slot:
     slot: int
-    process: Any = None
+    process: SupervisedProcess = field(init=False)
     runner_id: str | None = None
     alive: Connection | None = None  # our end of the parent-death pipe
-    restarts: int = 0
-    started_at: float = 0.0
-    generation: int = 0
 
 
 class RunnerSupervisor:
@@ -51,21 +45,21 @@ class RunnerSupervisor:
         self.settings = settings
         self.store = store
         self._slots = [_Slot(i) for i in range(settings.runner_slots)]
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping = False
+        for slot in self._slots:
+            slot.process = SupervisedProcess(
+                f"job runner slot {slot.slot}",
+                functools.partial(self._launch, slot),
+                functools.partial(self._on_exit, slot),
+            )
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         for slot in self._slots:
-            self._spawn(slot)
+            slot.process.start()
 
-    def _spawn(self, slot: _Slot) -> None:
-        assert self._loop is not None
-        slot.generation += 1
-        reader, writer = _ctx.Pipe(duplex=False)
+    def _launch(self, slot: _Slot) -> BaseProcess:
+        reader, writer = spawn.Pipe(duplex=False)
         token = uuid.uuid4().hex[:8]
-        # The runner's id names its host and pid, so an operator can find it from a job.
-        process = _ctx.Process(
+        process = spawn.Process(
             target=_run,
             args=(self.settings, token, reader),
             name=f"genserve-runner-{slot.slot}",
@@ -73,64 +67,35 @@ class RunnerSupervisor:
         )
         process.start()
         reader.close()
-        slot.process, slot.alive = process, writer
+        slot.alive = writer
+        # The runner's id names its host and pid, so an operator can find it from a job.
         slot.runner_id = runner_id(process.pid, token)
-        slot.started_at = time.monotonic()
-        self._loop.add_reader(process.sentinel, self._on_exit, slot, slot.generation)
+        slot.process.name = f"job runner {slot.runner_id}"
         log.info("started job runner %s", slot.runner_id)
+        return process
 
-    def _on_exit(self, slot: _Slot, generation: int) -> None:
-        if generation != slot.generation or slot.process is None:
-            return
-        assert self._loop is not None
-        self._loop.remove_reader(slot.process.sentinel)
-        slot.process.join(timeout=1)
-        exitcode = slot.process.exitcode
+    def _on_exit(self, slot: _Slot, exitcode: int | None, restarting: bool) -> None:
+        """Requeues the dead runner's jobs now, not when its heartbeat goes stale."""
         if slot.alive is not None:
             slot.alive.close()
-        dead = slot.runner_id
-        slot.process, slot.alive, slot.runner_id = None, None, None
-        slot.generation += 1
+        dead, slot.alive, slot.runner_id = slot.runner_id, None, None
         if dead is not None:
             try:
                 self.store.requeue_runner(dead)
             except Exception:
                 log.exception("could not requeue the jobs of %s; they wait for staleness", dead)
-        if self._stopping:
-            return
-        log.error("job runner %s exited with code %s; restarting", dead, exitcode)
-        slot.restarts += 1
-        delay = restart_delay(slot.started_at, slot.restarts)
-        self._loop.call_later(delay, self._respawn, slot, slot.generation)
-
-    def _respawn(self, slot: _Slot, generation: int) -> None:
-        if not self._stopping and generation == slot.generation:
-            self._spawn(slot)
 
     async def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM: each runner puts its job back in the queue (it resumes on the next start)."""
-        self._stopping = True
-        for slot in self._slots:
-            if slot.process is not None:
-                slot.process.terminate()
-        deadline = time.monotonic() + timeout
-        for slot in self._slots:
-            process = slot.process
-            if process is None:
-                continue
-            await asyncio.to_thread(process.join, max(0.1, deadline - time.monotonic()))
-            if process.is_alive():
-                process.kill()
-                await asyncio.to_thread(process.join, 2)
-            self._on_exit(slot, slot.generation)
+        await stop_all([slot.process for slot in self._slots], timeout)
 
     def runners(self) -> list[RunnerInfo]:
         return [
             RunnerInfo(
                 slot=s.slot,
-                pid=s.process.pid if s.process is not None else None,
+                pid=s.process.pid,
                 runner_id=s.runner_id,
-                restarts=s.restarts,
+                restarts=s.process.restarts,
             )
             for s in self._slots
         ]

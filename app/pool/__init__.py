@@ -1,5 +1,5 @@
-"""The engine boundary: the API submits work here and never runs model code itself."""
+"""The engine boundary, API side: the API submits work to a pool and never runs model code.
 
-from app.pool.base import ModelSpec, WorkerInfo, WorkerPool
-
-__all__ = ["ModelSpec", "WorkerInfo", "WorkerPool"]
+`base` is the interface and the half every backend shares, `local` and `ray_pool` the
+backends, `errors` what can go wrong (without HTTP statuses: app/errors.py maps them).
+"""

@@ -1,27 +1,35 @@
-"""The one interface every pool backend implements (local processes now, Ray actors later)."""
+"""The pool interface, and the half of a pool that does not depend on where workers live.
+
+`WorkerPool` is what the services call. `SharedPool` holds what the local and the Ray backend
+do alike: admission (per-model queue limits), least-loaded routing, readiness, the in-flight
+counts, the generation deadline and hot loads on every worker. A backend adds how it starts
+its workers and how it talks to them.
+"""
 
 from __future__ import annotations
 
-import time
+import asyncio
+import itertools
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from app.errors import AppError, Unavailable
+from app import metrics
+from app.pool.errors import (
+    EngineTimeout,
+    LoadFailed,
+    ModelLoadFailed,
+    ModelLoading,
+    ModelNotServed,
+    QueueFull,
+)
+from app.settings import Settings
+from app.worker.protocol import Loaded, ModelSpec, Ready, TokenEvent, WorkerConfig
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a worker needs to load one model version; plain data, cheap to send to a process."""
-
-    name: str
-    version: int
-    kind: str
-    task: str
-    artifact_dir: str
-    sha256: str
-    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+log = logging.getLogger("genserve.pool")
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,47 +41,6 @@ class WorkerInfo:
     models: dict[str, int]  # name -> loaded version
     restarts: int
     inflight: int
-
-
-# A generation event: (request id, choice index, new text, finish reason or None,
-# completion tokens so far, logprob of the token)
-Event = tuple[int, int, str, str | None, int, float | None]
-
-
-def restart_delay(started_at: float, restarts: int) -> float:
-    """Seconds to wait before restarting a process that died: none after a long life, then
-    0.5 s doubling to 30 s for one that dies right after starting, so a crash loop idles."""
-    if time.monotonic() - started_at > 30:
-        return 0.0
-    return min(30.0, 0.5 * 2 ** min(restarts, 6))
-
-
-class WorkerLost(Unavailable):
-    code = "worker_lost"
-
-
-class InferenceFailed(AppError):
-    status, code = 500, "inference_failed"
-
-
-class OutOfMemory(Unavailable):
-    """The device ran out of memory for this batch; the worker freed it and keeps serving."""
-
-    code = "out_of_memory"
-
-
-OOM_PREFIX = "out of memory: "  # how a worker marks a failure worth retrying
-
-
-def worker_error(reason: str) -> AppError:
-    """The API's error for a failure a worker reported."""
-    if reason.startswith(OOM_PREFIX):
-        return OutOfMemory(
-            f"the device ran out of memory ({reason[len(OOM_PREFIX) :]}); retry "
-            "with a smaller request or later",
-            retry_after=1,
-        )
-    return InferenceFailed(reason)
 
 
 class WorkerPool(ABC):
@@ -95,7 +62,7 @@ class WorkerPool(ABC):
     @abstractmethod
     def generate(
         self, model: str, prompt: str, params: dict[str, Any], n: int
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncIterator[TokenEvent]:
         """Streams the events of `n` sampled continuations; closing the stream cancels them."""
 
     @abstractmethod
@@ -121,3 +88,176 @@ class WorkerPool(ABC):
 
     def is_ready(self) -> bool:
         return bool(self.specs) and not self.missing()
+
+
+@dataclass
+class Slot:
+    """What the pool knows of one worker, whichever process or actor fills the slot now."""
+
+    id: int
+    device: str
+    pid: int | None = None
+    ready: bool = False
+    models: dict[str, int] = field(default_factory=dict)  # name -> loaded version
+    load_errors: dict[str, str] = field(default_factory=dict)
+    inflight: int = 0  # requests
+    inflight_rows: int = 0  # what routing balances: a request of 64 rows weighs 64
+    restarts: int = 0
+
+
+S = TypeVar("S", bound=Slot)
+
+
+class SharedPool(WorkerPool, Generic[S]):
+    """Admission, routing, readiness and hot loads over the backend's `slots`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.specs: list[ModelSpec] = []
+        self.slots: list[S] = []
+        self._ids = itertools.count(1)  # request ids, unique across the pool's workers
+        self._queued: dict[str, int] = {}  # model -> requests admitted and not finished
+
+    def worker_config(self, slot: Slot) -> WorkerConfig:
+        """What a new worker for `slot` is started with: the versions asked for right now."""
+        settings = self.settings
+        return WorkerConfig(
+            worker_id=slot.id,
+            device=slot.device,
+            threads=settings.worker_threads(),
+            specs=list(self.specs),
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            max_running=settings.max_running_sequences,
+        )
+
+    def workers(self) -> list[WorkerInfo]:
+        return [
+            WorkerInfo(
+                id=s.id,
+                pid=s.pid,
+                device=s.device,
+                ready=s.ready,
+                models=dict(s.models),
+                restarts=s.restarts,
+                inflight=s.inflight,
+            )
+            for s in self.slots
+        ]
+
+    # -- admission and routing ---------------------------------------------------------------
+
+    def _pick(self, model: str) -> S:
+        """The least loaded ready worker that serves `model`."""
+        candidates = [s for s in self.slots if s.ready and model in s.models]
+        if candidates:
+            return min(candidates, key=lambda s: s.inflight_rows)
+        if not any(s.name == model for s in self.specs):
+            raise ModelNotServed(f"model {model!r} is not served by this pool")
+        errors = {s.id: s.load_errors[model] for s in self.slots if model in s.load_errors}
+        if errors and all(s.ready for s in self.slots):
+            raise ModelLoadFailed(f"model {model!r} failed to load", details=errors)
+        raise ModelLoading(f"model {model!r} is loading; retry shortly")
+
+    def _admit(self, model: str, rows: int, limit: int) -> S:
+        """Picks a worker and counts the request against its model's queue, or refuses it
+        when that queue holds `limit` requests."""
+        slot = self._pick(model)
+        if self._queued.get(model, 0) >= limit:
+            raise QueueFull(f"the queue for {model!r} is full; retry shortly")
+        self._queued[model] = self._queued.get(model, 0) + 1
+        slot.inflight += 1
+        slot.inflight_rows += rows
+        metrics.QUEUE_DEPTH.labels(model).set(self._queued[model])
+        return slot
+
+    def _release(self, slot: Slot, model: str, rows: int) -> None:
+        self._queued[model] -= 1
+        slot.inflight -= 1
+        slot.inflight_rows -= rows
+        metrics.QUEUE_DEPTH.labels(model).set(self._queued[model])
+
+    def _generation_limit(self) -> int:
+        """Sequences of one model running or waiting before a generation is refused."""
+        return self.settings.max_running_sequences + self.settings.max_waiting_sequences
+
+    async def _next_event(self, model: str, waiting: Awaitable[T], deadline: float) -> T:
+        """What a generation waits for next: a timeout after `request_timeout_s` without a
+        token, or past the whole generation's deadline (`generation_timeout_s`)."""
+        loop = asyncio.get_running_loop()
+        gap = self.settings.request_timeout_s
+        left = deadline - loop.time()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(waiting, min(gap, left))
+        except TimeoutError:
+            if deadline - loop.time() <= 0:
+                limit = self.settings.generation_timeout_s
+                raise EngineTimeout(
+                    f"{model!r} did not finish within {limit:g} s; ask for fewer tokens"
+                ) from None
+            raise EngineTimeout(f"{model!r} produced no token for {gap:g} s") from None
+        finally:
+            if asyncio.iscoroutine(waiting):
+                waiting.close()  # never awaited when past the deadline already
+
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.settings.generation_timeout_s
+
+    # -- readiness and hot loads -------------------------------------------------------------
+
+    def _on_ready(self, slot: Slot, ready: Ready) -> None:
+        slot.pid = ready.pid
+        slot.models, slot.load_errors = dict(ready.models), dict(ready.load_errors)
+        for name, seconds in ready.load_seconds.items():
+            metrics.MODEL_LOAD_SECONDS.labels(name).set(seconds)
+        slot.ready = True
+        metrics.WORKERS_READY.set(sum(s.ready for s in self.slots))
+        log.info("worker %d (pid %d) ready with %s", slot.id, ready.pid, slot.models)
+
+    def _on_lost(self, slot: Slot, restarting: bool) -> None:
+        slot.ready, slot.pid, slot.models = False, None, {}
+        metrics.WORKERS_READY.set(sum(s.ready for s in self.slots))
+        if restarting:
+            slot.restarts += 1
+            metrics.WORKER_RESTARTS.inc()
+
+    def _on_loaded(self, slot: Slot, loaded: Loaded) -> None:
+        if loaded.error is None:
+            slot.models[loaded.name] = loaded.version
+            slot.load_errors.pop(loaded.name, None)
+
+    def _outdated(self, slot: Slot) -> list[ModelSpec]:
+        """Versions activated while the worker was starting with older ones."""
+        return [s for s in self.specs if slot.models.get(s.name, s.version) != s.version]
+
+    @abstractmethod
+    async def _load_on(self, slot: S, spec: ModelSpec) -> str | None:
+        """Hot-loads `spec` on one worker: the error, or None once it serves it."""
+
+    async def load(self, spec: ModelSpec) -> None:
+        """Every ready worker loads `spec` beside what it serves, then switches to it; requests
+        keep flowing to the old version meanwhile. Workers that start later load it at start.
+        """
+        previous = list(self.specs)
+        self.specs = [s for s in self.specs if s.name != spec.name] + [spec]
+        ready = [slot for slot in self.slots if slot.ready]
+        loads = [asyncio.ensure_future(self._load_on(slot, spec)) for slot in ready]
+        timeout = self.settings.model_load_timeout_s
+        done: set[asyncio.Future[str | None]] = set()
+        try:
+            if loads:
+                done, _ = await asyncio.wait(loads, timeout=timeout)
+        finally:
+            for load in loads:
+                if load not in done:
+                    load.cancel()
+        late = f"no answer within {timeout:g} s"
+        results = [load.result() if load in done else late for load in loads]
+        errors = {slot.id: err for slot, err in zip(ready, results, strict=True) if err is not None}
+        if errors:
+            # Back to the old version: workers that did switch keep serving, the next restart
+            # (or activation) evens them out.
+            self.specs = previous
+            raise LoadFailed(f"could not load {spec.name!r} version {spec.version}", details=errors)

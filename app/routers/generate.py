@@ -1,18 +1,14 @@
+"""Text and image generation: parse, call the generation services, return."""
+
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import orjson
 from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
 from app.deps import GenerateImageServiceDep, GenerateServiceDep, ReadScope
-from app.errors import AppError
-from app.pool.base import Event
 from app.schemas.errors import SERVING_ERRORS
 from app.schemas.generate import GenerateTextRequest, GenerateTextResponse
 from app.schemas.images import GenerateImageRequest, GenerateImageResponse
-from app.services.generate import Completion
 
 router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[ReadScope])
 
@@ -32,43 +28,9 @@ async def create_text(
     spec = service.resolve(body.model)
     request.state.model = spec.name
     events = service.start(spec, body.prompt, body.max_new_tokens, body)
-    if not body.stream:
-        return await service.collect(spec, events, body.n, body.prompt, body.logprobs)
-
-    async def stream() -> AsyncIterator[dict[str, str]]:
-        completion = Completion(body.n, len(body.prompt))
-        try:
-            async for event in events:
-                completion.add(event)
-                yield {"event": "token", "data": _token(event, body.logprobs)}
-        except AppError as exc:
-            error = {"code": exc.code, "message": exc.message, "details": exc.details}
-            yield {"event": "error", "data": orjson.dumps({"error": error}).decode()}
-            return
-        done = {
-            "model": spec.name,
-            "version": spec.version,
-            "choices": [
-                {
-                    "index": i,
-                    "finish_reason": completion.finish[i] or "length",
-                    "completion_tokens": completion.tokens[i],
-                }
-                for i in range(body.n)
-            ],
-            "usage": completion.usage().model_dump(),
-        }
-        yield {"event": "done", "data": orjson.dumps(done).decode()}
-
-    return EventSourceResponse(stream(), ping=15)
-
-
-def _token(event: Event, logprobs: bool) -> str:
-    _, index, text, finish, tokens, logprob = event
-    data = {"index": index, "text": text, "completion_tokens": tokens, "finish_reason": finish}
-    if logprobs:
-        data["logprob"] = logprob
-    return orjson.dumps(data).decode()
+    if body.stream:
+        return EventSourceResponse(service.stream_text(spec, events, body), ping=15)
+    return await service.collect(spec, events, body.n, body.prompt, body.logprobs)
 
 
 @router.post(

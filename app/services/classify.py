@@ -7,11 +7,12 @@ import asyncio
 import numpy as np
 
 from app.errors import BadRequest, InvalidInput
-from app.pool.base import ModelSpec, WorkerPool
+from app.pool.base import WorkerPool
 from app.schemas.classify import ClassifyRequest, ClassifyResponse, ClassifyResult
 from app.services.images import decode_png
 from app.services.registry import ModelRegistry
 from app.settings import Settings
+from app.worker.protocol import ModelSpec
 
 INLINE_DECODE_BYTES = 64 * 1024  # bigger image payloads are decoded off the event loop
 

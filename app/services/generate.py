@@ -1,15 +1,30 @@
-"""Text generation: check the request against the model, stream or collect the worker's tokens."""
+"""Text generation: check the request against the model, then collect the worker's tokens
+into one response or frame them as a stream: genserve's SSE events, or OpenAI's chunks."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from app.errors import InvalidInput
-from app.pool.base import Event, ModelSpec, WorkerPool
-from app.schemas.generate import GenerateTextResponse, SamplingFields, TextChoice, Usage
+import orjson
+
+from app.errors import AppError, InvalidInput, http_error
+from app.pool.base import WorkerPool
+from app.pool.errors import EngineError
+from app.schemas.generate import (
+    GenerateTextRequest,
+    GenerateTextResponse,
+    SamplingFields,
+    TextChoice,
+    Usage,
+)
+from app.schemas.openai import CompletionChoice, CompletionRequest, CompletionResponse
 from app.services.registry import ModelRegistry
 from app.settings import Settings
+from app.worker.protocol import ModelSpec, TokenEvent
 
 
 @dataclass
@@ -29,13 +44,13 @@ class Completion:
         self.tokens = [0] * self.n
         self.logprobs = [[] for _ in range(self.n)]
 
-    def add(self, event: Event) -> None:
-        _, index, text, finish, tokens, logprob = event
-        self.texts[index] += text
-        self.finish[index] = finish
-        self.tokens[index] = tokens
-        if logprob is not None:
-            self.logprobs[index].append(logprob)
+    def add(self, event: TokenEvent) -> None:
+        index = event.index
+        self.texts[index] += event.text
+        self.finish[index] = event.finish_reason
+        self.tokens[index] = event.completion_tokens
+        if event.logprob is not None:
+            self.logprobs[index].append(event.logprob)
 
     def usage(self) -> Usage:
         completion = sum(self.tokens)
@@ -79,7 +94,7 @@ class GenerateService:
 
     def start(
         self, spec: ModelSpec, prompt: str, max_new_tokens: int, sampling: SamplingFields
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncIterator[TokenEvent]:
         self.check(spec, prompt, max_new_tokens)
         params = {
             "max_new_tokens": max_new_tokens,
@@ -93,7 +108,12 @@ class GenerateService:
         return self.pool.generate(spec.name, prompt, params, sampling.n)
 
     async def collect(
-        self, spec: ModelSpec, events: AsyncIterator[Event], n: int, prompt: str, logprobs: bool
+        self,
+        spec: ModelSpec,
+        events: AsyncIterator[TokenEvent],
+        n: int,
+        prompt: str,
+        logprobs: bool,
     ) -> GenerateTextResponse:
         completion = Completion(n, len(prompt))
         async for event in events:
@@ -113,3 +133,105 @@ class GenerateService:
             ],
             usage=completion.usage(),
         )
+
+    async def stream_text(
+        self, spec: ModelSpec, events: AsyncIterator[TokenEvent], body: GenerateTextRequest
+    ) -> AsyncIterator[dict[str, str]]:
+        """/generate/text's SSE events: one `token` per token, then `done` with the usage, or
+        an `error` event when the generation fails after the stream started."""
+        completion = Completion(body.n, len(body.prompt))
+        try:
+            async for event in events:
+                completion.add(event)
+                yield {"event": "token", "data": _token(event, body.logprobs)}
+        except (AppError, EngineError) as exc:
+            error = client_error(exc)
+            payload = {"code": error.code, "message": error.message, "details": error.details}
+            yield {"event": "error", "data": orjson.dumps({"error": payload}).decode()}
+            return
+        done = {
+            "model": spec.name,
+            "version": spec.version,
+            "choices": [
+                {
+                    "index": i,
+                    "finish_reason": completion.finish[i] or "length",
+                    "completion_tokens": completion.tokens[i],
+                }
+                for i in range(body.n)
+            ],
+            "usage": completion.usage().model_dump(),
+        }
+        yield {"event": "done", "data": orjson.dumps(done).decode()}
+
+    # -- the OpenAI completions API ----------------------------------------------------------
+
+    def _start_completion(
+        self, spec: ModelSpec, body: CompletionRequest
+    ) -> tuple[dict[str, Any], list[str], list[AsyncIterator[TokenEvent]]]:
+        """Checks every prompt before any starts, so a refusal leaves no work behind."""
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt or [""]
+        for prompt in prompts:
+            self.check(spec, prompt, body.max_tokens)
+        streams = [self.start(spec, p, body.max_tokens, body) for p in prompts]
+        head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": spec.name}
+        return head, prompts, streams
+
+    async def complete(self, spec: ModelSpec, body: CompletionRequest) -> CompletionResponse:
+        """One OpenAI completion response: `n` choices per prompt, usage summed over prompts."""
+        head, prompts, streams = self._start_completion(spec, body)
+        choices, usage = [], Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+        for p, (prompt, events) in enumerate(zip(prompts, streams, strict=True)):
+            result = await self.collect(spec, events, body.n, prompt, logprobs=False)
+            for c in result.choices:
+                choices.append(
+                    CompletionChoice(
+                        text=c.text, index=p * body.n + c.index, finish_reason=c.finish_reason
+                    )
+                )
+            usage = Usage(
+                prompt_tokens=usage.prompt_tokens + result.usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens + result.usage.completion_tokens,
+                total_tokens=usage.total_tokens + result.usage.total_tokens,
+            )
+        return CompletionResponse(**head, choices=choices, usage=usage)
+
+    def stream_completion(self, spec: ModelSpec, body: CompletionRequest) -> AsyncIterator[str]:
+        """OpenAI's streaming chunks, ending with `[DONE]`; starts every prompt now, so that a
+        refusal is an HTTP error rather than a stream that fails."""
+        head, _, streams = self._start_completion(spec, body)
+        return _completion_chunks(head, streams, body.n)
+
+
+async def _completion_chunks(
+    head: dict[str, Any], streams: list[AsyncIterator[TokenEvent]], n: int
+) -> AsyncIterator[str]:
+    try:
+        for p, events in enumerate(streams):
+            async for event in events:
+                choice = CompletionChoice(
+                    text=event.text, index=p * n + event.index, finish_reason=event.finish_reason
+                )
+                yield CompletionResponse(**head, choices=[choice]).model_dump_json()
+    except (AppError, EngineError) as exc:
+        error = client_error(exc)
+        yield orjson.dumps(
+            {"error": {"message": error.message, "type": error.code, "code": error.status}}
+        ).decode()
+    yield "[DONE]"
+
+
+def _token(event: TokenEvent, logprobs: bool) -> str:
+    data: dict[str, Any] = {
+        "index": event.index,
+        "text": event.text,
+        "completion_tokens": event.completion_tokens,
+        "finish_reason": event.finish_reason,
+    }
+    if logprobs:
+        data["logprob"] = event.logprob
+    return orjson.dumps(data).decode()
+
+
+def client_error(exc: AppError | EngineError) -> AppError:
+    return exc if isinstance(exc, AppError) else http_error(exc)

@@ -7,11 +7,12 @@ import asyncio
 import numpy as np
 
 from app.errors import InvalidInput
-from app.pool.base import ModelSpec, WorkerPool
+from app.pool.base import WorkerPool
 from app.schemas.images import GeneratedImage, GenerateImageRequest, GenerateImageResponse
 from app.services.images import encode_png
 from app.services.registry import ModelRegistry
 from app.settings import Settings
+from app.worker.protocol import ModelSpec
 from models.image.png import grid, png_bytes
 
 INLINE_ENCODE_IMAGES = 16  # more PNGs than this are encoded off the event loop

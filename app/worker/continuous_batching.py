@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from app.pool.base import Event
+from app.worker.protocol import TokenEvent
 from models.text.lm import LanguageModel
 from models.text.sampling import SamplingParams, holdback, make_generator, sample, stop_index
 
@@ -62,7 +62,7 @@ class GenerationEngine:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def step(self) -> list[Event]:
+    def step(self) -> list[TokenEvent]:
         """Admits waiting sequences, advances every running one by a token, reports text."""
         while self.waiting and self.free:
             seq = self.waiting.popleft()
@@ -88,12 +88,12 @@ class GenerationEngine:
         tokens, logprobs = sample(
             batch, [s.params for s in seqs], [s.generator for s in seqs], seen
         )
-        events: list[Event] = []
+        events: list[TokenEvent] = []
         for seq, token, logprob in zip(seqs, tokens, logprobs, strict=True):
             events.append(self._advance(seq, token, logprob))
         return events
 
-    def _advance(self, seq: Sequence, token: int, logprob: float) -> Event:
+    def _advance(self, seq: Sequence, token: int, logprob: float) -> TokenEvent:
         seq.tokens.append(token)
         seq.text += self.lm.tokenizer.chars[token]
         finish = None
@@ -108,7 +108,7 @@ class GenerationEngine:
         seq.emitted = max(seq.emitted, safe)
         if finish:
             self._finish(seq.slot)
-        return (seq.request_id, seq.index, delta, finish, len(seq.tokens), logprob)
+        return TokenEvent(seq.request_id, seq.index, delta, finish, len(seq.tokens), logprob)
 
     def _finish(self, slot: int) -> None:
         """Frees `slot` and moves the highest running sequence into it: slots stay dense."""

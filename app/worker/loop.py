@@ -1,16 +1,9 @@
-"""The worker process: loads model versions on its device and serves dynamic batches.
+"""The worker loop: dynamic batches and text-generation steps, interleaved on one thread.
 
-Messages in (a pipe):   ("infer", id, model, inputs, rows) | ("stop",)
-                        ("generate", id, model, prompt, params, n) | ("cancel", id)
-                        ("load", id, spec): hot-load a version, loaded on a thread
-Messages out (a pipe):  ("ready", {name: version}, {name: load error}, {name: load seconds})
-                        ("loaded", id, name, version, error or None)
-                        ("batch", model, rows, seconds, [(id, output), ...])
-                        ("tokens", model, running, [event, ...])
-                        ("errors", [(id, message), ...])
-One message per batch keeps the pipe's per-message cost off the per-request path. A thread
-drains the request pipe into a local queue while the main thread computes, so the API's
-writes never wait on a forward pass; EOF on that pipe (the API died) stops the worker.
+The same `Worker` runs in a local worker process (app/worker/process.py) and in a Ray actor
+(app/worker/ray_actor.py); each hands it the messages of app/worker/protocol.py on its inbox and
+is its outbox. One message out per batch or decoding step keeps the per-message cost of the
+transport off the per-request path.
 """
 
 from __future__ import annotations
@@ -20,18 +13,31 @@ import functools
 import logging
 import os
 import queue
-import signal
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from app.pool.base import OOM_PREFIX, ModelSpec
 from app.worker.batching import DynamicBatcher, Request
+from app.worker.protocol import (
+    BatchDone,
+    Cancel,
+    Failed,
+    Failure,
+    FromWorker,
+    Generate,
+    Infer,
+    Load,
+    Loaded,
+    ModelSpec,
+    Ready,
+    Stop,
+    Tokens,
+    WorkerConfig,
+)
 
 if TYPE_CHECKING:  # torch is imported only inside the worker process
     from app.worker.continuous_batching import GenerationEngine
@@ -39,52 +45,41 @@ if TYPE_CHECKING:  # torch is imported only inside the worker process
 log = logging.getLogger("genserve.worker")
 
 
-class Outbox(Protocol):
-    """Where a worker sends its messages: the result pipe of a local worker process, or the
-    Ray actor that hosts it (app/worker/ray_actor.py)."""
+def prepare(config: WorkerConfig, *, override_threads: bool) -> str:
+    """Sets up a fresh worker process or actor; the device it will use.
 
-    def send(self, message: Any, /) -> None: ...
-
-
-def _receive(requests: Connection, inbox: queue.SimpleQueue) -> None:
-    while True:
-        try:
-            message = requests.recv()
-        except (EOFError, OSError):
-            message = ("stop",)
-        inbox.put(message)
-        if message[0] == "stop":
-            return
-
-
-def worker_main(
-    worker_id: int,
-    device: str,
-    threads: int,
-    specs: list[ModelSpec],
-    requests: Connection,
-    outbox: Connection,
-    max_batch_size: int,
-    max_wait_ms: float,
-    max_running: int,
-) -> None:
-    # Ctrl-C or a SIGTERM to the process group is the API's to handle: it stops its workers
-    # (a "stop" message, then SIGKILL), and EOF on the pipe stops us if the API is gone.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    # Threads are fixed before torch starts so that workers do not fight over the cores.
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    Threads are fixed before torch starts so that workers do not fight over the cores (Ray
+    sets OMP_NUM_THREADS for its actors, so an actor overrides it).
+    """
+    if override_threads:
+        os.environ["OMP_NUM_THREADS"] = str(config.threads)
+    else:
+        os.environ.setdefault("OMP_NUM_THREADS", str(config.threads))
     import torch
 
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{worker_id} %(message)s")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        log.warning("CUDA requested but unavailable; worker %d falls back to CPU", worker_id)
-        device = "cpu"
-    worker = Worker(outbox, DynamicBatcher(max_batch_size, max_wait_ms / 1000))
-    worker.load(specs, device, max_running)
-    threading.Thread(target=_receive, args=(requests, worker.inbox), daemon=True).start()
-    worker.serve(worker.inbox)
+    torch.set_num_threads(config.threads)
+    log_format = f"%(asctime)s worker-{config.worker_id} %(message)s"
+    logging.basicConfig(level=logging.INFO, format=log_format)
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("CUDA requested but unavailable; worker %d falls back to CPU", config.worker_id)
+        return "cpu"
+    return config.device
+
+
+class Outbox(Protocol):
+    """Where a worker sends its messages: the result pipe of a local worker process, or the
+    Ray actor that hosts it."""
+
+    def send(self, message: FromWorker, /) -> None: ...
+
+
+class Built(NamedTuple):
+    """A hot load finished on its thread (never leaves the worker): the loop installs it."""
+
+    request_id: int
+    spec: ModelSpec
+    served: Any  # None when it failed
+    error: str | None
 
 
 class Worker:
@@ -121,7 +116,7 @@ class Worker:
             except Exception as exc:  # a bad artifact must not take the worker down
                 errors[spec.name] = f"{type(exc).__name__}: {exc}"
                 log.error("could not load %s v%d: %s", spec.name, spec.version, exc)
-        self.outbox.send(("ready", versions, errors, seconds))
+        self.outbox.send(Ready(os.getpid(), versions, errors, seconds))
 
     def build(self, spec: ModelSpec) -> Any:
         """Loads one model version (verifying its sha256) into what serves it."""
@@ -152,21 +147,22 @@ class Worker:
         else:
             self.batched[spec.name] = served  # queued requests run on the new version
 
-    def load_in_background(
-        self, request_id: int, spec: ModelSpec, inbox: queue.SimpleQueue
-    ) -> None:
+    def load_in_background(self, request: Load) -> None:
         """Hot load: the old version keeps serving on the main thread while this one loads."""
+        spec = request.spec
 
         def run() -> None:
             try:
-                inbox.put(("loaded", request_id, spec, self.build(spec), None))
+                self.inbox.put(Built(request.request_id, spec, self.build(spec), None))
             except Exception as exc:
                 log.error("could not load %s v%d: %s", spec.name, spec.version, exc)
-                inbox.put(("loaded", request_id, spec, None, f"{type(exc).__name__}: {exc}"))
+                error = f"{type(exc).__name__}: {exc}"
+                self.inbox.put(Built(request.request_id, spec, None, error))
 
         threading.Thread(target=run, name=f"load-{spec.name}", daemon=True).start()
 
-    def serve(self, inbox: queue.SimpleQueue) -> None:
+    def serve(self) -> None:
+        inbox = self.inbox
         while True:
             busy = any(e.has_work() for e in [*self.engines.values(), *self.retiring])
             try:
@@ -174,7 +170,7 @@ class Worker:
             except queue.Empty:
                 message = None
             while message is not None:  # drain whatever else already arrived
-                if message[0] == "stop":
+                if isinstance(message, Stop):
                     return
                 self.handle(message)
                 try:
@@ -190,31 +186,28 @@ class Worker:
                 self.generate_step(engine.lm.name or "retiring", engine)
             self.retiring = [e for e in self.retiring if e.has_work()]
 
-    def handle(self, message: tuple[Any, ...]) -> None:
-        kind, request_id, *rest = message
-        if kind == "cancel":
-            for engine in [*self.engines.values(), *self.retiring]:
-                engine.cancel(request_id)
-            return
-        if kind == "load":
-            self.load_in_background(request_id, rest[0], self.inbox)
-            return
-        if kind == "loaded":
-            spec, served, error = rest
-            if served is not None:
-                self.install(spec, served)
-                log.info("now serving %s v%d", spec.name, spec.version)
-            self.outbox.send(("loaded", request_id, spec.name, spec.version, error))
-            return
-        model = rest[0]
-        if kind == "infer" and model in self.batched:
-            _, inputs, rows = rest
-            self.batcher.add(Request(request_id, model, inputs, rows))
-        elif kind == "generate" and model in self.engines:
-            _, prompt, params, n = rest
-            self.engines[model].add(request_id, prompt, params, n)
-        else:
-            self.outbox.send(("errors", [(request_id, f"model {model!r} is not loaded here")]))
+    def handle(self, message: Infer | Generate | Cancel | Load | Built) -> None:
+        match message:
+            case Infer(model=model) if model in self.batched:
+                request = Request(message.request_id, model, message.inputs, message.rows)
+                self.batcher.add(request)
+            case Generate(model=model) if model in self.engines:
+                self.engines[model].add(
+                    message.request_id, message.prompt, message.params, message.n
+                )
+            case Infer() | Generate():
+                reason = f"model {message.model!r} is not loaded here"
+                self.outbox.send(Failed([Failure(message.request_id, reason)]))
+            case Cancel(request_id=request_id):
+                for engine in [*self.engines.values(), *self.retiring]:
+                    engine.cancel(request_id)
+            case Load():
+                self.load_in_background(message)
+            case Built(request_id, spec, served, error):
+                if served is not None:
+                    self.install(spec, served)
+                    log.info("now serving %s v%d", spec.name, spec.version)
+                self.outbox.send(Loaded(request_id, spec.name, spec.version, error))
 
     def run_batch(self, model: str, batch: list[Request]) -> None:
         started = time.perf_counter()
@@ -226,7 +219,7 @@ class Worker:
             return
         results = [(r.id, out) for r, out in zip(batch, outputs, strict=True)]
         rows = sum(r.rows for r in batch)
-        self.outbox.send(("batch", model, rows, time.perf_counter() - started, results))
+        self.outbox.send(BatchDone(model, rows, time.perf_counter() - started, results))
 
     def generate_step(self, model: str, engine: GenerationEngine) -> None:
         running = len(engine.running) + min(len(engine.waiting), engine.free)
@@ -240,7 +233,7 @@ class Worker:
             self.report_failure(model, sorted(ids))
             return
         if events:
-            self.outbox.send(("tokens", model, running, events))
+            self.outbox.send(Tokens(model, running, events))
 
     def report_failure(self, model: str, request_ids: list[int]) -> None:
         trace = traceback.format_exc()
@@ -248,9 +241,9 @@ class Worker:
         reason = trace.strip().splitlines()[-1]
         import torch
 
-        if isinstance(sys.exc_info()[1], torch.OutOfMemoryError):
+        out_of_memory = isinstance(sys.exc_info()[1], torch.OutOfMemoryError)
+        if out_of_memory and torch.cuda.is_available():
             # Free the cached blocks so that the next, smaller batch fits; the worker lives on.
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            reason = OOM_PREFIX + reason
-        self.outbox.send(("errors", [(request_id, reason) for request_id in request_ids]))
+            torch.cuda.empty_cache()
+        failures = [Failure(request_id, reason, out_of_memory) for request_id in request_ids]
+        self.outbox.send(Failed(failures))

@@ -4,7 +4,6 @@ the same app, since it replaces the actor."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -14,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
+from msgspec.structs import replace
 
-from app.pool.local import LoadFailed
+from app.pool.errors import LoadFailed
 from app.settings import REPO_ROOT
 from tests.conftest import wait_until_ready
 from tests.helpers import held_out_sentences
@@ -34,12 +34,12 @@ def test_hot_load_switches_the_actor_to_the_new_version(client: TestClient) -> N
     pool = client.app.state.pool  # type: ignore[attr-defined]
     spec = next(s for s in pool.specs if s.name == "tiny-gpt")
     before = greedy(client)
-    newer = dataclasses.replace(spec, version=spec.version + 1)  # same weights, new version
+    newer = replace(spec, version=spec.version + 1)  # same weights, new version
     client.portal.call(pool.load, newer)  # type: ignore[union-attr]
     assert client.get("/readyz").json()["workers"][0]["models"]["tiny-gpt"] == newer.version
     assert greedy(client) == before
 
-    broken = dataclasses.replace(spec, version=spec.version + 2, sha256="0" * 64)
+    broken = replace(spec, version=spec.version + 2, sha256="0" * 64)
     with pytest.raises(LoadFailed):
         client.portal.call(pool.load, broken)  # type: ignore[union-attr]
     assert next(s for s in pool.specs if s.name == "tiny-gpt") == newer

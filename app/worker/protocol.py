@@ -1,0 +1,169 @@
+"""Every message between the API and its workers, as named types.
+
+A local worker process gets and sends them over its two pipes; a Ray actor takes them as call
+arguments and answers with them. Both transports pickle them (inputs and outputs hold numpy
+arrays), and msgspec Structs stay cheap to build and to pickle on the per-token path.
+
+    API -> worker    WorkerConfig (at start), then Infer | Generate | Cancel | Load | Stop
+    worker -> API    Ready | Loaded | BatchDone | Tokens | Failed
+    Ray replies      InferReply, EventsReply (an actor answers calls instead of streaming)
+
+Plain data only: the API process imports this module, and it must not pull in torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class ModelSpec(msgspec.Struct, frozen=True):
+    """What a worker needs to load one model version: cheap to send to a process."""
+
+    name: str
+    version: int
+    kind: str
+    task: str
+    artifact_dir: str
+    sha256: str
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class TokenEvent(msgspec.Struct, frozen=True, gc=False):
+    """New text of one choice of a generation request, one per decoding step."""
+
+    request_id: int
+    index: int  # the choice within its request (n > 1)
+    text: str  # may be empty: text that could still become a stop string is held back
+    finish_reason: str | None  # "stop" or "length" on a choice's last event
+    completion_tokens: int  # tokens of this choice so far
+    logprob: float | None  # of the token sampled at this step
+
+
+# -- API -> worker ---------------------------------------------------------------------------
+
+
+class WorkerConfig(msgspec.Struct, frozen=True):
+    """How to start a worker: its slot, device and threads, what it serves at start, and its
+    batching limits."""
+
+    worker_id: int
+    device: str  # "cpu", "cuda" or "cuda:N"
+    threads: int
+    specs: list[ModelSpec]
+    max_batch_size: int
+    max_wait_ms: float
+    max_running: int  # sequences a language model decodes together
+
+
+class Infer(msgspec.Struct, frozen=True, gc=False):
+    """`rows` inputs for a dynamic batch: texts, an (N, H, W) array, or image-sampling params."""
+
+    request_id: int
+    model: str
+    inputs: Any
+    rows: int
+
+
+class Generate(msgspec.Struct, frozen=True, gc=False):
+    """`n` sampled continuations of `prompt`; `params` are SamplingParams' fields."""
+
+    request_id: int
+    model: str
+    prompt: str
+    params: dict[str, Any]
+    n: int
+
+
+class Cancel(msgspec.Struct, frozen=True, gc=False):
+    """Stop a generation: its client went away or timed out."""
+
+    request_id: int
+
+
+class Load(msgspec.Struct, frozen=True):
+    """Hot-load `spec` beside what the worker serves, then switch to it."""
+
+    request_id: int
+    spec: ModelSpec
+
+
+class Stop(msgspec.Struct, frozen=True):
+    """Finish the current step and exit."""
+
+
+ToWorker = Infer | Generate | Cancel | Load | Stop
+
+
+# -- worker -> API ---------------------------------------------------------------------------
+
+
+class Ready(msgspec.Struct, frozen=True):
+    """The worker loaded what it was started with and serves from now on."""
+
+    pid: int
+    models: dict[str, int]  # name -> loaded version
+    load_errors: dict[str, str]  # name -> why it did not load
+    load_seconds: dict[str, float]
+
+
+class Loaded(msgspec.Struct, frozen=True):
+    """Answer to `Load`: `error` is None once the worker serves the new version."""
+
+    request_id: int
+    name: str
+    version: int
+    error: str | None
+
+
+class BatchDone(msgspec.Struct, frozen=True, gc=False):
+    """One dynamic batch's outputs, one per request: one message per batch, not per request."""
+
+    model: str
+    rows: int
+    seconds: float
+    results: list[tuple[int, Any]]  # (request id, output)
+
+
+class Tokens(msgspec.Struct, frozen=True, gc=False):
+    """One decoding step of a model: the events of every sequence that advanced."""
+
+    model: str
+    running: int  # sequences in the step, for the batch-size metric
+    events: list[TokenEvent]
+
+
+class Failure(msgspec.Struct, frozen=True, gc=False):
+    """Why a request failed in the worker; out of memory is worth a retry, the rest is a bug."""
+
+    request_id: int
+    reason: str
+    out_of_memory: bool = False
+
+
+class Failed(msgspec.Struct, frozen=True, gc=False):
+    failures: list[Failure]
+
+
+FromWorker = Ready | Loaded | BatchDone | Tokens | Failed
+
+
+# -- Ray actor replies -----------------------------------------------------------------------
+
+
+class InferReply(msgspec.Struct, frozen=True, gc=False):
+    """What a Ray actor's `infer` answers. Exactly one request of each batch carries the
+    batch's rows (the others 0), so the API records each batch size once."""
+
+    output: Any
+    batch_rows: int
+    failure: Failure | None = None
+
+
+class EventsReply(msgspec.Struct, frozen=True, gc=False):
+    """The events of a generation since the API last asked, and the decoding steps' sizes."""
+
+    events: list[TokenEvent]
+    steps: list[int]
+    failure: Failure | None = None
