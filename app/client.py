@@ -50,6 +50,12 @@ class GenserveClient:
     ) -> None:
         self.close()
 
+    # models
+
+    def list_models(self) -> dict[str, Any]:
+        """`{data, count}`: every model with its versions, as GET /models answers."""
+        return self._request("GET", "/models").json()
+
     # training jobs
 
     def train(

@@ -22,8 +22,8 @@ import uvicorn
 from fastapi import Depends, FastAPI, File, Form, Header, Response, UploadFile
 from typer.testing import CliRunner
 
-import app.cli
-from app.cli import cli, default_url, parse_params
+from app.cli import cli, remote
+from app.cli.remote import default_url, parse_params
 from app.client import ClientError, GenserveClient, _error_from
 from app.errors import InvalidInput, NotFound, Unauthorized, Unavailable, install_error_handlers
 
@@ -222,7 +222,7 @@ def fake_server() -> Iterator[FakeServer]:
 @pytest.fixture
 def server(fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> FakeServer:
     fake_server.reset()
-    monkeypatch.setattr(app.cli, "POLL_INTERVAL_S", 0.01)
+    monkeypatch.setattr(remote, "POLL_INTERVAL_S", 0.01)
     return fake_server
 
 
@@ -330,7 +330,7 @@ def test_an_unreachable_server_says_to_start_one() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    for args in (["jobs"], ["train", "text-gpt", "-d", "1", "-n", "g"], ["datasets"]):
+    for args in (["jobs"], ["train", "text-gpt", "-d", "1", "-n", "g"], ["datasets"], ["models"]):
         result = CliRunner().invoke(cli, [*args, "--url", url])
         assert result.exit_code == 1, result.output
         assert f"is `genserve serve` running at {url}?" in result.output

@@ -1,0 +1,434 @@
+"""Commands that are HTTP clients of a running server (`genserve serve`), never of its
+database: `models`, `train`, `jobs` and `datasets`, through `app.client.GenserveClient`.
+
+So they work the same against a laptop or a remote deployment, and create nothing locally.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from app.cli import render
+from app.cli.render import cell, console, number, percent, timestamp
+from app.client import ClientError, GenserveClient
+from app.settings import get_settings
+
+T = TypeVar("T")
+
+POLL_INTERVAL_S = 0.5  # how often `train --follow` asks for the job
+POLL_RETRIES = 20  # consecutive transient failures a follower waits out (about 10 s)
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="GENSERVE_URL",
+        help="Server URL; default: http://$GENSERVE_HOST:$GENSERVE_PORT",
+        show_default=False,
+    ),
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="GENSERVE_API_KEY",
+        help="Sent as `Authorization: Bearer <key>`",
+        show_default=False,
+    ),
+]
+
+
+def default_url() -> str:
+    """Where `genserve serve` listens with the same settings; a wildcard host means loopback."""
+    settings = get_settings()
+    host = settings.host
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+@contextmanager
+def connect(ctx: typer.Context, url: str | None, api_key: str | None) -> Iterator[GenserveClient]:
+    """A client for the command; any `ClientError` prints its message in red and exits 1.
+
+    Options given to a subcommand win over those given to its group (`genserve jobs --url U`).
+    """
+    shared = ctx.obj if isinstance(ctx.obj, dict) else {}
+    url = url or shared.get("url") or default_url()
+    try:
+        with GenserveClient(url, api_key or shared.get("api_key")) as client:
+            yield client
+    except ClientError as exc:
+        render.print_error(exc.message)
+        raise typer.Exit(1) from None
+
+
+def fetch(
+    ctx: typer.Context,
+    url: str | None,
+    api_key: str | None,
+    call: Callable[[GenserveClient], T],
+) -> T:
+    """One request: what most commands do before they print."""
+    with connect(ctx, url, api_key) as client:
+        return call(client)
+
+
+def group_options(ctx: typer.Context, url: str | None, api_key: str | None) -> bool:
+    """Keeps a group's --url/--api-key for its subcommand; True when none was given."""
+    ctx.obj = {"url": url, "api_key": api_key}
+    return ctx.invoked_subcommand is None
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """`key=value` pairs; values are JSON when they parse (200, 1e-3, true, [1, 2]), else text."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--param")
+        try:
+            # NaN and Infinity are not JSON a server accepts: keep them as text.
+            params[key] = json.loads(raw, parse_constant=_refuse_constant)
+        except ValueError:
+            params[key] = raw
+    return params
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _dataset_ref(value: str) -> int | str:
+    """The API takes a dataset id or its name; digits mean an id."""
+    return int(value) if value.isdigit() else value
+
+
+# models
+
+
+def models(ctx: typer.Context, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """List the server's models, their versions and which one is active."""
+    page = fetch(ctx, url, api_key, GenserveClient.list_models)
+    render.print_table(
+        "models",
+        ("model", "task", "version", "kind", "active", "metrics", "sha256"),
+        (
+            (
+                cell(model["name"]),
+                cell(model.get("task")),
+                cell(v["version"]),
+                cell(v.get("kind")),
+                "*" if v.get("is_active") else "",
+                render.format_metrics(v.get("metrics"), sep=", "),
+                cell((v.get("sha256") or "")[:12]),
+            )
+            for model in page["data"]
+            for v in model.get("versions") or []
+        ),
+    )
+
+
+# training
+
+
+def train(
+    ctx: typer.Context,
+    kind: Annotated[
+        str, typer.Argument(help="Model family, e.g. text-gpt (`genserve jobs kinds`)")
+    ],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset id or name")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Model the new version belongs to")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", help="key=value, repeatable; values are JSON when they parse"
+        ),
+    ] = None,
+    activate: Annotated[bool, typer.Option(help="Serve the new version once trained")] = False,
+    follow: Annotated[bool, typer.Option(help="Show progress until the job ends")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Start a training job on a running server; with --follow, exit 0 only if it succeeds."""
+    params = parse_params(param or [])
+    with connect(ctx, url, api_key) as client:
+        job = client.train(kind, _dataset_ref(dataset), name, params, activate)
+        console.print(render.job_line(job, f": {kind} -> {name}"))
+        if not follow:
+            console.print(f"follow it with `genserve jobs show {job['id']}`", markup=False)
+            return
+        code = _follow(client, job)
+    raise typer.Exit(code)
+
+
+def _follow(client: GenserveClient, job: dict[str, Any]) -> int:
+    """Polls the job into a progress bar; Ctrl-C stops following, never the job."""
+    job_id = job["id"]
+    try:
+        with render.job_progress() as progress:
+            task = progress.add_task("", total=1.0, metrics="")
+            while True:
+                render.show_job_progress(progress, task, job)
+                if job["status"] in FINAL_STATUSES:
+                    break
+                time.sleep(POLL_INTERVAL_S)
+                job = _poll(client, job_id)
+    except KeyboardInterrupt:
+        console.print(
+            f"stopped following job {job_id}; it keeps running on the server. "
+            f"Cancel it with `genserve jobs cancel {job_id}`",
+            markup=False,
+        )
+        return 130
+    render.print_outcome(job)
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def _poll(client: GenserveClient, job_id: int | str) -> dict[str, Any]:
+    """Waits out a restarting or busy server for a while rather than abandon a long job."""
+    failures = 0
+    while True:
+        try:
+            return client.get_job(job_id)
+        except ClientError as exc:
+            failures += 1
+            if not exc.transient or failures >= POLL_RETRIES:
+                raise
+            time.sleep(POLL_INTERVAL_S)
+
+
+jobs_app = typer.Typer()
+
+StatusFilter = Annotated[
+    str | None, typer.Option(help="queued, running, succeeded, failed or cancelled")
+]
+KindFilter = Annotated[str | None, typer.Option(help="Model family, e.g. text-gpt")]
+NameFilter = Annotated[str | None, typer.Option(help="Model name")]
+Limit = Annotated[int, typer.Option(min=1, help="At most this many jobs")]
+JobId = Annotated[str, typer.Argument(metavar="ID", help="Job id")]
+
+
+@jobs_app.callback(invoke_without_command=True)
+def jobs_main(
+    ctx: typer.Context,
+    status: StatusFilter = None,
+    kind: KindFilter = None,
+    name: NameFilter = None,
+    limit: Limit = 20,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Training jobs on a running server; without a subcommand, list them."""
+    if group_options(ctx, url, api_key):
+        jobs_list(ctx, status, kind, name, limit, url, api_key)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    ctx: typer.Context,
+    status: StatusFilter = None,
+    kind: KindFilter = None,
+    name: NameFilter = None,
+    limit: Limit = 20,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """List training jobs."""
+    page = fetch(
+        ctx,
+        url,
+        api_key,
+        lambda c: c.list_jobs(status=status, kind=kind, name=name, limit=limit),
+    )
+    render.print_table(
+        "training jobs",
+        ("id", "kind", "name", "status", "progress", "loss", "created"),
+        (
+            (
+                cell(job["id"]),
+                cell(job["kind"]),
+                cell(job["name"]),
+                render.status(job["status"]),
+                percent(job.get("progress")),
+                number((job.get("metrics") or {}).get("loss")),
+                timestamp(job.get("created_at")),
+            )
+            for job in page["data"]
+        ),
+        right=("progress", "loss"),
+    )
+    if page.get("count", 0) > len(page["data"]):
+        console.print(f"{len(page['data'])} of {page['count']} jobs (raise --limit for more)")
+
+
+@jobs_app.command("show")
+def jobs_show(
+    ctx: typer.Context,
+    job_id: JobId,
+    history: Annotated[int, typer.Option(min=0, help="Latest history rows to show; 0: all")] = 20,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """One job in detail, with its metric history."""
+    job = fetch(ctx, url, api_key, lambda c: c.get_job(job_id))
+    cancel = " (cancel requested)" if job.get("cancel_requested") else ""
+    render.print_details(
+        {
+            "id": job["id"],
+            "kind": job["kind"],
+            "name": job["name"],
+            "dataset": job.get("dataset_id"),
+            "status": job["status"] + cancel,
+            "progress": percent(job.get("progress"), 1),
+            "params": json.dumps(job.get("params") or {}),
+            "activate": job.get("activate"),
+            "attempts": job.get("attempts"),
+            "metrics": render.format_metrics(job.get("metrics")),
+            "model version": render.version_ref(job.get("model_version")),
+            "created": timestamp(job.get("created_at")),
+            "started": timestamp(job.get("started_at")),
+            "finished": timestamp(job.get("finished_at")),
+            "error": job.get("error"),
+        }
+    )
+    rows = job.get("history") or []
+    if history:
+        rows = rows[-history:]
+    if rows:
+        keys = render.metric_keys({k for row in rows for k in row.get("values", {})} - {"step"})
+        render.print_table(
+            "metric history",
+            ("step", *keys, "time"),
+            (
+                (
+                    cell(row.get("step")),
+                    *(number(row.get("values", {}).get(k)) for k in keys),
+                    timestamp(row.get("created_at")),
+                )
+                for row in rows
+            ),
+        )
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    ctx: typer.Context, job_id: JobId, url: UrlOption = None, api_key: ApiKeyOption = None
+) -> None:
+    """Stop a queued or running job; it ends `cancelled`."""
+    job = fetch(ctx, url, api_key, lambda c: c.cancel_job(job_id))
+    requested = "" if job["status"] in FINAL_STATUSES else " (cancel requested)"
+    console.print(render.job_line(job, requested))
+
+
+@jobs_app.command("kinds")
+def jobs_kinds(ctx: typer.Context, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """The model families a server trains, with their parameters and defaults."""
+    kinds = fetch(ctx, url, api_key, GenserveClient.list_kinds)
+    render.print_table(
+        "trainable kinds",
+        ("kind", "task", "datasets", "parameters", "description"),
+        (
+            (
+                cell(kind["kind"]),
+                cell(kind.get("task")),
+                cell(", ".join(kind.get("dataset_kinds") or [])),
+                cell("\n".join(render.describe_param(p) for p in kind.get("params") or [])),
+                cell(kind.get("description")),
+            )
+            for kind in kinds
+        ),
+    )
+
+
+datasets_app = typer.Typer()
+
+
+@datasets_app.callback(invoke_without_command=True)
+def datasets_main(ctx: typer.Context, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """Datasets on a running server; without a subcommand, list them."""
+    if group_options(ctx, url, api_key):
+        datasets_list(ctx, url, api_key)
+
+
+@datasets_app.command("list")
+def datasets_list(ctx: typer.Context, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """List uploaded and built-in datasets."""
+    page = fetch(ctx, url, api_key, GenserveClient.list_datasets)
+    render.print_table(
+        "datasets",
+        ("id", "name", "kind", "format", "records", "builtin"),
+        (
+            (
+                cell(ds["id"]),
+                cell(ds["name"]),
+                cell(ds.get("kind")),
+                cell(ds.get("format")),
+                cell(ds.get("num_records")),
+                "yes" if ds.get("builtin") else "",
+            )
+            for ds in page["data"]
+        ),
+        right=("records",),
+    )
+
+
+@datasets_app.command("upload")
+def datasets_upload(
+    ctx: typer.Context,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help=".txt, .csv, .tsv, .jsonl, .npz, IDX or a .zip of PNGs in label folders",
+        ),
+    ],
+    name: Annotated[
+        str | None, typer.Option(help="Dataset name; default: from the file name")
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Upload a dataset file; uploading the same bytes again returns the stored one."""
+    ds, created = fetch(ctx, url, api_key, lambda c: c.upload_dataset(file, name))
+    what = "uploaded as" if created else "already stored as"
+    unit = "characters" if ds.get("kind") == "text" else "examples"  # what num_records counts
+    console.print(
+        f"{what} dataset {ds['id']} {ds['name']!r}: {ds.get('kind')}, {ds.get('format')}, "
+        f"{ds.get('num_records')} {unit}, {ds.get('size_bytes')} bytes",
+        markup=False,
+        highlight=False,
+    )
+
+
+@datasets_app.command("show")
+def datasets_show(
+    ctx: typer.Context,
+    dataset_id: Annotated[str, typer.Argument(metavar="ID", help="Dataset id")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """One dataset in detail."""
+    ds = fetch(ctx, url, api_key, lambda c: c.get_dataset(dataset_id))
+    keys = ("id", "name", "kind", "format", "num_records", "size_bytes", "sha256")
+    render.print_details(
+        {
+            **{key.replace("_", " "): ds.get(key) for key in keys},
+            "builtin": "yes" if ds.get("builtin") else "no",
+            "created": timestamp(ds.get("created_at")),
+            "meta": json.dumps(ds.get("meta") or {}),
+        }
+    )

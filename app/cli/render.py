@@ -1,0 +1,180 @@
+"""How the CLI shows what a server answered: tables, numbers, times, statuses, progress.
+
+Nothing here talks HTTP or reads a database, so every command renders the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console, RenderableType
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+console = Console()
+err_console = Console(stderr=True)
+
+STATUS_STYLES = {
+    "queued": "yellow",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+METRIC_ORDER = ("loss", "val_loss", "val_accuracy", "step", "samples_per_s")
+
+
+def print_error(message: str) -> None:
+    """In red on stderr, verbatim: a server's message may hold brackets rich would eat."""
+    err_console.print(
+        f"error: {message}", style="red", markup=False, highlight=False, soft_wrap=True
+    )
+
+
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[RenderableType]],
+    right: Iterable[str] = (),
+) -> None:
+    """One titled table; `right` names the numeric columns, aligned right."""
+    aligned = set(right)
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right" if column in aligned else "left")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def print_details(fields: Mapping[str, Any]) -> None:
+    """One record as `key  value` lines, keys in bold."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for key, value in fields.items():
+        grid.add_row(key, value if isinstance(value, Text) else cell(value))
+    console.print(grid)
+
+
+def cell(value: Any) -> Text:
+    """Plain text cells: names and messages from the server are never read as rich markup."""
+    return Text("" if value is None else str(value))
+
+
+def number(value: Any) -> str:
+    """Floats to 4 significant digits, anything else as is; None is blank."""
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def percent(fraction: float | None, decimals: int = 0) -> str:
+    """A job's progress (0..1, None before it starts) as `42%`."""
+    return f"{100 * float(fraction or 0.0):.{decimals}f}%"
+
+
+def timestamp(value: str | None) -> str:
+    """An ISO time to the second, without the `T` and the offset."""
+    return (value or "")[:19].replace("T", " ")
+
+
+def duration(job: Mapping[str, Any]) -> str:
+    """` in 12.3 s` for a job that started and finished, else nothing."""
+    try:
+        started = datetime.fromisoformat(job["started_at"])
+        finished = datetime.fromisoformat(job["finished_at"])
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return f" in {(finished - started).total_seconds():.1f} s"
+
+
+def metric_keys(keys: Iterable[str]) -> list[str]:
+    """The metrics people watch first (METRIC_ORDER), then the rest by name."""
+    rank = {key: i for i, key in enumerate(METRIC_ORDER)}
+    return sorted(keys, key=lambda k: (rank.get(k, len(rank)), k))
+
+
+def format_metrics(metrics: Mapping[str, Any] | None, sep: str = " ") -> str:
+    """`loss=1.25 val_loss=1.5 step=200`: the latest metrics on one line."""
+    if not metrics:
+        return ""
+    return sep.join(f"{k}={number(metrics[k])}" for k in metric_keys(metrics))
+
+
+def status(value: str) -> Text:
+    """A job status in its colour, so a failed job stands out in a long table."""
+    return Text(value, style=STATUS_STYLES.get(value, ""))
+
+
+def version_ref(version: Mapping[str, Any] | None) -> str:
+    """`name vN` for a model version the server returned, else blank."""
+    return f"{version['name']} v{version['version']}" if version else ""
+
+
+def describe_param(param: Mapping[str, Any]) -> str:
+    """`name: type = default [min..max] {a|b}`, skipping what a parameter does not have."""
+    text = f"{param['name']}: {param.get('type', '')} = {json.dumps(param.get('default'))}"
+    low, high = param.get("minimum"), param.get("maximum")
+    if low is not None or high is not None:
+        text += f" [{number(low)}..{number(high)}]"
+    if param.get("enum"):
+        text += " {" + "|".join(str(v) for v in param["enum"]) + "}"
+    return text
+
+
+def job_progress() -> Progress:
+    """The bar `train --follow` draws: status, progress, elapsed time, latest metrics."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[metrics]}", markup=False),
+        console=console,
+    )
+
+
+def show_job_progress(progress: Progress, task: TaskID, job: Mapping[str, Any]) -> None:
+    """Moves the bar to the job's latest poll."""
+    value = job["status"]
+    progress.update(
+        task,
+        completed=float(job.get("progress") or 0.0),
+        description=f"job {job['id']} [{STATUS_STYLES.get(value, 'default')}]{value}[/]",
+        metrics=format_metrics(job.get("metrics")),
+    )
+
+
+def job_line(job: Mapping[str, Any], *parts: str | Text) -> Text:
+    """`job 7 <status>` followed by `parts`, the opening of every one-line job report."""
+    return Text.assemble(f"job {job['id']} ", status(job["status"]), *parts)
+
+
+def print_outcome(job: Mapping[str, Any]) -> None:
+    """How a followed job ended: status, time taken, metrics, the version it produced."""
+    line = job_line(job, duration(job))
+    metrics = format_metrics(job.get("metrics"))
+    if metrics:
+        line.append(f": {metrics}")
+    version = job.get("model_version")
+    if version:
+        line.append(f" -> model {version_ref(version)}")
+        if job.get("activate") and job["status"] == "succeeded":
+            line.append(" (activated)")
+    console.print(line)
+    if job.get("error"):
+        print_error(job["error"])
