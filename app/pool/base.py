@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -181,16 +181,17 @@ class SharedPool(WorkerPool, Generic[S]):
         """Sequences of one model running or waiting before a generation is refused."""
         return self.settings.max_running_sequences + self.settings.max_waiting_sequences
 
-    async def _next_event(self, model: str, waiting: Awaitable[T], deadline: float) -> T:
-        """What a generation waits for next: a timeout after `request_timeout_s` without a
-        token, or past the whole generation's deadline (`generation_timeout_s`)."""
+    async def _next_event(self, model: str, wait: Callable[[], Awaitable[T]], deadline: float) -> T:
+        """Awaits `wait()`, what a generation waits for next: a timeout after
+        `request_timeout_s` without a token, or past the whole generation's deadline
+        (`generation_timeout_s`)."""
         loop = asyncio.get_running_loop()
         gap = self.settings.request_timeout_s
         left = deadline - loop.time()
         try:
             if left <= 0:
                 raise TimeoutError
-            return await asyncio.wait_for(waiting, min(gap, left))
+            return await asyncio.wait_for(wait(), min(gap, left))
         except TimeoutError:
             if deadline - loop.time() <= 0:
                 limit = self.settings.generation_timeout_s
@@ -198,9 +199,6 @@ class SharedPool(WorkerPool, Generic[S]):
                     f"{model!r} did not finish within {limit:g} s; ask for fewer tokens"
                 ) from None
             raise EngineTimeout(f"{model!r} produced no token for {gap:g} s") from None
-        finally:
-            if asyncio.iscoroutine(waiting):
-                waiting.close()  # never awaited when past the deadline already
 
     def _deadline(self) -> float:
         return asyncio.get_running_loop().time() + self.settings.generation_timeout_s

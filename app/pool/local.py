@@ -251,7 +251,7 @@ class LocalPool(SharedPool[_Worker]):
         assert events is not None
         try:
             while pending.remaining > 0 or not events.empty():
-                item = await self._next_event(pending.model, events.get(), deadline)
+                item = await self._next_event(pending.model, events.get, deadline)
                 if isinstance(item, Exception):
                     raise item
                 yield item

@@ -167,11 +167,14 @@ class RayPool(SharedPool[_Actor]):
     ) -> AsyncIterator[TokenEvent]:
         """Polls the actor for events until every choice finished, it failed, or a timeout."""
         model, remaining = request.model, request.n
+
+        def poll() -> Awaitable[EventsReply]:
+            return self._call(slot, actor.next_events.remote(request.request_id))
+
         try:
-            await self._next_event(model, self._call(slot, submitted), deadline)
+            await self._next_event(model, lambda: self._call(slot, submitted), deadline)
             while remaining > 0:
-                call = actor.next_events.remote(request.request_id)
-                reply: EventsReply = await self._next_event(model, self._call(slot, call), deadline)
+                reply: EventsReply = await self._next_event(model, poll, deadline)
                 for running in reply.steps:
                     metrics.BATCH_SIZE.labels(model).observe(running)
                 for event in reply.events:
