@@ -16,7 +16,8 @@ from sqlalchemy.orm import selectinload
 
 from app.db import Database
 from app.errors import AppError, BadRequest, NotFound
-from app.pool.base import ModelSpec, WorkerPool
+from app.pool.base import WorkerPool
+from app.worker.protocol import ModelSpec
 from app.services import versions
 from app.services.versions import BUILTIN_PREFIX
 from app.settings import Settings
