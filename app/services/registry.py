@@ -17,11 +17,11 @@ from sqlalchemy.orm import selectinload
 from app.db import Database
 from app.errors import AppError, BadRequest, NotFound
 from app.pool.base import WorkerPool
-from app.worker.protocol import ModelSpec
 from app.services import versions
 from app.services.versions import BUILTIN_PREFIX
 from app.settings import Settings
 from app.tables import Model, ModelVersion
+from app.worker.protocol import ModelSpec
 from models.artifacts import CONFIG_FILE, artifact_digest
 
 log = logging.getLogger("genserve.registry")
