@@ -7,7 +7,7 @@ pool, a thread hop and a GIL handoff on every request.
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 
@@ -23,51 +23,24 @@ from app.services.training import TrainingService
 from app.settings import Settings
 
 
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+def from_state(name: str):  # type: ignore[no-untyped-def]
+    """A dependency returning what the lifespan put on app.state under `name`."""
+
+    async def get(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    return Depends(get)
 
 
-async def get_db(request: Request) -> Database:
-    return request.app.state.db
-
-
-async def get_pool(request: Request) -> WorkerPool:
-    return request.app.state.pool
-
-
-async def get_registry(request: Request) -> ModelRegistry:
-    return request.app.state.registry
-
-
-async def get_classify_service(request: Request) -> ClassifyService:
-    return request.app.state.classify
-
-
-async def get_dataset_service(request: Request) -> DatasetService:
-    return request.app.state.datasets
-
-
-async def get_training_service(request: Request) -> TrainingService:
-    return request.app.state.training
-
-
-async def get_generate_service(request: Request) -> GenerateService:
-    return request.app.state.generate
-
-
-async def get_generate_image_service(request: Request) -> GenerateImageService:
-    return request.app.state.generate_image
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-DbDep = Annotated[Database, Depends(get_db)]
-PoolDep = Annotated[WorkerPool, Depends(get_pool)]
-RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
-ClassifyServiceDep = Annotated[ClassifyService, Depends(get_classify_service)]
-DatasetServiceDep = Annotated[DatasetService, Depends(get_dataset_service)]
-TrainingServiceDep = Annotated[TrainingService, Depends(get_training_service)]
-GenerateServiceDep = Annotated[GenerateService, Depends(get_generate_service)]
-GenerateImageServiceDep = Annotated[GenerateImageService, Depends(get_generate_image_service)]
+SettingsDep = Annotated[Settings, from_state("settings")]
+DbDep = Annotated[Database, from_state("db")]
+PoolDep = Annotated[WorkerPool, from_state("pool")]
+RegistryDep = Annotated[ModelRegistry, from_state("registry")]
+ClassifyServiceDep = Annotated[ClassifyService, from_state("classify")]
+DatasetServiceDep = Annotated[DatasetService, from_state("datasets")]
+TrainingServiceDep = Annotated[TrainingService, from_state("training")]
+GenerateServiceDep = Annotated[GenerateService, from_state("generate")]
+GenerateImageServiceDep = Annotated[GenerateImageService, from_state("generate_image")]
 
 
 def require_scope(scope: Literal["read", "admin"]):  # type: ignore[no-untyped-def]

@@ -221,20 +221,6 @@ JobId = Annotated[str, typer.Argument(metavar="ID", help="Job id")]
 
 
 @jobs_app.callback(invoke_without_command=True)
-def jobs_main(
-    ctx: typer.Context,
-    status: StatusFilter = None,
-    kind: KindFilter = None,
-    name: NameFilter = None,
-    limit: Limit = 20,
-    url: UrlOption = None,
-    api_key: ApiKeyOption = None,
-) -> None:
-    """Training jobs on a running server; without a subcommand, list them."""
-    if group_options(ctx, url, api_key):
-        jobs_list(ctx, status, kind, name, limit, url, api_key)
-
-
 @jobs_app.command("list")
 def jobs_list(
     ctx: typer.Context,
@@ -245,7 +231,9 @@ def jobs_list(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """List training jobs."""
+    """Training jobs on a running server: `jobs` and `jobs list` list them."""
+    if isinstance(ctx.command, typer.core.TyperGroup) and not group_options(ctx, url, api_key):
+        return  # `jobs --url ... cancel ID`: the options are kept for the subcommand
     page = fetch(
         ctx,
         url,

@@ -22,23 +22,8 @@ from app.pool.base import SharedPool, Slot
 from app.pool.errors import EngineTimeout, WorkerLost, failure_error
 from app.settings import Settings
 from app.supervision import SupervisedProcess, spawn, stop_all
+from app.worker import protocol as msg
 from app.worker.process import worker_main
-from app.worker.protocol import (
-    BatchDone,
-    Cancel,
-    Failed,
-    FromWorker,
-    Generate,
-    Infer,
-    Load,
-    Loaded,
-    ModelSpec,
-    Ready,
-    Stop,
-    TokenEvent,
-    Tokens,
-    ToWorker,
-)
 
 log = logging.getLogger("genserve.pool")
 
@@ -50,7 +35,7 @@ class _Pending:
     model: str
     rows: int
     future: asyncio.Future[Any] | None = None
-    events: asyncio.Queue[TokenEvent | Exception] | None = None
+    events: asyncio.Queue[msg.TokenEvent | Exception] | None = None
     remaining: int = 0  # generation: choices not finished yet
 
 
@@ -71,14 +56,14 @@ class LocalPool(SharedPool[_Worker]):
                 f"worker {worker.id}",
                 functools.partial(self._launch, worker),
                 functools.partial(self._on_exit, worker),
-                ask_stop=lambda _, worker=worker: self._send(worker, Stop()),
+                ask_stop=lambda _, worker=worker: self._send(worker, msg.Stop()),
             )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loads: dict[int, asyncio.Future[str | None]] = {}  # hot loads awaiting a worker
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, specs: list[ModelSpec]) -> None:
+    async def start(self, specs: list[msg.ModelSpec]) -> None:
         self._loop = asyncio.get_running_loop()
         self.specs = list(specs)
         for worker in self.slots:
@@ -109,7 +94,7 @@ class LocalPool(SharedPool[_Worker]):
         log.info("started worker %d (pid %d) on %s", worker.id, process.pid, worker.device)
         return process
 
-    def _send(self, worker: _Worker, message: ToWorker) -> bool:
+    def _send(self, worker: _Worker, message: msg.ToWorker) -> bool:
         if worker.requests is None:
             return False
         try:
@@ -136,13 +121,13 @@ class LocalPool(SharedPool[_Worker]):
             return False
         return True
 
-    def _on_message(self, worker: _Worker, message: FromWorker) -> None:
+    def _on_message(self, worker: _Worker, message: msg.FromWorker) -> None:
         match message:
-            case BatchDone(model=model, rows=rows, results=results):
+            case msg.BatchDone(model=model, rows=rows, results=results):
                 metrics.BATCH_SIZE.labels(model).observe(rows)
                 for request_id, output in results:
                     self._resolve(worker, request_id, output, None)
-            case Tokens(model=model, running=running, events=events):
+            case msg.Tokens(model=model, running=running, events=events):
                 metrics.BATCH_SIZE.labels(model).observe(running)
                 for event in events:
                     pending = worker.pending.get(event.request_id)
@@ -153,14 +138,14 @@ class LocalPool(SharedPool[_Worker]):
                         pending.remaining -= 1
                         if pending.remaining == 0:
                             self._forget(worker, event.request_id)
-            case Failed(failures=failures):
+            case msg.Failed(failures=failures):
                 for failure in failures:
                     self._resolve(worker, failure.request_id, None, failure_error(failure))
-            case Ready():
+            case msg.Ready():
                 self._on_ready(worker, message)
                 for spec in self._outdated(worker):  # activated while this worker started
-                    self._send(worker, Load(next(self._ids), spec))
-            case Loaded():
+                    self._send(worker, msg.Load(next(self._ids), spec))
+            case msg.Loaded():
                 self._on_loaded(worker, message)
                 future = self._loads.pop(message.request_id, None)
                 if future is not None and not future.done():
@@ -206,7 +191,7 @@ class LocalPool(SharedPool[_Worker]):
 
     # -- the API ---------------------------------------------------------------------------
 
-    def _submit(self, message: Infer | Generate, pending: _Pending, limit: int) -> _Worker:
+    def _submit(self, message: msg.Infer | msg.Generate, pending: _Pending, limit: int) -> _Worker:
         """Sends `message` to the least loaded worker, or refuses it when the queue is full."""
         worker = self._admit(pending.model, pending.rows, limit)
         worker.pending[message.request_id] = pending
@@ -217,7 +202,7 @@ class LocalPool(SharedPool[_Worker]):
     async def infer(self, model: str, inputs: Any, rows: int) -> Any:
         assert self._loop is not None
         future: asyncio.Future[Any] = self._loop.create_future()
-        request = Infer(next(self._ids), model, inputs, rows)
+        request = msg.Infer(next(self._ids), model, inputs, rows)
         worker = self._submit(
             request, _Pending(model, rows, future=future), self.settings.max_queue
         )
@@ -236,16 +221,16 @@ class LocalPool(SharedPool[_Worker]):
 
     def generate(
         self, model: str, prompt: str, params: dict[str, Any], n: int
-    ) -> AsyncIterator[TokenEvent]:
+    ) -> AsyncIterator[msg.TokenEvent]:
         # Submitted now, not on first iteration, so a full queue is an error before streaming.
         pending = _Pending(model, n, events=asyncio.Queue(), remaining=n)
-        request = Generate(next(self._ids), model, prompt, params, n)
+        request = msg.Generate(next(self._ids), model, prompt, params, n)
         worker = self._submit(request, pending, self._generation_limit())
         return self._events(worker, request.request_id, pending, self._deadline())
 
     async def _events(
         self, worker: _Worker, request_id: int, pending: _Pending, deadline: float
-    ) -> AsyncIterator[TokenEvent]:
+    ) -> AsyncIterator[msg.TokenEvent]:
         """Events until every choice finished, the worker failed, or a timeout."""
         events = pending.events
         assert events is not None
@@ -258,14 +243,14 @@ class LocalPool(SharedPool[_Worker]):
         finally:
             # The client went away or we failed: stop the work in the worker too.
             if self._forget(worker, request_id) is not None:
-                self._send(worker, Cancel(request_id))
+                self._send(worker, msg.Cancel(request_id))
 
-    async def _load_on(self, worker: _Worker, spec: ModelSpec) -> str | None:
+    async def _load_on(self, worker: _Worker, spec: msg.ModelSpec) -> str | None:
         assert self._loop is not None
         request_id = next(self._ids)
         future = self._loads[request_id] = self._loop.create_future()
         try:
-            if not self._send(worker, Load(request_id, spec)):
+            if not self._send(worker, msg.Load(request_id, spec)):
                 return f"worker {worker.id} is gone"
             return await future
         finally:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
 from app.deps import GenerateImageServiceDep, GenerateServiceDep, ReadScope
-from app.schemas.errors import SERVING_ERRORS
+from app.schemas.errors import serving_responses
 from app.schemas.generate import GenerateTextRequest, GenerateTextResponse
 from app.schemas.images import GenerateImageRequest, GenerateImageResponse
 
@@ -16,10 +16,7 @@ router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[ReadScop
 @router.post(
     "/text",
     response_model=GenerateTextResponse,
-    responses={
-        **SERVING_ERRORS,
-        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"},
-    },
+    responses=serving_responses("text/event-stream", "JSON, or SSE if stream"),
 )
 async def create_text(
     body: GenerateTextRequest, request: Request, service: GenerateServiceDep
@@ -36,10 +33,7 @@ async def create_text(
 @router.post(
     "/image",
     response_model=GenerateImageResponse,
-    responses={
-        **SERVING_ERRORS,
-        200: {"content": {"image/png": {}}, "description": "JSON, or one PNG grid"},
-    },
+    responses=serving_responses("image/png", "JSON, or one PNG grid"),
 )
 async def create_image(
     body: GenerateImageRequest, request: Request, service: GenerateImageServiceDep

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from app.deps import GenerateServiceDep, ReadScope, RegistryDep
-from app.schemas.errors import SERVING_ERRORS, error_responses
+from app.schemas.errors import error_responses, serving_responses
 from app.schemas.openai import CompletionRequest, CompletionResponse, ModelCard, ModelList
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[ReadScope])
@@ -15,10 +15,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[ReadScope])
 @router.post(
     "/completions",
     response_model=CompletionResponse,
-    responses={
-        **SERVING_ERRORS,
-        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"},
-    },
+    responses=serving_responses("text/event-stream", "JSON, or SSE if stream"),
 )
 async def create_completion(
     body: CompletionRequest, request: Request, service: GenerateServiceDep

@@ -24,3 +24,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 # Every status a model-serving endpoint can answer with besides 200.
 SERVING_ERRORS = error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504)
+
+
+def serving_responses(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
+    """The serving errors, and a 200 that may also come as `media_type` (SSE, a PNG)."""
+    return {**SERVING_ERRORS, 200: {"content": {media_type: {}}, "description": description}}

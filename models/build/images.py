@@ -177,8 +177,8 @@ def card(config: dict[str, Any], module: torch.nn.Module) -> str:
 
 {config["description"]}
 
-- **Interface**: `models.artifacts.load_artifact(path).generate(z, labels)` with
-  z float32 (N, {config["latent_dim"]}) ~ N(0, I) -> float32 (N, 28, 28) in [0, 1], ink = 1.
+- **Interface**: `models.artifacts.load_artifact(path).generate(noise, labels)` with
+  noise float32 (N, {config["latent_dim"]}) ~ N(0, I) -> float32 (N, 28, 28) in [0, 1], ink = 1.
   {cond}
 - **Model**: {model} {params / 1e6:.2f} M parameters; config
   `{json.dumps(config["model_args"])}`.

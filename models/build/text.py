@@ -18,8 +18,7 @@ from models.build import train_lm_printing, work_dir
 from models.data.builtin import load_shakespeare
 from models.text.gpt import GPT, GPTConfig
 from models.text.tokenizer import CharTokenizer
-from models.training.hooks import TrainHooks
-from models.training.lm import TrainConfig, full_validation_loss, train
+from models.training.lm import TrainConfig, full_validation_loss
 
 
 def train_shakespeare_gpt(

@@ -21,13 +21,12 @@ from pathlib import Path
 import torch
 
 from models.artifacts import save_artifact
-from models.build import train_lm_printing, environment, work_dir
+from models.build import environment, train_lm_printing, work_dir
 from models.data.builtin import load_shakespeare
 from models.text.ngram import NGramConfig, NGramModel
 from models.text.rnn import RNNConfig, RNNModel, stream_validation_loss
 from models.text.tokenizer import CharTokenizer
-from models.training.hooks import TrainHooks
-from models.training.lm import TrainConfig, full_validation_loss, train
+from models.training.lm import TrainConfig, full_validation_loss
 
 SPLIT = "first 90% of characters train, last 10% validation"
 NGRAM_ORDERS = range(3, 10)  # orders compared for the card; the artifact keeps --order

@@ -5,9 +5,10 @@ References:
 - Karpathy, char-rnn (2015): character LSTMs on tiny Shakespeare.
 - pytorch/examples word_language_model: one RNNModel for both cells, chosen by name.
 
-Training sees windows that start from a zero state (so the shared loop in train_lm.py works
-unchanged). Generation keeps one recurrent state per slot: a sequence's whole history lives
-in a fixed-size vector, so decoding costs the same at any length and slots never interact.
+Training sees windows that start from a zero state (so the shared loop in
+models/training/lm.py works unchanged). Generation keeps one recurrent state per slot: a
+sequence's whole history lives in a fixed-size vector, so decoding costs the same at any
+length and slots never interact.
 """
 
 from dataclasses import dataclass

@@ -28,7 +28,7 @@ from models.data.builtin import DIGIT_LABELS, SENTIMENT_LABELS, load_digits_spli
 from models.kinds import KINDS
 from models.training.text_pipeline import make_pipeline
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DATA_DIR = Path(os.environ.get("GENSERVE_DATA_DIR", REPO.parent / "shared" / "data"))
 PRETRAINED = REPO / "models" / "pretrained"
 needs_data = pytest.mark.skipif(

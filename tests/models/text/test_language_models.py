@@ -21,7 +21,7 @@ from models.text.ngram import NGramConfig, NGramLanguageModel, NGramModel, kn_di
 from models.text.rnn import RNNConfig, RNNLanguageModel, RNNModel, stream_validation_loss
 from models.text.tokenizer import CharTokenizer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DATA_DIR = Path(os.environ.get("GENSERVE_DATA_DIR", REPO.parent / "shared" / "data"))
 PRETRAINED = REPO / "models" / "pretrained"
 

@@ -14,7 +14,7 @@ from models.data.idx import load_mnist, read_idx
 from models.image.gan import Discriminator, GANConfig, GANImageGenerator, Generator
 from models.image.vae import VAE, VAEConfig, VAEImageGenerator
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DATA_DIR = Path(os.environ.get("GENSERVE_DATA_DIR", REPO.parent / "shared" / "data"))
 PRETRAINED = REPO / "models" / "pretrained"
 needs_mnist = pytest.mark.skipif(
