@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     model_load_timeout_s: float = Field(300.0, gt=0)  # hot-loading a new version per worker
     registry_poll_s: float = Field(1.0, gt=0, le=3600)  # how often versions activated elsewhere
     # (the job runner, another replica) are picked up
+    replica_id: str = Field("", max_length=200)  # names this replica in model placements;
+    # empty: hostname:pid
 
     runner_slots: int = Field(1, ge=0, le=64)  # job runner processes, one job each; 0: none
     runner_device: Literal["auto", "cpu", "cuda"] = "auto"
