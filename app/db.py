@@ -1,22 +1,35 @@
-"""The one engine and session factory; SQLite gets WAL and foreign keys on every connection."""
+"""The one engine and session factory; SQLite gets WAL and foreign keys on every connection.
+
+Also what counts as a database outage (`is_transient`: the API answers 503 with Retry-After,
+the job runner retries), and the lock that lets replicas migrate at the same time.
+"""
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import Settings
 
+# pg_advisory_lock key of `migrate`: any constant that no other code uses ("genserve").
+MIGRATE_LOCK_KEY = 0x67656E7365727665
+
 
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, future=True)
+        # a database that went away must fail a request in seconds, not hang it
+        connect_args = {"connect_timeout": 5} if parsed.get_backend_name() == "postgresql" else {}
+        return create_engine(
+            url, pool_pre_ping=True, pool_timeout=10, connect_args=connect_args, future=True
+        )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -50,21 +63,74 @@ class Database:
         with self._sessions() as session, session.begin():
             yield session
 
+    def ping(self) -> None:
+        """One round trip; raises what the database raises (readiness reports it)."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
     def dispose(self) -> None:
         self.engine.dispose()
 
 
+def is_transient(exc: BaseException) -> bool:
+    """A database error that waiting can cure: the server is down, restarting, unreachable,
+    out of connections, or (SQLite) locked. Constraint violations and bugs are not."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        )
+    return isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError)
+
+
 def migrate(url: str, revision: str = "head") -> None:
-    """Brings the schema to `revision`; Alembic is the only thing that changes tables."""
+    """Brings the schema to `revision`; Alembic is the only thing that changes tables.
+
+    Holds a lock while it does, so replicas starting together on an empty database take
+    turns: the first migrates, the others find the schema at `revision` and do nothing.
+    """
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    with migrate_lock(url):
+        command.upgrade(alembic_config(url), revision)
+
+
+@contextmanager
+def migrate_lock(url: str) -> Iterator[None]:
+    """PostgreSQL: a session advisory lock (released if this process dies). SQLite: an
+    exclusive flock on a file beside the database, which is how SQLite itself locks (a
+    SQLite database is only ever shared through one host's filesystem)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            yield
+            return
+        lock_path = Path(f"{parsed.database}.migrate-lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield  # closing the file releases the lock
+        return
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATE_LOCK_KEY})
+                conn.commit()
+            try:
+                yield
+            finally:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATE_LOCK_KEY})
+                    conn.commit()
+    finally:
+        engine.dispose()
 
 
 def downgrade(url: str, revision: str = "base") -> None:
     from alembic import command
 
-    command.downgrade(alembic_config(url), revision)
+    with migrate_lock(url):
+        command.downgrade(alembic_config(url), revision)
 
 
 def current_revision(url: str) -> str | None:
