@@ -30,9 +30,17 @@ Seconds = Annotated[float, Ge(0), Le(7 * 86_400)]
 TestFraction = Annotated[float, Ge(0.01), Le(0.5)]
 
 
+TokenizerKind = Literal["char", "bpe"]
+VocabSize = Annotated[int, Ge(257), Le(65_536)]
+TOKENIZER_DOC = "char: one token per character; bpe: byte-level BPE (any UTF-8 text encodes)"
+VOCAB_DOC = "bpe: tokens learnt from the training split, the 256 bytes included"
+
+
 @dataclass
 class NGramParams:
-    order: Annotated[int, Ge(2), Le(12)] = doc(7, "longest n-gram (context = order - 1 chars)")
+    order: Annotated[int, Ge(2), Le(12)] = doc(7, "longest n-gram (context = order - 1 tokens)")
+    tokenizer: TokenizerKind = doc("char", TOKENIZER_DOC)
+    vocab_size: VocabSize = doc(512, VOCAB_DOC)
     test_fraction: TestFraction = doc(0.1, "uploads: the last fraction of characters validates")
 
 
@@ -43,7 +51,7 @@ class LMParams:
     max_steps: Annotated[int, Ge(1), Le(10_000_000)] = doc(2000, "optimizer steps")
     max_seconds: Seconds = doc(0.0, "wall-clock budget in seconds, 0 for none")
     batch_size: BatchSize = doc(16, "sequences per step")
-    block_size: Annotated[int, Ge(8), Le(4096)] = doc(128, "characters per sequence")
+    block_size: Annotated[int, Ge(8), Le(4096)] = doc(128, "tokens per sequence")
     lr: LearningRate = doc(1e-3, "peak learning rate (AdamW), cosine-decayed to lr/10")
     warmup_steps: Annotated[int, Ge(0), Le(1_000_000)] = doc(100, "linear warm-up steps")
     weight_decay: Annotated[float, Ge(0), Le(1)] = doc(0.1, "on weight matrices only")
@@ -51,6 +59,8 @@ class LMParams:
     eval_batches: Annotated[int, Ge(1), Le(1000)] = doc(10, "batches per evaluation")
     seed: Seed = doc(1337, "initialisation and batch sampling")
     test_fraction: TestFraction = doc(0.1, "uploads: the last fraction of characters validates")
+    tokenizer: TokenizerKind = doc("char", TOKENIZER_DOC)
+    vocab_size: VocabSize = doc(2048, VOCAB_DOC)
 
 
 @dataclass
@@ -68,7 +78,7 @@ class GPTParams(LMParams):
 @dataclass
 class RNNParams(LMParams):
     batch_size: BatchSize = doc(8, "sequences per step (small batches suit CPUs)")
-    block_size: Annotated[int, Ge(8), Le(4096)] = doc(64, "characters per training sequence")
+    block_size: Annotated[int, Ge(8), Le(4096)] = doc(64, "tokens per training sequence")
     lr: LearningRate = doc(3e-3, "peak learning rate (AdamW), cosine-decayed to lr/10")
     weight_decay: Annotated[float, Ge(0), Le(1)] = doc(0.01, "on weight matrices only")
     n_embd: Annotated[int, Ge(4), Le(4096)] = doc(64, "character embedding width")

@@ -82,7 +82,10 @@ class GenerateService:
             )
         if not prompt and spec.config.get("needs_prompt", False):
             raise InvalidInput(f"model {spec.name!r} needs a non-empty prompt")
-        vocabulary = set(spec.config.get("tokenizer", {}).get("chars", []))
+        tokenizer = spec.config.get("tokenizer", {})
+        if tokenizer.get("type", "char") != "char":
+            return  # byte-level BPE encodes any UTF-8 text
+        vocabulary = set(tokenizer.get("chars", []))
         unknown = sorted({c for c in prompt if c not in vocabulary})
         if unknown:
             raise InvalidInput(

@@ -8,6 +8,7 @@ of every sequence as events for the API.
 
 from __future__ import annotations
 
+import codecs
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,10 @@ class Sequence:
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     emitted: int = 0  # characters of `text` already sent to the client
+    # bytes to text as they come: a character split across BPE tokens appears once whole
+    utf8: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
+    )
     last_logprob: float | None = None
 
 
@@ -95,7 +100,7 @@ class GenerationEngine:
 
     def _advance(self, seq: Sequence, token: int, logprob: float) -> TokenEvent:
         seq.tokens.append(token)
-        seq.text += self.lm.tokenizer.chars[token]
+        seq.text += seq.utf8.decode(self.lm.tokenizer.token_bytes[token])
         finish = None
         stops = seq.params.stop
         cut = stop_index(seq.text, stops) if stops else -1
@@ -103,6 +108,7 @@ class GenerationEngine:
             seq.text, finish = seq.text[:cut], "stop"
         elif len(seq.tokens) >= seq.params.max_new_tokens:
             finish = "length"
+            seq.text += seq.utf8.decode(b"", final=True)  # a cut-off character, replaced
         safe = len(seq.text) if finish or not stops else len(seq.text) - holdback(seq.text, stops)
         delta = seq.text[seq.emitted : safe]
         seq.emitted = max(seq.emitted, safe)

@@ -21,6 +21,7 @@ RECIPES: dict[str, Callable[[str, argparse.Namespace, torch.device], object]] = 
     "sentiment": classifiers.build_sentiment,
     "digits": classifiers.build_digits,
     "shakespeare-gpt": text.build_gpt,
+    "shakespeare-bpe-gpt": text.build_bpe_gpt,
     "shakespeare-lstm": text_rnn.build_rnn,
     "shakespeare-gru": text_rnn.build_rnn,
     "shakespeare-ngram": text_rnn.build_ngram,

@@ -20,7 +20,7 @@ from safetensors.torch import load as load_safetensors
 
 from models.artifacts import WEIGHTS_FILE
 from models.text.lm import LanguageModel
-from models.text.tokenizer import CharTokenizer
+from models.text.tokenizer import Tokenizer, load_tokenizer
 
 
 @dataclass
@@ -204,7 +204,7 @@ class GPTLanguageModel(LanguageModel):
     generation can run past block_size (positions are absolute, so the cache cannot slide).
     """
 
-    def __init__(self, model: GPT, tokenizer: CharTokenizer, name: str = ""):
+    def __init__(self, model: GPT, tokenizer: Tokenizer, name: str = ""):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -218,7 +218,7 @@ class GPTLanguageModel(LanguageModel):
     ) -> "GPTLanguageModel":
         model = GPT(GPTConfig(**config["model_args"]))
         model.load_state_dict(load_safetensors(payload[WEIGHTS_FILE]), strict=True)
-        tokenizer = CharTokenizer(config["tokenizer"]["chars"])
+        tokenizer = load_tokenizer(config["tokenizer"])
         return cls(model.to(device), tokenizer, config.get("name", ""))
 
     def allocate(self, slots: int) -> None:
@@ -235,7 +235,7 @@ class GPTLanguageModel(LanguageModel):
         return self.model.forward_cached(ids.to(self.device), self.cache, s, p, first).float()
 
     def prefill(self, slot: int, ids: list[int]) -> torch.Tensor:
-        ids = ids[-self.model.config.block_size :] or [self.tokenizer.stoi.get("\n", 0)]
+        ids = ids[-self.model.config.block_size :] or [self.tokenizer.start_id]
         self.history[slot] = list(ids)
         return self._run([slot], torch.tensor([ids]), [0])[0]
 

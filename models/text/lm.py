@@ -10,11 +10,11 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from models.text.tokenizer import CharTokenizer
+from models.text.tokenizer import Tokenizer
 
 
 class LanguageModel(ABC):
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     name: str = ""
     needs_prompt: bool = False  # True when the model cannot start from an empty context
 

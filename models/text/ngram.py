@@ -17,7 +17,7 @@ Contexts before the start of a text are newlines (the start of a line).
 
 The artifact stores, per order k, the distinct k-grams in code order (code = the characters
 as a base-vocab_size number, oldest first): `prefix_k` the row of the first k - 1 characters
-in the order k - 1 table (int32), `last_k` the last character (uint8), `count_k` (int32).
+in the order k - 1 table (int32), `last_k` the last token (uint8, int32 past 256 tokens), `count_k` (int32).
 Codes, discounts and per-context sums are rebuilt from these when loading.
 """
 
@@ -32,7 +32,7 @@ from safetensors.torch import load as load_safetensors
 
 from models.artifacts import WEIGHTS_FILE, ArtifactError
 from models.text.lm import LanguageModel
-from models.text.tokenizer import CharTokenizer
+from models.text.tokenizer import Tokenizer, load_tokenizer
 
 
 @dataclass
@@ -70,8 +70,11 @@ class NGramModel(nn.Module):
     def __init__(self, config: NGramConfig, tables: dict[str, torch.Tensor]):
         super().__init__()
         V, n = config.vocab_size, config.order
-        if n < 1 or not 1 < V <= 256 or n * math.log2(V) >= 63:
-            raise ValueError(f"need order >= 1, 1 < vocab <= 256, codes in int64: {config}")
+        if n < 1 or V < 2 or n * math.log2(V) >= 63:
+            raise ValueError(
+                f"order {n} over {V} tokens: contexts must fit int64 codes (order * log2(vocab) "
+                "< 63); lower order or vocab_size"
+            )
         expected = {f"{part}_{k}" for k in range(1, n + 1) for part in ("prefix", "last", "count")}
         if set(tables) != expected:
             raise ValueError(f"tables {sorted(set(tables) ^ expected)} missing or unexpected")
@@ -122,7 +125,8 @@ class NGramModel(nn.Module):
             tables[f"prefix_{k}"] = torch.from_numpy(
                 np.searchsorted(grams[k - 1], grams[k] // V).astype(np.int32)
             )
-            tables[f"last_{k}"] = torch.from_numpy((grams[k] % V).astype(np.uint8))
+            last = np.uint8 if V <= 256 else np.int32  # characters fit a byte; BPE tokens not
+            tables[f"last_{k}"] = torch.from_numpy((grams[k] % V).astype(last))
             tables[f"count_{k}"] = torch.from_numpy(count.astype(np.int32))
         return cls(config, tables)
 
@@ -182,7 +186,7 @@ class NGramLanguageModel(LanguageModel):
     def __init__(
         self,
         model: NGramModel,
-        tokenizer: CharTokenizer,
+        tokenizer: Tokenizer,
         name: str = "",
         device: torch.device | str = "cpu",
     ) -> None:
@@ -190,7 +194,7 @@ class NGramLanguageModel(LanguageModel):
         self.tokenizer = tokenizer
         self.name = name
         self.device = torch.device(device)
-        self.pad_id = tokenizer.stoi.get("\n", 0)
+        self.pad_id = tokenizer.start_id
         self.width = model.config.order - 1
         self.history = np.zeros((0, self.width), np.int64)  # (slots, order-1)
 
@@ -224,7 +228,7 @@ class NGramLanguageModel(LanguageModel):
     ) -> "NGramLanguageModel":
         try:
             model_config = NGramConfig(**config["model_args"])
-            tokenizer = CharTokenizer(config["tokenizer"]["chars"])
+            tokenizer = load_tokenizer(config["tokenizer"])
             tables = load_safetensors(payload[WEIGHTS_FILE])  # tensors only, runs no code
             model = NGramModel(model_config, tables)
         except Exception as e:

@@ -20,7 +20,7 @@ from safetensors.torch import load as load_safetensors
 
 from models.artifacts import WEIGHTS_FILE, ArtifactError
 from models.text.lm import LanguageModel
-from models.text.tokenizer import CharTokenizer
+from models.text.tokenizer import Tokenizer, load_tokenizer
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -134,12 +134,12 @@ class RNNLanguageModel(LanguageModel):
 
     needs_prompt = False
 
-    def __init__(self, model: RNNModel, tokenizer: CharTokenizer, name: str = "") -> None:
+    def __init__(self, model: RNNModel, tokenizer: Tokenizer, name: str = "") -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
         self.device = model.lm_head.weight.device
-        self.start_id = tokenizer.stoi.get("\n", 0)
+        self.start_id = tokenizer.start_id
         self.state: torch.Tensor | None = None  # (parts, n_layer, slots, hidden)
 
     @torch.inference_mode()
@@ -175,7 +175,7 @@ class RNNLanguageModel(LanguageModel):
     ) -> "RNNLanguageModel":
         try:
             model_config = RNNConfig(**config["model_args"])
-            tokenizer = CharTokenizer(config["tokenizer"]["chars"])
+            tokenizer = load_tokenizer(config["tokenizer"])
         except (KeyError, TypeError) as e:
             raise ArtifactError(f"bad RNN config: {e}") from e
         if config.get("kind") != f"text-{model_config.cell}":

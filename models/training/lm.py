@@ -20,7 +20,7 @@ from models.kinds import GPTParams, LMParams, NGramParams, RNNParams
 from models.text.gpt import GPT, GPTConfig
 from models.text.ngram import NGramConfig, NGramModel
 from models.text.rnn import RNNConfig, RNNModel
-from models.text.tokenizer import CharTokenizer
+from models.text.tokenizer import Tokenizer, train_tokenizer
 from models.training.checkpoint import load_checkpoint, save_checkpoint
 from models.training.hooks import TrainHooks
 from models.training.precision import autocast, grad_scaler
@@ -193,9 +193,29 @@ def train(
 # the kinds' training functions (models/kinds.py): data and params in, TrainResult out
 
 
-def _char_splits(train: TextCorpus, test: TextCorpus) -> tuple[CharTokenizer, list, list]:
-    tok = CharTokenizer.from_text(train.text + test.text)
+def _tokenize(
+    p: LMParams | NGramParams, train: TextCorpus, test: TextCorpus
+) -> tuple[Tokenizer, list[int], list[int]]:
+    """The job's tokenizer and both splits' ids. A char vocabulary covers both splits (as the
+    committed models'); BPE learns from the training split only and encodes anything."""
+    seen = train.text if p.tokenizer == "bpe" else train.text + test.text
+    tok = train_tokenizer(p.tokenizer, seen, p.vocab_size)
     return tok, tok.encode(train.text), tok.encode(test.text)
+
+
+def _loss_metrics(loss: float, tokens: int, test: TextCorpus) -> dict[str, float | int]:
+    """Validation loss per token and per character: nats/char compares every tokenizer."""
+    chars = max(1, len(test.text))
+    return {
+        "val_loss": round(loss, 4),
+        "val_nats_per_char": round(loss * tokens / chars, 4),
+        "val_tokens": tokens,
+        "val_chars": chars,
+    }
+
+
+def tok_name(p: LMParams | NGramParams) -> str:
+    return f"BPE ({p.vocab_size})" if p.tokenizer == "bpe" else "character"
 
 
 def _fit_lm(
@@ -209,13 +229,13 @@ def _fit_lm(
     eval_window: int,
 ) -> TrainResult:
     """The loop above on a character corpus, for any model `build(vocab_size)` makes."""
-    tok, train_list, val_list = _char_splits(train_split, test_split)
+    tok, train_list, val_list = _tokenize(p, train_split, test_split)
     train_ids = torch.tensor(train_list, dtype=torch.long)
     val_ids = torch.tensor(val_list, dtype=torch.long)
     for split, ids in (("training", train_ids), ("validation", val_ids)):
         if len(ids) <= p.block_size + 1:
             raise ValueError(
-                f"the {split} text has {len(ids)} characters; block_size {p.block_size} "
+                f"the {split} text has {len(ids)} tokens; block_size {p.block_size} "
                 "needs more: upload more text or lower block_size"
             )
     torch.manual_seed(p.seed)
@@ -240,12 +260,11 @@ def _fit_lm(
         {
             "kind": kind,
             "task": "text-generation",
-            "description": f"Character-level {kind} trained over HTTP.",
+            "description": f"{kind} over {tok_name(p)} tokens, trained over HTTP.",
             "tokenizer": tok.to_config(),
             "model_args": asdict(model.config),  # type: ignore[arg-type]
             "metrics": {
-                "val_loss": round(val_loss, 4),
-                "val_chars": len(val_ids),
+                **_loss_metrics(val_loss, len(val_ids), test_split),
                 "steps": result.get("step"),
                 "samples_per_s": rate(result.get("step"), p.batch_size, result.get("seconds")),
                 "train_seconds": result.get("seconds"),
@@ -281,24 +300,23 @@ def train_ngram(
 ) -> TrainResult:
     """Counts, no loop: reported to the hooks as one step."""
     check_stop(hooks)
-    tok, train_list, val_list = _char_splits(train, test)
+    tok, train_list, val_list = _tokenize(p, train, test)
     train_ids = np.asarray(train_list, np.int64)
     val_ids = np.asarray(val_list, np.int64)
     t0 = time.perf_counter()
     model = NGramModel.fit(train_ids, NGramConfig(vocab_size=tok.vocab_size, order=p.order))
     seconds = time.perf_counter() - t0
-    val_loss = model.cross_entropy(val_ids, tok.stoi.get("\n", 0))
+    val_loss = model.cross_entropy(val_ids, tok.start_id)
     one_step(hooks, {"step": 1, "val_loss": round(val_loss, 4), "seconds": round(seconds, 2)})
     return TrainResult(
         {
             "kind": kind,
             "task": "text-generation",
-            "description": f"Character {p.order}-gram model (modified Kneser-Ney).",
+            "description": f"{p.order}-gram model over {tok_name(p)} tokens (modified Kneser-Ney).",
             "tokenizer": tok.to_config(),
             "model_args": asdict(model.config),
             "metrics": {
-                "val_loss": round(val_loss, 4),
-                "val_chars": len(val_ids),
+                **_loss_metrics(val_loss, len(val_ids), test),
                 "train_seconds": round(seconds, 2),
             },
         },
