@@ -56,6 +56,10 @@ class GenserveClient:
         """`{data, count}`: every model with its versions, as GET /models answers."""
         return self._request("GET", "/models").json()
 
+    def get_model(self, name: str) -> dict[str, Any]:
+        """One model as GET /models/{name} answers: desired and served version, replicas."""
+        return self._request("GET", f"/models/{_segment(name)}").json()
+
     # training jobs
 
     def train(

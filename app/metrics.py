@@ -25,3 +25,11 @@ WORKERS_READY = Gauge("genserve_workers_ready", "Workers with their models loade
 MODEL_LOAD_SECONDS = Gauge(
     "genserve_model_load_seconds", "Seconds a worker took to load a model at start", ["model"]
 )
+MODEL_DEGRADED = Gauge(
+    "genserve_model_degraded",
+    "1 while this replica cannot serve the desired version of a model (it keeps the old one)",
+    ["model"],
+)
+MODEL_SERVED_VERSION = Gauge(
+    "genserve_model_served_version", "The version of a model this replica serves", ["model"]
+)

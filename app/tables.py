@@ -139,3 +139,25 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     model: Mapped[Model] = relationship(back_populates="versions")
+
+
+class ModelPlacement(Base):
+    """What one replica serves of one model, and why not the desired version if it does not.
+
+    The desired version is `model_versions.is_active`; replicas only ever write these rows.
+    """
+
+    __tablename__ = "model_placements"
+    __table_args__ = (
+        UniqueConstraint("replica_id", "model_id", name="uq_model_placements_replica_model"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    replica_id: Mapped[str] = mapped_column(String(200))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    desired_version: Mapped[int | None] = mapped_column(Integer)
+    served_version: Mapped[int | None] = mapped_column(Integer)
+    workers: Mapped[dict[str, Any]] = mapped_column(default=dict)  # worker id -> version|None
+    state: Mapped[str] = mapped_column(String(16))  # serving, loading, degraded
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

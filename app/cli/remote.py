@@ -7,7 +7,6 @@ So they work the same against a laptop or a remote deployment, and create nothin
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,15 +15,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from app.cli import render
+from app.cli.follow import FINAL_STATUSES, follow_job, wait_served
 from app.cli.render import cell, console, number, percent, timestamp
 from app.client import ClientError, GenserveClient
 from app.settings import get_settings
 
 T = TypeVar("T")
 
-POLL_INTERVAL_S = 0.5  # how often `train --follow` asks for the job
-POLL_RETRIES = 20  # consecutive transient failures a follower waits out (about 10 s)
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 UrlOption = Annotated[
     str | None,
@@ -157,11 +154,15 @@ def train(
         ),
     ] = None,
     activate: Annotated[bool, typer.Option(help="Serve the new version once trained")] = False,
-    follow: Annotated[bool, typer.Option(help="Show progress until the job ends")] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(help="Show progress until the job ends (with --activate: until served)"),
+    ] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Start a training job on a running server; with --follow, exit 0 only if it succeeds."""
+    """Start a training job on a running server; with --follow, exit 0 only if it succeeds
+    (and, with --activate, only once the server answers with the new version)."""
     params = parse_params(param or [])
     with connect(ctx, url, api_key) as client:
         job = client.train(kind, _dataset_ref(dataset), name, params, activate)
@@ -169,44 +170,10 @@ def train(
         if not follow:
             console.print(f"follow it with `genserve jobs show {job['id']}`", markup=False)
             return
-        code = _follow(client, job)
+        code = follow_job(client, job)
+        if code == 0 and activate:
+            code = wait_served(client, job["id"])
     raise typer.Exit(code)
-
-
-def _follow(client: GenserveClient, job: dict[str, Any]) -> int:
-    """Polls the job into a progress bar; Ctrl-C stops following, never the job."""
-    job_id = job["id"]
-    try:
-        with render.job_progress() as progress:
-            task = progress.add_task("", total=1.0, metrics="")
-            while True:
-                render.show_job_progress(progress, task, job)
-                if job["status"] in FINAL_STATUSES:
-                    break
-                time.sleep(POLL_INTERVAL_S)
-                job = _poll(client, job_id)
-    except KeyboardInterrupt:
-        console.print(
-            f"stopped following job {job_id}; it keeps running on the server. "
-            f"Cancel it with `genserve jobs cancel {job_id}`",
-            markup=False,
-        )
-        return 130
-    render.print_outcome(job)
-    return 0 if job["status"] == "succeeded" else 1
-
-
-def _poll(client: GenserveClient, job_id: int | str) -> dict[str, Any]:
-    """Waits out a restarting or busy server for a while rather than abandon a long job."""
-    failures = 0
-    while True:
-        try:
-            return client.get_job(job_id)
-        except ClientError as exc:
-            failures += 1
-            if not exc.transient or failures >= POLL_RETRIES:
-                raise
-            time.sleep(POLL_INTERVAL_S)
 
 
 jobs_app = typer.Typer()

@@ -173,8 +173,6 @@ def print_outcome(job: Mapping[str, Any]) -> None:
     version = job.get("model_version")
     if version:
         line.append(f" -> model {version_ref(version)}")
-        if job.get("activate") and job["status"] == "succeeded":
-            line.append(" (activated)")
     console.print(line)
     if job.get("error"):
         print_error(job["error"])

@@ -5,9 +5,11 @@ import asyncio
 from fastapi import APIRouter, Path
 
 from app.deps import AdminScope, PoolDep, ReadScope, RegistryDep
+from app.pool.base import WorkerPool
 from app.schemas.errors import error_responses
 from app.schemas.models import ModelPublic, ModelsPublic
 from app.services.models import model_public
+from app.services.registry import ModelRegistry
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -16,10 +18,18 @@ router = APIRouter(prefix="/models", tags=["models"])
     "", response_model=ModelsPublic, dependencies=[ReadScope], responses=error_responses(401, 403)
 )
 def read_models(registry: RegistryDep, pool: PoolDep) -> ModelsPublic:
-    """Registered models with their versions, metrics and where the active one is served."""
-    placement = pool.placement()
-    data = [model_public(m, placement) for m in registry.list_models()]
+    """Registered models with their versions and metrics, the desired (active) version, what
+    this replica serves, and which replicas serve what."""
+    placements = registry.placements.by_model()
+    data = [
+        model_public(m, registry, pool, placements.get(m.name, [])) for m in registry.list_models()
+    ]
     return ModelsPublic(data=data, count=len(data))
+
+
+def _one(registry: ModelRegistry, pool: WorkerPool, name: str) -> ModelPublic:
+    model = registry.get_model(name)
+    return model_public(model, registry, pool, registry.placements.by_model(name).get(name, []))
 
 
 @router.get(
@@ -31,8 +41,8 @@ def read_models(registry: RegistryDep, pool: PoolDep) -> ModelsPublic:
 def read_model(
     registry: RegistryDep, pool: PoolDep, name: str = Path(max_length=200)
 ) -> ModelPublic:
-    """One model, all its versions, and the workers serving its active version."""
-    return model_public(registry.get_model(name), pool.placement())
+    """One model, all its versions, what this replica serves and each replica's placement."""
+    return _one(registry, pool, name)
 
 
 @router.post(
@@ -47,8 +57,9 @@ async def activate_version(
     name: str = Path(max_length=200),
     version: int = Path(ge=1, le=2**31 - 1),
 ) -> ModelPublic:
-    """Serve this version: verified, hot-loaded on every worker, then switched to; the old
-    version answers until then. 409 if its artifact fails the sha256 check or will not load."""
+    """Serve this version: verified and hot-loaded on this replica's workers, then recorded as
+    the desired version, which the other replicas follow; the old version answers until then.
+    Answers once this replica serves it; `acknowledged_by` lists the replicas that do so far.
+    409 if its artifact fails the sha256 check or will not load here (nothing changes)."""
     await registry.activate(pool, name, version)
-    model = await asyncio.to_thread(registry.get_model, name)
-    return model_public(model, pool.placement())
+    return await asyncio.to_thread(_one, registry, pool, name)

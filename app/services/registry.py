@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -18,6 +20,7 @@ from app.db import Database
 from app.errors import AppError, BadRequest, NotFound
 from app.pool.base import WorkerPool
 from app.services import versions
+from app.services.placements import Degraded, Placements
 from app.services.versions import BUILTIN_PREFIX
 from app.settings import Settings
 from app.tables import Model, ModelVersion
@@ -43,8 +46,9 @@ class ModelRegistry:
         self.db = db
         self.settings = settings
         self.active: dict[str, ModelSpec] = {}
-        self._switching = asyncio.Lock()  # one activation at a time
-        self._refused: set[tuple[str, int, str]] = set()  # versions that failed to load
+        self._switching = asyncio.Lock()  # one activation or sync at a time
+        self._backoff: dict[str, Degraded] = {}  # desired versions that would not load here
+        self.placements = Placements(db, settings)
 
     def resolve(self, artifact_path: str) -> Path:
         """Committed defaults live in the repository, everything else under the state dir."""
@@ -106,19 +110,27 @@ class ModelRegistry:
             )
 
     async def activate(self, pool: WorkerPool, name: str, version: int) -> ModelSpec:
-        """Serve `version` of `name`: verify, hot-load on every worker, then record it.
+        """Serve `version` of `name`: verify, hot-load on this replica's workers, then record
+        it as the desired version; other replicas follow on their next sync.
 
-        Until the workers have loaded it the old version answers; if loading fails nothing
-        changes and the caller gets the error.
+        Loading before recording means a version that will not load here is refused (409)
+        without ever becoming the fleet's desired state. The lock makes the background sync
+        wait, so it never reads the desired state from before this switch.
         """
         async with self._switching:
             spec = await asyncio.to_thread(self._version_spec, name, version)
             await asyncio.to_thread(self.verify, spec)
             current = self.active.get(name)
-            if current is None or (current.version, current.sha256) != (version, spec.sha256):
+            if not self._serves(pool, spec):
                 await pool.load(spec)
-            await asyncio.to_thread(self._set_active, name, version)
-            self.active[name] = spec
+            try:
+                await asyncio.to_thread(self._set_active, name, version)
+            except Exception:
+                if current is not None:  # the workers follow the label again
+                    await pool.load(current)
+                raise
+            self._served(spec)
+            await asyncio.to_thread(self._report, pool, {name: spec})
             log.info("activated %s v%d", name, version)
             return spec
 
@@ -139,43 +151,104 @@ class ModelRegistry:
                 raise NotFound(f"unknown model {name!r}")
 
     async def sync(self, pool: WorkerPool) -> list[str]:
-        """Serves what the database says is active (a job runner or another replica may have
-        changed it). A version that will not load is put back to the one still serving."""
-        desired = await asyncio.to_thread(self.desired)
+        """Reconciles this replica's workers to the desired versions in the database (a job
+        runner or another replica may have changed them).
+
+        The desired state is read under the activation lock: read before it, a sync could
+        undo an activation that finished meanwhile. A version that will not load leaves the
+        previous one serving, marks the model degraded and is retried with back-off; the
+        database's desired state is never written from here.
+        """
         changed = []
         async with self._switching:
+            desired = await asyncio.to_thread(self.desired)
             for name, spec in desired.items():
-                current = self.active.get(name)
-                if current is not None and (current.version, current.sha256) == (
-                    spec.version,
-                    spec.sha256,
-                ):
+                if self._serves(pool, spec):
+                    self._served(spec)  # clears a back-off left from an earlier version
                     continue
-                key = (name, spec.version, spec.sha256)
-                if key in self._refused:
+                if not self._due(name, spec):
                     continue
                 try:
                     await asyncio.to_thread(self.verify, spec)
                     await pool.load(spec)
                 except Exception as e:
-                    self._refused.add(key)
-                    log.error("cannot serve %s v%d: %s", name, spec.version, e)
-                    if current is not None:
-                        await asyncio.to_thread(self._set_active, name, current.version)
+                    self._failed(pool, spec, e)
                     continue
-                self.active[name] = spec
+                self._served(spec)
                 changed.append(name)
                 log.info("now serving %s v%d", name, spec.version)
+            await asyncio.to_thread(self._report, pool, desired)
         return changed
 
-    async def watch(self, pool: WorkerPool) -> None:
-        """Runs `sync` every `registry_poll_s` until cancelled."""
-        while True:
-            await asyncio.sleep(self.settings.registry_poll_s)
+    def _serves(self, pool: WorkerPool, spec: ModelSpec) -> bool:
+        """Whether requests here get `spec`: it is the label, and every ready worker has it."""
+        current = self.active.get(spec.name)
+        if current is None or (current.version, current.sha256) != (spec.version, spec.sha256):
+            return False
+        return all(w.models.get(spec.name) == spec.version for w in pool.workers() if w.ready)
+
+    def _due(self, name: str, spec: ModelSpec) -> bool:
+        """Whether to try `spec` now: at once if newly desired, else when its back-off ends."""
+        entry = self._backoff.get(name)
+        if entry is None or (entry.version, entry.sha256) != (spec.version, spec.sha256):
+            return True
+        return time.monotonic() >= entry.next_try
+
+    def _failed(self, pool: WorkerPool, spec: ModelSpec, error: Exception) -> None:
+        name = spec.name
+        entry = self._backoff.get(name)
+        if entry is None or (entry.version, entry.sha256) != (spec.version, spec.sha256):
+            served = self.served_version(pool, name)
+            entry = self._backoff[name] = Degraded(spec.version, spec.sha256, "", served)
+            log.error("cannot serve %s v%d, keeping v%s: %s", name, spec.version, served, error)
+        entry.failed(f"{type(error).__name__}: {error}", self.settings.registry_poll_s)
+
+    def _served(self, spec: ModelSpec) -> None:
+        self.active[spec.name] = spec
+        self._backoff.pop(spec.name, None)
+
+    def _report(self, pool: WorkerPool, desired: dict[str, ModelSpec]) -> None:
+        """Writes this replica's placement of each desired model (only what changed)."""
+        workers = pool.workers()
+        for name, spec in desired.items():
+            by_worker = {str(w.id): w.models.get(name) for w in workers if w.ready}
+            served = self.served_version(pool, name)
+            entry = self._backoff.get(name)
             try:
-                await self.sync(pool)
+                self.placements.report(
+                    name, spec.version, served, by_worker, entry.error if entry else None
+                )
             except Exception:
-                log.exception("registry sync failed; retrying")
+                log.warning("could not record the placement of %s", name, exc_info=True)
+
+    def served_version(self, pool: WorkerPool, name: str) -> int | None:
+        """The version of `name` this replica's workers answer with: its label, unless no
+        ready worker has it (it failed to load at start)."""
+        current = self.active.get(name)
+        if current is None:
+            return None
+        ready = [w for w in pool.workers() if w.ready]
+        if ready and not any(w.models.get(name) == current.version for w in ready):
+            return None
+        return current.version
+
+    def degraded(self) -> dict[str, dict[str, Any]]:
+        """Models whose desired version this replica cannot load: what it serves instead,
+        why, and when it retries (for /models, /readyz details and the operator)."""
+        return {name: entry.public() for name, entry in sorted(self._backoff.items())}
+
+    async def watch(self, pool: WorkerPool) -> None:
+        """Runs `sync` every `registry_poll_s` until cancelled; then forgets this replica's
+        placements, so it no longer counts as serving anything."""
+        try:
+            while True:
+                await asyncio.sleep(self.settings.registry_poll_s)
+                try:
+                    await self.sync(pool)
+                except Exception:
+                    log.exception("registry sync failed; retrying")
+        finally:
+            self.placements.forget()
 
     def spec(self, name: str, task: str | None = None) -> ModelSpec:
         """The active version of `name`; 404 if unknown, 400 if it does not do `task`."""

@@ -1,4 +1,4 @@
-"""The one writer of the `models` and `model_versions` tables.
+"""The one writer of the `models`, `model_versions` and `model_placements` tables.
 
 Versions come from three places (the committed defaults at startup, a finished training job,
 an activation request); routing them all through here keeps version numbering and the
@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.tables import Model, ModelVersion
+from app.tables import Model, ModelPlacement, ModelVersion, utcnow
 
 log = logging.getLogger("genserve.registry")
 BUILTIN_PREFIX = "builtin:"
@@ -111,6 +111,39 @@ def set_active(session: Session, name: str, version: int) -> bool:
         return False
     _activate(session, model.id, version)
     return True
+
+
+def record_placement(
+    session: Session,
+    replica_id: str,
+    name: str,
+    *,
+    desired: int | None,
+    served: int | None,
+    workers: dict[str, int | None],
+    state: str,
+    error: str | None,
+) -> None:
+    """Upserts what `replica_id` serves of `name`. Only that replica writes its rows, so a
+    read-then-write is enough; the desired version (`is_active`) is never touched here."""
+    model_id = session.scalar(select(Model.id).where(Model.name == name))
+    if model_id is None:
+        return
+    row = session.scalar(
+        select(ModelPlacement).where(
+            ModelPlacement.replica_id == replica_id, ModelPlacement.model_id == model_id
+        )
+    )
+    if row is None:
+        row = ModelPlacement(replica_id=replica_id, model_id=model_id)
+        session.add(row)
+    row.desired_version, row.served_version, row.workers = desired, served, workers
+    row.state, row.error, row.updated_at = state, error, utcnow()
+
+
+def forget_replica(session: Session, replica_id: str) -> None:
+    """Drops a replica's placements when it stops, so it no longer counts as serving."""
+    session.execute(delete(ModelPlacement).where(ModelPlacement.replica_id == replica_id))
 
 
 def _model(session: Session, name: str, task: str, description: str) -> Model:

@@ -22,7 +22,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, File, Form, Header, Response, UploadFile
 from typer.testing import CliRunner
 
-from app.cli import cli, remote
+from app.cli import cli, follow
 from app.cli.remote import default_url, parse_params
 from app.client import ClientError, GenserveClient, _error_from
 from app.errors import InvalidInput, NotFound, Unauthorized, Unavailable, install_error_handlers
@@ -60,6 +60,7 @@ class FakeServer:
         self.polls: dict[int, int] = {}
         self.datasets: dict[int, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
+        self.model_polls = 0
 
     def _build(self) -> FastAPI:
         api = FastAPI()
@@ -145,6 +146,15 @@ class FakeServer:
                 )
             return job
 
+        @api.get("/models/{name}", dependencies=guarded)
+        def read_model(name: str) -> dict[str, Any]:
+            """v2 is desired at once; this replica serves it from the third poll on."""
+            self.model_polls += 1
+            served = 2 if self.model_polls >= 3 else 1
+            degraded = {"served_version": 1, "error": "artifact missing"} if served == 1 else None
+            return {"name": name, "active_version": 2, "served_version": served,
+                    "replica": "r1", "degraded": degraded}  # fmt: skip
+
         @api.post("/train/{job_id}/cancel", dependencies=guarded)
         def cancel_job(job_id: int) -> dict[str, Any]:
             job = self._job(job_id)
@@ -222,7 +232,7 @@ def fake_server() -> Iterator[FakeServer]:
 @pytest.fixture
 def server(fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> FakeServer:
     fake_server.reset()
-    monkeypatch.setattr(remote, "POLL_INTERVAL_S", 0.01)
+    monkeypatch.setattr(follow, "POLL_INTERVAL_S", 0.01)
     return fake_server
 
 
@@ -285,6 +295,16 @@ def test_follow_ends_at_succeeded_with_exit_0(server: FakeServer) -> None:
     assert "job 1 succeeded" in last
     assert "loss=1.25 val_loss=1.5 step=200" in last
     assert "model my-gpt v2" in last
+
+
+def test_follow_with_activate_returns_only_once_the_version_is_served(
+    server: FakeServer,
+) -> None:
+    result = invoke(server, "train", "text-gpt", "-d", "1", "-n", "g", "--activate", "--follow")
+    assert result.exit_code == 0, result.output
+    assert server.model_polls == 3
+    assert "r1 still serves v1: artifact missing" in result.output
+    assert result.output.strip().splitlines()[-1] == "g v2 is served by r1"
 
 
 def test_follow_ends_at_failed_with_exit_1_and_the_error(server: FakeServer) -> None:

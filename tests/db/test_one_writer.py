@@ -25,6 +25,7 @@ WRITERS = {
     "training_job_metrics": "app/jobs/store.py",
     "models": "app/services/versions.py",
     "model_versions": "app/services/versions.py",
+    "model_placements": "app/services/versions.py",
 }
 TABLE_OF = {m.class_.__name__: m.local_table.name for m in Base.registry.mappers}
 STATEMENTS = {"insert", "update", "delete"}
