@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sse_starlette.sse import AppStatus
 
 from app.db import Database
+from app.drain import Drain, DrainGate
 from app.errors import install_error_handlers
 from app.jobs.store import JobStore
 from app.jobs.supervisor import RunnerSupervisor
-from app.middleware import BodySizeLimit, RequestMetrics
+from app.middleware import BodySizeLimit, RequestMetrics, TextGuard, UploadGate
 from app.pool.base import WorkerPool
 from app.pool.local import LocalPool
 from app.routers import classify, datasets, generate, health, models, openai, train, ui
@@ -30,6 +32,10 @@ log = logging.getLogger("genserve")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    drain = Drain(settings.drain_timeout_s)
+    # sse-starlette would cut every stream the moment uvicorn is told to exit: the drain
+    # ends them itself, with an `error` event past its deadline.
+    AppStatus.disable_automatic_graceful_drain()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await pool.start(specs)
         app.state.db, app.state.registry, app.state.pool = db, registry, pool
         app.state.classify = ClassifyService(settings, registry, pool)
-        app.state.generate = GenerateService(settings, registry, pool)
+        app.state.generate = GenerateService(settings, registry, pool, drain)
         app.state.generate_image = GenerateImageService(settings, registry, pool)
         app.state.training = TrainingService(db, app.state.datasets, settings)
         runners = RunnerSupervisor(settings, JobStore(db, settings))
@@ -73,12 +79,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.drain, app.state.draining = drain, False
     install_error_handlers(app)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
         path_limits={"/datasets": settings.max_upload_bytes},
     )
+    app.add_middleware(UploadGate, paths={"/datasets"}, limit=settings.max_uploads_in_flight)
+    app.add_middleware(TextGuard)
+    app.add_middleware(DrainGate, drain=drain)
     app.add_middleware(RequestMetrics)
     for router in (
         health.router,

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: body size limit and per-endpoint metrics, cheap on the hot path."""
+"""Pure ASGI middleware, cheap on the hot path: body size limit, uploads in flight, text that
+no database stores (NUL) in the path or query, and per-endpoint metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 from app.errors import error_response
+from app.schemas.common import BAD_TEXT
 
 
 class BodyTooLarge(HTTPException):
@@ -84,6 +86,57 @@ class BodySizeLimit:
             {"max_bytes": max_bytes},
         )
         await response(scope, receive, send)
+
+
+class UploadGate:
+    """Refuses an upload with 429 while `limit` are in flight, before its body is read: a
+    parsed upload may hold its whole file in memory, and reading one only to refuse it costs
+    the bandwidth and disk that the limit protects."""
+
+    def __init__(self, app: ASGIApp, paths: set[str], limit: int) -> None:
+        self.app = app
+        self.paths = paths
+        self.limit = limit
+        self.inflight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        if self.inflight >= self.limit:
+            response = error_response(
+                429,
+                "overloaded",
+                f"{self.limit} upload(s) are being processed; retry shortly",
+                {"max_uploads_in_flight": self.limit},
+                {"Retry-After": "5", "Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
+        self.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
+
+
+class TextGuard:
+    """Refuses a path or query string holding a NUL with 422: PostgreSQL cannot store one and
+    answered 500. (Bodies are checked by the schemas: app/schemas/common.py.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"")
+            if BAD_TEXT.search(scope["path"]) or b"\x00" in query or b"%00" in query:
+                response = error_response(
+                    422, "invalid_text", "the path or query holds a NUL character"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class RequestMetrics:

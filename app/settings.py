@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     job_stale_after_s: float = Field(30.0, gt=0)  # a running job silent this long is reclaimed
     job_max_attempts: int = Field(3, ge=1, le=100)  # runner deaths a job may cause, then failed
     max_queued_jobs: int = Field(1000, ge=1, le=1_000_000)  # POST /train beyond: 429
+    storage_retry_s: float = Field(300.0, ge=0, le=86_400)  # a checkpoint or artifact write
+    # failing with ENOSPC, EACCES, EIO, ... is retried this long before the job fails
+    ready_requires: str = "database,models"  # what /readyz fails for: database, models, both
+    # or none (empty); it reports all of them either way (docs/operations.md)
 
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)  # POST /datasets bodies
@@ -82,6 +86,13 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(4096, ge=1)
     max_new_tokens: int = Field(1024, ge=1, le=100_000)
     max_images: int = Field(64, ge=1, le=4096)  # per /generate/image request
+
+    drain_timeout_s: float = Field(20.0, ge=0, le=3600)  # SIGTERM: in-flight work may finish
+    # this long; then streams end with an `error` event and other requests with a JSON 503
+    header_timeout_s: float = Field(10.0, gt=0, le=600)  # a request's headers, all of them
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)  # silence while a body is being sent
+    keep_alive_s: float = Field(5.0, gt=0, le=600)  # an idle keep-alive connection is closed
+    max_connections: int = Field(0, ge=0, le=1_000_000)  # 0: the open-file limit less 128
 
     api_keys: SecretStr = SecretStr("")  # "key:scope,..." with scope read|admin; empty: off
 
@@ -95,6 +106,14 @@ class Settings(BaseSettings):
             if len(key) < 8:
                 raise ValueError("API keys must be at least 8 characters long")
         return value
+
+    @field_validator("ready_requires")
+    @classmethod
+    def _check_ready_requires(cls, value: str) -> str:
+        wanted = {p.strip() for p in value.split(",") if p.strip()}
+        if wanted - {"database", "models"}:
+            raise ValueError("GENSERVE_READY_REQUIRES lists 'database' and/or 'models'")
+        return ",".join(sorted(wanted))
 
     @model_validator(mode="after")
     def _check_device(self) -> Settings:

@@ -6,7 +6,8 @@ SQLAlchemy or Alembic, and never log a migration.
 
 from __future__ import annotations
 
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, Any
 
 import typer
 
@@ -22,19 +23,66 @@ def serve(
     """Migrate the database, then serve the API with the default models."""
     import uvicorn
 
+    from app.connections import connection_limit, guarded_protocol
     from app.db import migrate
+    from app.main import create_app
 
     settings = get_settings()
     migrate(settings.db_url)
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
+    app = create_app(settings)
+    limit = connection_limit(settings)
+    config = uvicorn.Config(
+        app,
         host=host or settings.host,
         port=port or settings.port,
         access_log=access_log,
         log_level="info",
-        timeout_graceful_shutdown=10,
+        http=guarded_protocol(settings),
+        limit_concurrency=limit + 1,  # requests beyond the connection bound: 503
+        timeout_keep_alive=settings.keep_alive_s,
+        # A backstop after the drain, which ends every request itself (app/drain.py).
+        timeout_graceful_shutdown=settings.drain_timeout_s + AFTER_DRAIN_S,
     )
+    server = _draining_server()(config, app.state.drain, app.state)
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)
+
+
+AFTER_DRAIN_S = 10.0
+
+
+def _draining_server() -> type:
+    """uvicorn's Server, draining on the first SIGTERM or SIGINT (app/drain.py) and exiting
+    once that is done; a second signal exits at once."""
+    import asyncio
+
+    import uvicorn
+
+    from app.drain import Drain
+
+    class DrainingServer(uvicorn.Server):
+        def __init__(self, config: uvicorn.Config, drain: Drain, state: Any) -> None:
+            super().__init__(config)
+            self.drain, self.state = drain, state
+            self.drain_task: asyncio.Task[None] | None = None
+            self.signalled = False
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.signalled:
+                super().handle_exit(sig, frame)
+                return
+            self.signalled = True  # the drain starts on the next tick, within 0.1 s
+            self._captured_signals.append(sig)  # re-raised at exit, so the status tells why
+
+        async def on_tick(self, counter: int) -> bool:
+            if self.signalled and self.drain_task is None:
+                self.drain_task = asyncio.create_task(self.drain.run(self.state))
+            if self.drain_task is not None and self.drain_task.done():
+                self.should_exit = True
+            return await super().on_tick(counter)
+
+    return DrainingServer
 
 
 def migrate_database(

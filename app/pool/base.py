@@ -66,6 +66,11 @@ class WorkerPool(ABC):
         """Streams the events of `n` sampled continuations; closing the stream cancels them."""
 
     @abstractmethod
+    def check_room(self, model: str, sequences: int) -> None:
+        """Raises QueueFull unless `sequences` more generations of `model` would be admitted
+        now: a request of several prompts is refused whole, before any of them starts."""
+
+    @abstractmethod
     async def load(self, spec: ModelSpec) -> None:
         """Hot-loads a model version on every worker; the old one serves until it is ready."""
 
@@ -116,7 +121,9 @@ class SharedPool(WorkerPool, Generic[S]):
         self.specs: list[ModelSpec] = []
         self.slots: list[S] = []
         self._ids = itertools.count(1)  # request ids, unique across the pool's workers
-        self._queued: dict[str, int] = {}  # model -> requests admitted and not finished
+        # model -> what is admitted and not finished: requests (inference) or sequences
+        # (generation: a request of n choices is n sequences for the worker's batch)
+        self._queued: dict[str, int] = {}
 
     def worker_config(self, slot: Slot) -> WorkerConfig:
         """What a new worker for `slot` is started with: the versions asked for right now."""
@@ -159,20 +166,20 @@ class SharedPool(WorkerPool, Generic[S]):
             raise ModelLoadFailed(f"model {model!r} failed to load", details=errors)
         raise ModelLoading(f"model {model!r} is loading; retry shortly")
 
-    def _admit(self, model: str, rows: int, limit: int) -> S:
-        """Picks a worker and counts the request against its model's queue, or refuses it
-        when that queue holds `limit` requests."""
+    def _admit(self, model: str, rows: int, limit: int, units: int = 1) -> S:
+        """Picks a worker and counts `units` (1 per inference request, n per generation)
+        against its model's queue, or refuses them when they would take it past `limit`."""
         slot = self._pick(model)
-        if self._queued.get(model, 0) >= limit:
+        if self._queued.get(model, 0) + units > limit:
             raise QueueFull(f"the queue for {model!r} is full; retry shortly")
-        self._queued[model] = self._queued.get(model, 0) + 1
+        self._queued[model] = self._queued.get(model, 0) + units
         slot.inflight += 1
         slot.inflight_rows += rows
         metrics.QUEUE_DEPTH.labels(model).set(self._queued[model])
         return slot
 
-    def _release(self, slot: Slot, model: str, rows: int) -> None:
-        self._queued[model] -= 1
+    def _release(self, slot: Slot, model: str, rows: int, units: int = 1) -> None:
+        self._queued[model] -= units
         slot.inflight -= 1
         slot.inflight_rows -= rows
         metrics.QUEUE_DEPTH.labels(model).set(self._queued[model])
@@ -180,6 +187,10 @@ class SharedPool(WorkerPool, Generic[S]):
     def _generation_limit(self) -> int:
         """Sequences of one model running or waiting before a generation is refused."""
         return self.settings.max_running_sequences + self.settings.max_waiting_sequences
+
+    def check_room(self, model: str, sequences: int) -> None:
+        if self._queued.get(model, 0) + sequences > self._generation_limit():
+            raise QueueFull(f"the queue for {model!r} is full; retry shortly")
 
     async def _next_event(self, model: str, wait: Callable[[], Awaitable[T]], deadline: float) -> T:
         """Awaits `wait()`, what a generation waits for next: a timeout after

@@ -37,6 +37,7 @@ class _Pending:
     future: asyncio.Future[Any] | None = None
     events: asyncio.Queue[msg.TokenEvent | Exception] | None = None
     remaining: int = 0  # generation: choices not finished yet
+    units: int = 1  # what it counts against its model's queue: 1, or n sequences
 
 
 @dataclass
@@ -186,14 +187,14 @@ class LocalPool(SharedPool[_Worker]):
         """Takes a request off its worker and its model's queue; None if it was gone."""
         pending = worker.pending.pop(request_id, None)
         if pending is not None:
-            self._release(worker, pending.model, pending.rows)
+            self._release(worker, pending.model, pending.rows, pending.units)
         return pending
 
     # -- the API ---------------------------------------------------------------------------
 
     def _submit(self, message: msg.Infer | msg.Generate, pending: _Pending, limit: int) -> _Worker:
         """Sends `message` to the least loaded worker, or refuses it when the queue is full."""
-        worker = self._admit(pending.model, pending.rows, limit)
+        worker = self._admit(pending.model, pending.rows, limit, pending.units)
         worker.pending[message.request_id] = pending
         if not self._send(worker, message):
             worker.process.exited()  # fails this request with WorkerLost too
@@ -223,7 +224,7 @@ class LocalPool(SharedPool[_Worker]):
         self, model: str, prompt: str, params: dict[str, Any], n: int
     ) -> AsyncIterator[msg.TokenEvent]:
         # Submitted now, not on first iteration, so a full queue is an error before streaming.
-        pending = _Pending(model, n, events=asyncio.Queue(), remaining=n)
+        pending = _Pending(model, n, events=asyncio.Queue(), remaining=n, units=n)
         request = msg.Generate(next(self._ids), model, prompt, params, n)
         worker = self._submit(request, pending, self._generation_limit())
         return self._events(worker, request.request_id, pending, self._deadline())

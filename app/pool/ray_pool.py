@@ -157,7 +157,7 @@ class RayPool(SharedPool[_Actor]):
         self, model: str, prompt: str, params: dict[str, Any], n: int
     ) -> AsyncIterator[TokenEvent]:
         # Submitted now, not on first iteration, so a full queue is an error before streaming.
-        slot = self._admit(model, n, self._generation_limit())
+        slot = self._admit(model, n, self._generation_limit(), units=n)
         request = Generate(next(self._ids), model, prompt, params, n)
         submitted = slot.actor.generate.remote(request)
         return self._events(slot, slot.actor, request, submitted, self._deadline())
@@ -184,7 +184,7 @@ class RayPool(SharedPool[_Actor]):
                 if reply.failure is not None:
                     raise failure_error(reply.failure)
         finally:
-            self._release(slot, model, request.n)
+            self._release(slot, model, request.n, units=request.n)
             if remaining > 0:  # the client went away or we failed: stop the work there too
                 actor.cancel.remote(request.request_id)
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, model_validator
+
+# NUL (PostgreSQL stores no NUL in text or JSON) and lone surrogates (not encodable as UTF-8,
+# so neither storable nor printable in an error message): refused in every text field.
+BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 def as_utc(value: datetime) -> datetime:
@@ -22,7 +27,35 @@ class RequestBody(BaseModel):
 
     model_config = ConfigDict(strict=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bad_text(cls, data: Any) -> Any:
+        where = bad_text_at(data)
+        if where is not None:
+            raise ValueError(f"{where or 'body'} holds a NUL or a lone surrogate character")
+        return data
+
     @field_validator("*", mode="before")
     @classmethod
     def _integral_floats(cls, value: Any) -> Any:
         return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def bad_text_at(value: Any, path: str = "") -> str | None:
+    """Where in a JSON value (keys included) a NUL or lone surrogate is, or None."""
+    if isinstance(value, str):
+        return path if BAD_TEXT.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and BAD_TEXT.search(key):
+                return path or "a key"
+            found = bad_text_at(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = bad_text_at(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None

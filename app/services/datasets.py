@@ -33,6 +33,7 @@ from app.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from app.schemas.common import BAD_TEXT
 from app.settings import Settings
 from app.tables import Dataset
 from models.data import DatasetError, UnsupportedFormat, describe, kind_of
@@ -46,6 +47,7 @@ CHUNK = 1024 * 1024
 # belong to processes of its host that are gone. Another node's are swept once this old.
 SPOOL_NAME = re.compile(r"^upload-(?P<host>.+)-(?P<pid>\d+)-[^-]+$")
 ORPHAN_AGE_S = 24 * 3600
+MAX_ID = 2**31 - 1  # ids are INTEGER columns
 
 
 def builtin_sha256(name: str) -> str:
@@ -110,6 +112,8 @@ class DatasetService:
         filename = PurePath(file.filename or "").name
         if not filename:
             raise InvalidInput("the uploaded file has no name; its extension tells its format")
+        if BAD_TEXT.search(filename) or (name and BAD_TEXT.search(name)):
+            raise InvalidInput("the file name or dataset name holds a NUL or a lone surrogate")
         limit = self.settings.max_uploads_in_flight
         if self.uploading >= limit:
             raise Overloaded(f"{limit} upload(s) are being processed; retry shortly", retry_after=5)
@@ -226,6 +230,8 @@ class DatasetService:
             return list(session.scalars(select(Dataset).order_by(Dataset.id)))
 
     def get(self, dataset_id: int) -> Dataset:
+        if not 1 <= dataset_id <= MAX_ID:  # beyond what an INTEGER column holds: none such
+            raise NotFound(f"unknown dataset {dataset_id}")
         with self.db.session() as session:
             dataset = session.get(Dataset, dataset_id)
         if dataset is None:
@@ -233,8 +239,11 @@ class DatasetService:
         return dataset
 
     def resolve(self, ref: int | str) -> Dataset:
-        """A dataset by id, or by name when that name is unambiguous."""
-        if isinstance(ref, int) or ref.isdigit():
+        """A dataset by id (an int, or ASCII decimal digits: Unicode digits are names, never ids),
+        or by a name matched exactly when it is unambiguous."""
+        if isinstance(ref, int):
+            return self.get(ref)
+        if ref.isascii() and ref.isdecimal():
             return self.get(int(ref))
         with self.db.session() as session:
             rows = list(session.scalars(select(Dataset).where(Dataset.name == ref)))

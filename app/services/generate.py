@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from app.drain import Drain
 from app.errors import AppError, InvalidInput, http_error
 from app.pool.base import WorkerPool
 from app.pool.errors import EngineError
@@ -62,10 +63,17 @@ class Completion:
 
 
 class GenerateService:
-    def __init__(self, settings: Settings, registry: ModelRegistry, pool: WorkerPool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        pool: WorkerPool,
+        drain: Drain | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.pool = pool
+        self.drain = drain or Drain(settings.drain_timeout_s)
 
     def resolve(self, model: str | None) -> ModelSpec:
         return self.registry.spec(model or self.settings.default_text_model, "text-generation")
@@ -144,7 +152,7 @@ class GenerateService:
         an `error` event when the generation fails after the stream started."""
         completion = Completion(body.n, len(body.prompt))
         try:
-            async for event in events:
+            async for event in self.drain.guard(events):
                 completion.add(event)
                 yield {"event": "token", "data": _token(event, body.logprobs)}
         except (AppError, EngineError) as exc:
@@ -176,6 +184,7 @@ class GenerateService:
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt or [""]
         for prompt in prompts:
             self.check(spec, prompt, body.max_tokens)
+        self.pool.check_room(spec.name, len(prompts) * body.n)
         streams = [self.start(spec, p, body.max_tokens, body) for p in prompts]
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": spec.name}
         return head, prompts, streams
@@ -203,7 +212,7 @@ class GenerateService:
         """OpenAI's streaming chunks, ending with `[DONE]`; starts every prompt now, so that a
         refusal is an HTTP error rather than a stream that fails."""
         head, _, streams = self._start_completion(spec, body)
-        return _completion_chunks(head, streams, body.n)
+        return _completion_chunks(head, [self.drain.guard(s) for s in streams], body.n)
 
 
 async def _completion_chunks(
