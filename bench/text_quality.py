@@ -29,19 +29,27 @@ from models.data.builtin import load_shakespeare  # noqa: E402
 from models.text.rnn import stream_validation_loss  # noqa: E402
 from models.training.lm import full_validation_loss  # noqa: E402
 
-EXPECTED = ["shakespeare-gpt", "shakespeare-lstm", "shakespeare-ngram"]
+EXPECTED = [
+    "shakespeare-gpt",
+    "shakespeare-bpe-gpt",
+    "shakespeare-lstm",
+    "shakespeare-ngram",
+]
 
 
 def validation_loss(lm, kind: str, val_text: str, device: torch.device) -> tuple[float, str]:
-    """(nats/char over every validation character, how it was measured)."""
-    if kind == "text-ngram":
-        return lm.validation_loss(val_text), f"order {lm.model.config.order}"
+    """(nats/char over every validation character, how it was measured). Each model scores
+    its own tokens; the total divided by the characters puts char and BPE models on one scale."""
     ids = torch.tensor(lm.tokenizer.encode(val_text), dtype=torch.long)
+    per_char = len(ids) / len(val_text)  # tokens per character: 1 for char models
+    if kind == "text-ngram":
+        return lm.validation_loss(val_text) * per_char, f"order {lm.model.config.order}"
     if kind == "text-gpt":
         block = lm.model.config.block_size
-        return full_validation_loss(lm.model, ids, block, device), f"windows of {block}"
-    windows = full_validation_loss(lm.model, ids, 256, device)
-    stream = stream_validation_loss(lm.model, ids, device, lm.start_id)
+        loss = full_validation_loss(lm.model, ids, block, device)
+        return loss * per_char, f"windows of {block} tokens; {loss:.4f} nats/token"
+    windows = full_validation_loss(lm.model, ids, 256, device) * per_char
+    stream = stream_validation_loss(lm.model, ids, device, lm.start_id) * per_char
     return stream, f"one stream; windows of 256: {windows:.4f}"
 
 
@@ -70,7 +78,8 @@ def main() -> None:
         config = json.loads((found[name] / "config.json").read_text())
         lm = load_artifact(found[name], device=args.device)
         loss, how = validation_loss(lm, config["kind"], val_text, device)
-        card = config.get("metrics", {}).get("val_loss")
+        metrics = config.get("metrics", {})
+        card = metrics.get("val_nats_per_char", metrics.get("val_loss"))
         print(
             f"{name:20s} {config['kind']:11s} {loss:.4f} nats/char (card {card}; {how}; "
             f"{time.perf_counter() - t0:.1f} s)",

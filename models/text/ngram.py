@@ -219,7 +219,7 @@ class NGramLanguageModel(LanguageModel):
         return torch.from_numpy(logp).to(self.device)
 
     def validation_loss(self, text: str) -> float:
-        """Mean cross-entropy in nats/char over every character of `text`."""
+        """Mean cross-entropy in nats per token over every token of `text`."""
         return self.model.cross_entropy(np.array(self.tokenizer.encode(text)), self.pad_id)
 
     @classmethod
