@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from app.db import Database
@@ -65,9 +66,15 @@ class ModelRegistry:
         for directory in sorted(p for p in root.iterdir() if (p / CONFIG_FILE).is_file()):
             config = json.loads((directory / CONFIG_FILE).read_text())
             sha256, size = artifact_digest(directory)
-            with self.db.session() as session:
-                if versions.register_builtin(session, directory.name, config, sha256, size):
-                    registered.append(config.get("name", directory.name))
+            for attempt in range(2):  # a replica starting beside this one may register it first
+                try:
+                    with self.db.session() as session:
+                        if versions.register_builtin(session, directory.name, config, sha256, size):
+                            registered.append(config.get("name", directory.name))
+                    break
+                except IntegrityError:
+                    if attempt:
+                        raise
         return registered
 
     def _spec(self, model: Model, version: ModelVersion) -> ModelSpec:
