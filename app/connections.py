@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -72,7 +73,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.max_connections and not self._evict_one():
             self.transport = transport
-            log.warning("%d connections open: refusing a new one", len(self.connections))
+            _warn(f"{len(self.connections)} connections open, all busy: refusing new ones")
             transport.write(FULL_503)
             transport.close()
             return
@@ -81,6 +82,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def _evict_one(self) -> bool:
         """Closes the oldest connection with no request in progress; False if none has."""
+        _warn(f"{len(self.connections)} connections open: closing the oldest idle ones")
         while self._idle:
             oldest = next(iter(self._idle))
             self._idle.pop(oldest)
@@ -136,6 +138,17 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().on_response_complete()
         if not self.transport.is_closing():
             self._waiting_for_request()
+
+
+_warned = {"at": 0.0}
+
+
+def _warn(message: str) -> None:
+    """At most one warning every 10 s: a flood of connections must not flood the log."""
+    now = time.monotonic()
+    if now - _warned["at"] >= 10:
+        _warned["at"] = now
+        log.warning(message)
 
 
 def guarded_protocol(settings: Settings) -> type[GuardedHttpTools]:
