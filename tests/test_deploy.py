@@ -107,6 +107,36 @@ def test_compose_settings_are_ones_the_service_reads(monkeypatch: pytest.MonkeyP
     assert (settings.host, settings.port) == ("0.0.0.0", 8000)
 
 
+def test_compose_publishes_the_api_on_loopback_only_by_default() -> None:
+    """With GENSERVE_API_KEYS empty (the default) every client is an admin: the published port
+    must not be reachable from other machines unless the operator asks for it."""
+    service = load_compose()["services"]["genserve"]
+    for port in service["ports"]:
+        published = interpolate(port).rsplit(":", 1)[0]
+        assert published.startswith("127.0.0.1:"), f"{port} publishes on every interface"
+    assert service_env(service)["GENSERVE_API_KEYS"] == ""
+
+
+def parse_bytes(text: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([kmg]?)b?", text.lower()).groups()  # type: ignore[union-attr]
+    return int(number) * 1024 ** " kmg".index(unit or " ")
+
+
+def test_compose_service_has_a_memory_limit() -> None:
+    service = load_compose()["services"]["genserve"]
+    limit = service.get("mem_limit") or service["deploy"]["resources"]["limits"]["memory"]
+    assert parse_bytes(interpolate(limit)) >= 2 * 1024**3
+
+
+def test_compose_stop_grace_outlasts_the_drain_and_the_stops() -> None:
+    """Docker kills the container after stop_grace_period: it must cover the drain, the job
+    runners requeueing their jobs (15 s) and the workers stopping (5 s)."""
+    service = load_compose()["services"]["genserve"]
+    drain = float(service_env(service)["GENSERVE_DRAIN_TIMEOUT_S"])
+    grace = float(str(service["stop_grace_period"]).removesuffix("s"))
+    assert grace >= drain + 15 + 5 + 5
+
+
 def test_compose_gpu_override_reserves_nvidia_gpus_and_builds_the_cuda_image() -> None:
     service = load_compose(COMPOSE_GPU)["services"]["genserve"]
     devices = service["deploy"]["resources"]["reservations"]["devices"]
