@@ -1,7 +1,11 @@
 """The model registry: which models and versions exist, and which version each one serves.
 
-The database is the source of truth; the API keeps the active specs in memory so that the
-request path never queries it. Rows are written through app.services.versions only.
+The active version in the database is desired state: every replica reconciles its workers to
+it (`sync`, under the same lock as `activate`, so a poll never undoes a newer switch) and
+reports what it actually serves in `model_placements`; a replica that cannot load a version
+keeps the old one, reports itself degraded and retries, and never writes the desired state
+back. The API keeps the served specs in memory so that the request path never queries the
+database. Rows are written through app.services.versions only.
 """
 
 from __future__ import annotations
