@@ -44,6 +44,8 @@ class FakePool(WorkerPool):
 
     def generate(self, model: str, prompt: str, params: dict[str, Any], n: int) -> Any: ...
 
+    def check_room(self, model: str, sequences: int) -> None: ...
+
     async def load(self, spec: ModelSpec) -> None:
         self.loads.append(spec.version)
         await asyncio.sleep(self.load_s)
