@@ -109,7 +109,7 @@ class UploadGate:
                 "overloaded",
                 f"{self.limit} upload(s) are being processed; retry shortly",
                 {"max_uploads_in_flight": self.limit},
-                {"Retry-After": "5", "Connection": "close"},
+                {"Retry-After": "5"},  # the connection lives on: what is sent is discarded
             )
             await response(scope, receive, send)
             return

@@ -3,12 +3,15 @@ into one response or frame them as a stream: genserve's SSE events, or OpenAI's 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import orjson
 
 from app.drain import Drain
@@ -193,8 +196,14 @@ class GenerateService:
         """One OpenAI completion response: `n` choices per prompt, usage summed over prompts."""
         head, prompts, streams = self._start_completion(spec, body)
         choices, usage = [], Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
-        for p, (prompt, events) in enumerate(zip(prompts, streams, strict=True)):
-            result = await self.collect(spec, events, body.n, prompt, logprobs=False)
+        try:
+            results = [
+                await self.collect(spec, events, body.n, prompt, logprobs=False)
+                for prompt, events in zip(prompts, streams, strict=True)
+            ]
+        finally:
+            await close_streams(streams)
+        for p, result in enumerate(results):
             for c in result.choices:
                 choices.append(
                     CompletionChoice(
@@ -230,7 +239,24 @@ async def _completion_chunks(
         yield orjson.dumps(
             {"error": {"message": error.message, "type": error.code, "code": error.status}}
         ).decode()
+    finally:
+        await close_streams(streams)
     yield "[DONE]"
+
+
+async def close_streams(streams: list[AsyncIterator[TokenEvent]]) -> None:
+    """Ends every generation of a request, even those never iterated: each was submitted when
+    its stream was created, and an async generator that never started would not run the code
+    that frees its sequences (they would count against the limits for good)."""
+    with anyio.CancelScope(shield=True):  # also when the client went away
+        for stream in streams:
+            step = asyncio.ensure_future(anext(stream))  # enters the generator's body
+            await asyncio.sleep(0)
+            if not step.done():
+                step.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await step
+            await stream.aclose()  # type: ignore[attr-defined]
 
 
 def _token(event: TokenEvent, logprobs: bool) -> str:

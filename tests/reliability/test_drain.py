@@ -20,6 +20,7 @@ from tests.reliability.conftest import start_server
 from tests.tiny_models import TINY_GPT_PARAMS
 
 STREAMS = 16
+SHORT_DRAIN_S = 5  # the new-work check must run inside it, on a busy machine too
 TOKENS = 1000  # long enough to be in flight at the SIGTERM, short enough for the drain
 
 
@@ -75,7 +76,7 @@ def sigterm(srv: Server) -> float:
 
 
 def refused_while_draining(srv: Server) -> None:
-    """New work gets 503 with Retry-After while liveness still answers."""
+    """New work gets 503 with Retry-After, readiness 503, while liveness still answers."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         response = httpx.post(
@@ -85,6 +86,7 @@ def refused_while_draining(srv: Server) -> None:
             assert response.json()["error"]["code"] == "shutting_down"
             assert int(response.headers["retry-after"]) > 0
             assert httpx.get(f"{srv.url}/healthz", timeout=10).status_code == 200
+            assert httpx.get(f"{srv.url}/readyz", timeout=10).status_code == 503
             return
         time.sleep(0.05)
     pytest.fail("new work was still accepted 5 s after SIGTERM")
@@ -145,7 +147,7 @@ def test_past_the_drain_timeout_streams_end_with_an_error_event_and_requests_wit
 ) -> None:
     srv = start_server(
         tmp_path / "state",
-        GENSERVE_DRAIN_TIMEOUT_S="2",
+        GENSERVE_DRAIN_TIMEOUT_S=str(SHORT_DRAIN_S),
         GENSERVE_RUNNER_SLOTS="0",
         GENSERVE_MAX_NEW_TOKENS="100000",
         GENSERVE_REQUEST_TIMEOUT_S="120",
@@ -162,7 +164,7 @@ def test_past_the_drain_timeout_streams_end_with_an_error_event_and_requests_wit
     for thread in [*threads, plain]:
         thread.join(60)
     assert srv.process.wait(60) in (0, -signal.SIGTERM), srv.output()[-3000:]
-    assert time.monotonic() - signalled < 2 + 15
+    assert time.monotonic() - signalled < SHORT_DRAIN_S + 15
 
     assert [name for name, _ in results] == ["error"] * STREAMS, results
     assert {data["error"]["code"] for _, data in results} == {"shutting_down"}

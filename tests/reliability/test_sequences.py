@@ -61,3 +61,20 @@ def test_several_prompts_are_counted_whole_and_a_refusal_leaves_nothing_queued(
     assert generate(srv, 16, 2).status_code == 200
     body = {"prompt": ["A", "B"], "n": 16, "max_tokens": 2}  # exactly the limit
     assert httpx.post(f"{srv.url}/v1/completions", json=body, timeout=60).status_code == 200
+
+
+def test_a_stream_of_several_prompts_left_early_frees_every_prompt_sequences(
+    srv: Server,
+) -> None:
+    """The second prompt never streamed: its sequences must still be released."""
+    body = {"prompt": ["A", "B"], "n": 16, "max_tokens": 5000, "stream": True}
+    with (
+        httpx.Client(base_url=srv.url, timeout=30) as client,
+        client.stream("POST", "/v1/completions", json=body) as response,
+    ):
+        assert response.status_code == 200
+        assert next(response.iter_lines()).startswith("data:")
+    deadline = time.monotonic() + 10
+    while generate(srv, 16, 2).status_code != 200:
+        assert time.monotonic() < deadline, "the sequences of the prompt never streamed leaked"
+        time.sleep(0.2)
