@@ -46,6 +46,10 @@ class Degraded:
     since: datetime = field(default_factory=lambda: datetime.now(UTC))
     next_try: float = 0.0
 
+    def is_for(self, version: int, sha256: str) -> bool:
+        """Whether this entry is about these bytes (a newer desired version starts afresh)."""
+        return (self.version, self.sha256) == (version, sha256)
+
     def failed(self, error: str, base_s: float) -> None:
         """Doubles the wait after each failure, up to RETRY_MAX_S."""
         self.attempts += 1

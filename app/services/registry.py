@@ -201,14 +201,16 @@ class ModelRegistry:
     def _due(self, name: str, spec: ModelSpec) -> bool:
         """Whether to try `spec` now: at once if newly desired, else when its back-off ends."""
         entry = self._backoff.get(name)
-        if entry is None or (entry.version, entry.sha256) != (spec.version, spec.sha256):
-            return True
-        return time.monotonic() >= entry.next_try
+        return (
+            entry is None
+            or not entry.is_for(spec.version, spec.sha256)
+            or time.monotonic() >= entry.next_try
+        )
 
     def _failed(self, pool: WorkerPool, spec: ModelSpec, error: Exception) -> None:
         name = spec.name
         entry = self._backoff.get(name)
-        if entry is None or (entry.version, entry.sha256) != (spec.version, spec.sha256):
+        if entry is None or not entry.is_for(spec.version, spec.sha256):
             served = self.served_version(pool, name)
             entry = self._backoff[name] = Degraded(spec.version, spec.sha256, "", served)
             log.error("cannot serve %s v%d, keeping v%s: %s", name, spec.version, served, error)
