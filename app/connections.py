@@ -22,6 +22,7 @@ from app.settings import Settings
 
 log = logging.getLogger("genserve.connections")
 FD_HEADROOM = 128  # descriptors kept for worker pipes, the database, logs and artifacts
+MAX_HEADER_BYTES = 64 * 1024  # a request line and headers; httptools itself has no limit
 
 
 def connection_limit(settings: Settings) -> int:
@@ -44,6 +45,11 @@ TIMEOUT_408 = _reply(
     b'{"error":{"code":"request_timeout","message":"the request was not sent in time",'
     b'"details":null}}',
 )
+TOO_LARGE_431 = _reply(
+    b"431 Request Header Fields Too Large",
+    b'{"error":{"code":"headers_too_large","message":"the request line and headers exceed '
+    b'64 KiB","details":null}}',
+)
 FULL_503 = _reply(
     b"503 Service Unavailable",
     b'{"error":{"code":"too_many_connections","message":"too many open connections; retry '
@@ -63,6 +69,8 @@ class GuardedHttpTools(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0  # received while waiting for the current request's headers
+        self._refused = False  # answered and half-closed: what still arrives is dropped
         # Connections with no request in progress, oldest first (shared by the server's).
         idle: dict[GuardedHttpTools, None] | None = getattr(self.server_state, "idle", None)
         if idle is None:
@@ -95,6 +103,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def _waiting_for_request(self) -> None:
         self._idle[self] = None
+        self._header_bytes = 0
         self._arm(self.header_timeout_s)
 
     def _arm(self, seconds: float | None) -> None:
@@ -106,7 +115,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         """Headers not complete in time, or the body went silent: 408 unless a response has
         started, then close (the application sees a disconnect)."""
         self._timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refused:
+            self.transport.close()
             return
         cycle = self.cycle
         if cycle is None or cycle.response_complete or not cycle.response_started:
@@ -120,6 +130,27 @@ class GuardedHttpTools(HttpToolsProtocol):
             self.connections.discard(self)
             return
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().data_received(data)
+        if self in self._idle:  # still no complete headers
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+                self._refuse(TOO_LARGE_431)
+
+    def _refuse(self, reply: bytes) -> None:
+        """Answers, then half-closes: closing with the client's bytes unread would reset the
+        connection and lose the answer. The header timer closes it for good."""
+        self._refused = True
+        self._idle.pop(self, None)
+        self.transport.write(reply)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
+        self._arm(self.header_timeout_s)
 
     def on_headers_complete(self) -> None:
         self._idle.pop(self, None)

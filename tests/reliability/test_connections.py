@@ -69,6 +69,15 @@ def test_headers_trickled_a_byte_at_a_time_still_time_out(srv: Server) -> None:
     assert time.monotonic() - started < 5
 
 
+def test_headers_past_64_kib_get_431(srv: Server) -> None:
+    with connect(srv) as sock:
+        with contextlib.suppress(OSError):
+            for i in range(100):
+                sock.sendall(f"X-Filler-{i}: {'a' * 1000}\r\n".encode() if i else HALF)
+        reply = answer_and_close(sock)
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
+
+
 def test_a_body_that_goes_silent_times_out(srv: Server) -> None:
     with connect(srv) as sock:
         sock.sendall(HALF + b"Content-Length: 100\r\n\r\n" + b'{"inputs": ')
