@@ -9,8 +9,11 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.db import is_transient
 from app.pool.errors import (
     EngineError,
     EngineTimeout,
@@ -25,6 +28,7 @@ from app.pool.errors import (
 )
 
 log = logging.getLogger("genserve")
+DATABASE_RETRY_AFTER_S = 5  # a restarting or failing-over database is back within seconds
 
 
 class AppError(Exception):
@@ -174,3 +178,19 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal server error")
+
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        """An outage is the client's to retry (503); any other database error is a bug."""
+        if not is_transient(exc):
+            return await _unexpected(request, exc)
+        cause = (str(getattr(exc, "orig", None) or exc) or type(exc).__name__).splitlines()[0]
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, cause)
+        return error_response(
+            503,
+            "database_unavailable",
+            "the database is unavailable; retry later",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
+
+    for db_error in (DBAPIError, DisconnectionError, PoolTimeout):
+        app.add_exception_handler(db_error, _database_error)

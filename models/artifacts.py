@@ -20,17 +20,23 @@ and verify artifacts without torch; saving and building import torch and skops w
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 import zipfile
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from models.kinds import KINDS
 
@@ -42,6 +48,8 @@ WEIGHTS_FILE = "weights.safetensors"
 SKOPS_FILE = "model.skops"
 CARD_FILE = "README.md"
 PAYLOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE, SKOPS_FILE)  # what the digest covers, if present
+log = logging.getLogger("genserve.storage")
+T = TypeVar("T")
 
 
 class ArtifactError(Exception):
@@ -201,6 +209,81 @@ def load_skops(payload: dict[str, bytes], trusted: list[str]) -> Any:
 
 
 # -----------------------------------------------------------------------------
+# durable writes, retried through storage faults an operator can fix
+
+# A full disk, a quota, a state dir briefly unwritable or unmounted: errors that go away.
+TRANSIENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO, errno.EROFS}
+)
+
+
+@dataclass(frozen=True)
+class WriteRetry:
+    """How long a write failing with a transient storage error is tried again.
+
+    `pause(seconds)` waits between tries; a caller passes one that raises to give up early
+    (the job runner's raises when the job is cancelled or the runner stops).
+    """
+
+    total_s: float = 0.0  # 0: fail at the first error, as a library call should by default
+    first_delay_s: float = 0.5
+    max_delay_s: float = 10.0
+    pause: Callable[[float], object] = time.sleep
+
+
+_write_retry: ContextVar[WriteRetry | None] = ContextVar("write_retry", default=None)
+
+
+@contextmanager
+def write_retry(policy: WriteRetry) -> Iterator[None]:
+    """Applies `policy` to every durable write in this context (checkpoints and artifacts
+    are written deep inside the training loops, which know nothing of the service)."""
+    token = _write_retry.set(policy)
+    try:
+        yield
+    finally:
+        _write_retry.reset(token)
+
+
+def retry_writes(write: Callable[[], T], what: str) -> T:
+    """`write()`, tried again with back-off while it fails with a transient storage error
+    and the context's `WriteRetry.total_s` is not spent. `write` must be safe to repeat."""
+    policy = _write_retry.get() or WriteRetry()
+    deadline = time.monotonic() + policy.total_s
+    delay = policy.first_delay_s
+    while True:
+        try:
+            return write()
+        except OSError as exc:
+            if exc.errno not in TRANSIENT_ERRNOS or time.monotonic() + delay > deadline:
+                raise
+            log.warning("writing %s failed (%s); retrying in %.1f s", what, exc, delay)
+        policy.pause(delay)
+        delay = min(delay * 2, policy.max_delay_s)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` and fsyncs it; a partial file is removed on failure."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def fsync_dir(path: Path) -> None:
+    """Makes the renames and creations inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -----------------------------------------------------------------------------
 # saving
 
 
@@ -215,35 +298,43 @@ def save_artifact(
     """Write an artifact atomically (temp dir beside `path`, then rename), replacing any old one.
 
     For a module without `model_args` in `config`, they are taken from `module.config`.
-    Returns the digest of what was written.
+    Storage errors are retried as the context's `write_retry` says. Returns the digest of
+    what was written.
     """
     if (module is None) == (estimator is None):
         raise ArtifactError("pass exactly one of module= or estimator=")
     config = dict(config)
     if module is not None and "model_args" not in config:
         config["model_args"] = asdict(module.config)
+    files = {CONFIG_FILE: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()}
+    if module is not None:
+        import safetensors.torch
+
+        # plain CPU copies: tied weights share storage, which safetensors refuses twice
+        state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        files[WEIGHTS_FILE] = safetensors.torch.save(state, metadata={"format": "pt"})
+    else:
+        import skops.io
+
+        # the schema is JSON with one node per vocabulary entry: deflate shrinks it ~40x
+        files[SKOPS_FILE] = skops.io.dumps(estimator, compression=zipfile.ZIP_DEFLATED)
+    files[CARD_FILE] = card.encode("utf-8")
     path = Path(path)
+    retry_writes(lambda: _write_artifact(path, files), f"artifact {path}")
+    return artifact_digest(path)
+
+
+def _write_artifact(path: Path, files: dict[str, bytes]) -> None:
+    """One attempt: every file fsynced in a temp dir, then renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-        (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
-        if module is not None:
-            import safetensors.torch
-
-            # plain CPU copies: tied weights share storage, which safetensors refuses twice
-            state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-            safetensors.torch.save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
-        else:
-            import skops.io
-
-            # the schema is JSON with one node per vocabulary entry: deflate shrinks it ~40x
-            skops.io.dump(estimator, tmp / SKOPS_FILE, compression=zipfile.ZIP_DEFLATED)
-        (tmp / CARD_FILE).write_text(card, encoding="utf-8")
+        for name, data in files.items():
+            write_durably(tmp / name, data)
+            (tmp / name).chmod(0o644)
         # mkdtemp makes a private 0700 dir; artifacts are not secrets and other users serve them
         tmp.chmod(0o755)
-        for file in tmp.iterdir():
-            file.chmod(0o644)
+        fsync_dir(tmp)
         old = None
         if path.exists():
             # two renames (a directory cannot be os.replace'd onto a non-empty one); readers
@@ -256,9 +347,9 @@ def save_artifact(
             if old is not None:
                 os.rename(old, path)  # put the previous artifact back
             raise
+        fsync_dir(path.parent)
         if old is not None:
             shutil.rmtree(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return artifact_digest(path)

@@ -9,11 +9,18 @@ training loop itself never waits on the database. Stops are cooperative: the loo
     SIGTERM / SIGINT  -> JobInterrupted -> back to the queue, resumes from its checkpoint
     the API died      -> the same (EOF on the pipe the supervisor holds)
     SIGKILL, OOM, ... -> the supervisor requeues it; heartbeats going stale do as well
+
+Transient faults cost no work. A checkpoint or artifact write failing because the disk is
+full or the state dir unwritable is retried for `storage_retry_s`. The end of a job is
+recorded with retries for as long as the database is down; the finished artifact is named
+in `result.json` in the work dir first, so a job reclaimed before its end was recorded
+registers that artifact instead of training again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -21,15 +28,19 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import asdict
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, TypeVar
 
-from app.db import Database
+from app.db import Database, is_transient
 from app.jobs.store import JobLost, JobStore, NewVersion
 from app.settings import Settings
 from app.tables import Dataset, TrainingJob
 
 log = logging.getLogger("genserve.runner")
+T = TypeVar("T")
+RESULT_FILE = "result.json"  # the finished artifact, before its version is registered
 
 
 class JobCancelled(Exception):
@@ -141,8 +152,11 @@ class JobExecution:
             except JobLost:
                 self.lost.set()
                 return
-            except Exception:
-                log.exception("heartbeat for job %d failed; retrying", self.job.id)
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("heartbeat for job %d failed; retrying", self.job.id)
+                else:
+                    log.warning("heartbeat for job %d failed (%s); retrying", self.job.id, exc)
                 with self.lock:
                     self.rows = rows + self.rows
 
@@ -157,9 +171,14 @@ class JobExecution:
         beat.start()
         outcome = "failed"
         try:
-            version = self._train()
-            outcome = "succeeded"
-            log.info("job %d succeeded: %s v%d", job.id, job.name, version)
+            new = self._finished() or self._train()
+            version = self._record(self.store.complete, job.id, self.runner_id, new, self._rows())
+            if version is None:  # cancelled before its version was registered: recorded so
+                shutil.rmtree(self.settings.state_dir / new.artifact_path, ignore_errors=True)
+                outcome = "cancelled"
+            else:
+                outcome = "succeeded"
+                log.info("job %d succeeded: %s v%d", job.id, job.name, version)
         except JobCancelled:
             outcome = "cancelled"
             self._end("cancelled", "cancelled by request")
@@ -179,12 +198,16 @@ class JobExecution:
         if outcome in ("succeeded", "cancelled", "failed"):
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
+    def _rows(self) -> list[tuple[int, dict[str, Any]]]:
+        return self._snapshot()[2]
+
     def _end(self, status: str, error: str) -> None:
+        """Records a cancelled or failed end, through a database outage if need be."""
         _, metrics, rows = self._snapshot()
         self._quietly(
             self.store.heartbeat, self.job.id, self.runner_id, self.progress, metrics, rows
         )
-        self._quietly(self.store.finish, self.job.id, self.runner_id, status, error)
+        self._quietly(self._record, self.store.finish, self.job.id, self.runner_id, status, error)
 
     def _quietly(self, fn: Any, *args: Any) -> None:
         try:
@@ -192,13 +215,53 @@ class JobExecution:
         except Exception:
             log.exception("could not record the end of job %d", self.job.id)
 
-    def _train(self) -> int:
+    def _record(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)`, retried with back-off while the database is unreachable: the end of a
+        job is never lost to an outage. Gives up only when the runner is told to stop
+        (JobInterrupted: the job is reclaimed later, and `result.json` spares it retraining)."""
+        delay = 0.5
+        while True:
+            try:
+                return fn(*args)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning(
+                    "job %d: the database is unavailable (%s); retrying in %.1f s",
+                    self.job.id,
+                    str(exc).splitlines()[0],
+                    delay,
+                )
+            if self.stop.wait(delay):
+                raise JobInterrupted
+            delay = min(delay * 2, 10.0)
+
+    def _pause(self, seconds: float) -> None:
+        """Between storage retries: a cancel or a stop still ends the wait."""
+        self.stop.wait(seconds)
+        self.should_stop()
+
+    def _finished(self) -> NewVersion | None:
+        """The artifact an earlier attempt finished but could not register, if it is intact."""
+        from models.artifacts import ArtifactError, artifact_digest
+
+        try:
+            new = NewVersion(**json.loads((self.work_dir / RESULT_FILE).read_text()))
+            digest = artifact_digest(self.settings.state_dir / new.artifact_path)
+        except (OSError, ValueError, TypeError, ArtifactError):
+            return None
+        if digest != (new.sha256, new.size):
+            return None
+        log.info("job %d: registering the artifact an earlier attempt finished", self.job.id)
+        self.progress = 1.0
+        return new
+
+    def _train(self) -> NewVersion:
         import torch
 
-        from models.artifacts import save_artifact
+        from models.artifacts import WriteRetry, write_retry
         from models.kinds import KINDS
         from models.training.hooks import TrainHooks
-        from models.training.result import card
 
         job = self.job
         kind = KINDS[job.kind]
@@ -212,8 +275,19 @@ class JobExecution:
             work_dir=self.work_dir / "checkpoint",
         )
         torch.manual_seed(getattr(params, "seed", 0))
-        result = kind.trainer()(kind.name, train, test, params, hooks, torch.device(self.device))
-        self.should_stop()  # a cancel that came during the last step still counts
+        with write_retry(WriteRetry(self.settings.storage_retry_s, pause=self._pause)):
+            result = kind.trainer()(
+                kind.name, train, test, params, hooks, torch.device(self.device)
+            )
+            self.should_stop()  # a cancel that came during the last step still counts
+            return self._save(kind.task, dataset, result)
+
+    def _save(self, task: str, dataset: Dataset, result: Any) -> NewVersion:
+        """Writes the artifact, then `result.json` naming it: from here on, no retraining."""
+        from models.artifacts import retry_writes, save_artifact, write_durably
+        from models.training.result import card
+
+        job = self.job
         config = {**result.config, "name": job.name}
         config["training"] = {
             "job": job.id,
@@ -233,10 +307,10 @@ class JobExecution:
             estimator=result.estimator,
             card=card(job.name, config, dataset.name, job.params),
         )
-        self.done.set()  # no heartbeat may race the final transaction
-        _, _, rows = self._snapshot()
-        new = NewVersion(kind.task, relative, sha256, size, config)
-        return self.store.complete(job.id, self.runner_id, new, rows)
+        new = NewVersion(task, relative, sha256, size, config)
+        marker = json.dumps(asdict(new)).encode()
+        retry_writes(lambda: write_durably(self.work_dir / RESULT_FILE, marker), "result.json")
+        return new
 
     def _dataset(self) -> Dataset:
         with self.store.db.session() as session:

@@ -216,11 +216,13 @@ class JobStore:
 
     def complete(
         self, job_id: int, runner_id: str, new: NewVersion, rows: list[tuple[int, dict[str, Any]]]
-    ) -> int:
+    ) -> int | None:
         """Registers the new model version and marks the job succeeded, in one transaction.
 
-        Returns the version number. Two jobs finishing the same name at once race for the
-        version number; the loser retries with the next one.
+        Returns the version number, or None when a cancel was requested first: the job is
+        then marked cancelled in that same transaction and nothing is registered (cancel
+        always wins). Two jobs finishing the same name at once race for the version number;
+        the loser retries with the next one.
         """
         for attempt in range(5):
             try:
@@ -238,10 +240,22 @@ class JobStore:
         runner_id: str,
         new: NewVersion,
         rows: list[tuple[int, dict[str, Any]]],
-    ) -> int:
-        job = session.get(TrainingJob, job_id, with_for_update=True, populate_existing=True)
-        if job is None or job.runner_id != runner_id or job.status != "running":
-            raise JobLost(f"job {job_id} is no longer held by {runner_id}")
+    ) -> int | None:
+        # The conditional UPDATE comes first: it takes the row lock (PostgreSQL) or the write
+        # lock (SQLite) before anything is read, so a cancel either committed before it, and
+        # is seen here, or waits for this transaction and finds the job finished.
+        at = now()
+        held = self._held(job_id, runner_id)
+        if not _set(session, *held, TrainingJob.cancel_requested.is_not(True), finished_at=at):
+            if not _set(
+                session, *held, status="cancelled", error="cancelled by request", finished_at=at
+            ):
+                raise JobLost(f"job {job_id} is no longer held by {runner_id}")
+            session.add_all(JobMetric(job_id=job_id, step=s, values=v) for s, v in rows)
+            log.info("job %d was cancelled before its version was registered", job_id)
+            return None
+        session.add_all(JobMetric(job_id=job_id, step=s, values=v) for s, v in rows)
+        job = session.get_one(TrainingJob, job_id, populate_existing=True)
         version = versions.register_trained(
             session,
             name=job.name,
@@ -255,8 +269,7 @@ class JobStore:
             dataset_id=job.dataset_id,
             activate=job.activate,
         )
-        session.add_all(JobMetric(job_id=job_id, step=s, values=v) for s, v in rows)
-        job.status, job.progress, job.finished_at = "succeeded", 1.0, now()
+        job.status, job.progress = "succeeded", 1.0
         job.model_version_id = version.id
         job.metrics = {**job.metrics, **new.config.get("metrics", {})}
         log.info("job %d registered %s v%d", job_id, job.name, version.version)

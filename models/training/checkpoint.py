@@ -1,17 +1,27 @@
 """The one checkpoint format of every training loop: resumable, atomic, never pickled.
 
 Any number of named modules and optimizers go into one safetensors file (weights, optimizer
-moments), their param groups and the loop's own counters into JSON beside it. Each file is
-written to a temp name and renamed, so a crash leaves the previous checkpoint whole.
+moments), their param groups and the loop's own counters into `checkpoint.json` beside it.
+The weights go to a new file name, fsynced; `checkpoint.json`, naming that file, is then
+written to a temp name, fsynced and renamed over the old one: that rename is the commit. A
+crash or a full disk at any point leaves the previous checkpoint whole, and older weights
+files are deleted only after the commit. Storage errors are retried as `write_retry` says.
 """
 
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
 import torch
 import torch.nn as nn
+
+from models.artifacts import fsync_dir, retry_writes, write_durably
+
+META_FILE = "checkpoint.json"
+LEGACY_WEIGHTS = "checkpoint.safetensors"  # before weights files were named per checkpoint
 
 
 def save_checkpoint(
@@ -21,7 +31,6 @@ def save_checkpoint(
     state: dict[str, Any],
 ) -> None:
     """Write weights, optimizer state and `state` (JSON) atomically into directory `path`."""
-    path.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
         for k, v in module.state_dict().items():
@@ -34,21 +43,38 @@ def save_checkpoint(
             for k, v in per_param.items():
                 tensors[f"optim.{name}.{idx}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
         groups[name] = sd["param_groups"]
-    safetensors.torch.save_file(tensors, path / "checkpoint.safetensors.tmp")
-    (path / "checkpoint.safetensors.tmp").replace(path / "checkpoint.safetensors")
-    meta = json.dumps({"state": state, "param_groups": groups})
-    (path / "checkpoint.json.tmp").write_text(meta)
-    (path / "checkpoint.json.tmp").replace(path / "checkpoint.json")
+    weights = safetensors.torch.save(tensors)
+    meta = {"state": state, "param_groups": groups}
+    retry_writes(lambda: _commit(path, weights, meta), f"checkpoint {path}")
+
+
+def _commit(path: Path, weights: bytes, meta: dict[str, Any]) -> None:
+    """One attempt; on failure the previous checkpoint is untouched and nothing is left over."""
+    path.mkdir(parents=True, exist_ok=True)
+    name = f"weights-{uuid.uuid4().hex[:12]}.safetensors"
+    tmp = path / f"{META_FILE}.tmp"
+    try:
+        write_durably(path / name, weights)
+        write_durably(tmp, json.dumps({**meta, "weights": name}).encode())
+        os.replace(tmp, path / META_FILE)
+    except BaseException:
+        (path / name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path)
+    for old in [*path.glob("weights-*.safetensors"), path / LEGACY_WEIGHTS]:
+        if old.name != name:
+            old.unlink(missing_ok=True)
 
 
 def load_checkpoint(
     path: Path, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
 ) -> dict[str, Any] | None:
     """Restore what save_checkpoint wrote; returns its `state`, or None if there is none."""
-    if not (path / "checkpoint.json").is_file():
+    if not (path / META_FILE).is_file():
         return None
-    meta = json.loads((path / "checkpoint.json").read_text())
-    tensors = safetensors.torch.load_file(path / "checkpoint.safetensors")
+    meta = json.loads((path / META_FILE).read_text())
+    tensors = safetensors.torch.load_file(path / meta.get("weights", LEGACY_WEIGHTS))
     for name, module in modules.items():
         prefix = f"model.{name}."
         sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
