@@ -52,7 +52,7 @@ class Drain:
         log.info("draining %d request(s) for up to %g s", self.inflight, self.timeout_s)
         if not await self._settled(self.timeout_s):
             log.warning("drain timeout: ending %d request(s) with an error", self.inflight)
-            self.expire()
+            self.expired = True
             await self._settled(AFTER_EXPIRY_S)
         log.info("drained")
 
@@ -60,10 +60,14 @@ class Drain:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while self.inflight > 0 and loop.time() < deadline:
+            if self.expired:
+                self.expire()  # again: a cancel can be lost (asyncio.wait_for in 3.11 drops
+                # one that races with the result it waits for)
             await asyncio.sleep(0.05)
         return self.inflight == 0
 
     def expire(self) -> None:
+        """Cancels every task waiting for work that may be cut."""
         self.expired = True
         for task in self._waiting:
             self._cut.add(task)
@@ -79,11 +83,14 @@ class Drain:
         self._waiting.discard(task)
 
     def was_cut(self, task: asyncio.Task[Any]) -> bool:
-        """True (and the cancel undone) when the drain cancelled `task`."""
+        """True (and the cancels undone, the task no longer cuttable) when the drain
+        cancelled `task`."""
         if task not in self._cut:
             return False
         self._cut.discard(task)
-        task.uncancel()
+        self._waiting.discard(task)
+        while task.cancelling():
+            task.uncancel()
         return True
 
     async def guard(self, events: AsyncIterator[T]) -> AsyncIterator[T]:
@@ -93,6 +100,7 @@ class Drain:
         try:
             while True:
                 if self.expired:
+                    self.was_cut(task)  # a cancel that was lost still counts on the task
                     raise ShuttingDown()
                 self.watch(task)
                 try:
