@@ -309,7 +309,12 @@ class JobExecution:
         )
         new = NewVersion(task, relative, sha256, size, config)
         marker = json.dumps(asdict(new)).encode()
-        retry_writes(lambda: write_durably(self.work_dir / RESULT_FILE, marker), "result.json")
+
+        def write_marker() -> None:
+            self.work_dir.mkdir(parents=True, exist_ok=True)  # kinds without checkpoints
+            write_durably(self.work_dir / RESULT_FILE, marker)
+
+        retry_writes(write_marker, "result.json")
         return new
 
     def _dataset(self) -> Dataset:
