@@ -17,7 +17,8 @@ Contexts before the start of a text are newlines (the start of a line).
 
 The artifact stores, per order k, the distinct k-grams in code order (code = the characters
 as a base-vocab_size number, oldest first): `prefix_k` the row of the first k - 1 characters
-in the order k - 1 table (int32), `last_k` the last token (uint8, int32 past 256 tokens), `count_k` (int32).
+in the order k - 1 table (int32), `last_k` the last token (uint8, int32 past 256 tokens),
+`count_k` (int32).
 Codes, discounts and per-context sums are rebuilt from these when loading.
 """
 
