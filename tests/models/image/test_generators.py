@@ -255,7 +255,7 @@ def test_training_checkpoints_and_resumes(tmp_path: Path) -> None:
         cpu,
         TrainHooks(work_dir=tmp_path / "v"),
     )
-    assert first["epoch"] == 1 and (tmp_path / "v" / "checkpoint.safetensors").is_file()
+    assert first["epoch"] == 1 and (tmp_path / "v" / "checkpoint.json").is_file()
     resumed = VAE(vae.config)
     again = train_vae(
         resumed,
