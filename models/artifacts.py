@@ -248,16 +248,27 @@ def write_retry(policy: WriteRetry) -> Iterator[None]:
 def retry_writes(write: Callable[[], T], what: str) -> T:
     """`write()`, tried again with back-off while it fails with a transient storage error
     and the context's `WriteRetry.total_s` is not spent. `write` must be safe to repeat."""
-    policy = _write_retry.get() or WriteRetry()
+
+    def storage_fault(exc: Exception) -> bool:
+        return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+
+    return retry(write, storage_fault, f"writing {what}", _write_retry.get() or WriteRetry())
+
+
+def retry(call: Callable[[], T], transient: Callable[[Exception], bool], what: str,
+          policy: WriteRetry) -> T:  # fmt: skip
+    """`call()`, tried again with doubling pauses while it raises what `transient` accepts,
+    for up to `policy.total_s`; the one back-off of storage writes and job bookkeeping."""
     deadline = time.monotonic() + policy.total_s
     delay = policy.first_delay_s
     while True:
         try:
-            return write()
-        except OSError as exc:
-            if exc.errno not in TRANSIENT_ERRNOS or time.monotonic() + delay > deadline:
+            return call()
+        except Exception as exc:
+            if not transient(exc) or time.monotonic() + delay > deadline:
                 raise
-            log.warning("writing %s failed (%s); retrying in %.1f s", what, exc, delay)
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning("%s failed (%s); retrying in %.1f s", what, first_line, delay)
         policy.pause(delay)
         delay = min(delay * 2, policy.max_delay_s)
 

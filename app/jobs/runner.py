@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -219,22 +220,14 @@ class JobExecution:
         """`fn(*args)`, retried with back-off while the database is unreachable: the end of a
         job is never lost to an outage. Gives up only when the runner is told to stop
         (JobInterrupted: the job is reclaimed later, and `result.json` spares it retraining)."""
-        delay = 0.5
-        while True:
-            try:
-                return fn(*args)
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.warning(
-                    "job %d: the database is unavailable (%s); retrying in %.1f s",
-                    self.job.id,
-                    str(exc).splitlines()[0],
-                    delay,
-                )
-            if self.stop.wait(delay):
+        from models.artifacts import WriteRetry, retry
+
+        def pause(seconds: float) -> None:
+            if self.stop.wait(seconds):
                 raise JobInterrupted
-            delay = min(delay * 2, 10.0)
+
+        what = f"job {self.job.id}: recording in the database"
+        return retry(lambda: fn(*args), is_transient, what, WriteRetry(math.inf, pause=pause))
 
     def _pause(self, seconds: float) -> None:
         """Between storage retries: a cancel or a stop still ends the wait."""

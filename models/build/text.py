@@ -17,25 +17,31 @@ import torch
 from models.build import train_lm_printing, work_dir
 from models.data.builtin import load_shakespeare
 from models.text.gpt import GPT, GPTConfig
-from models.text.tokenizer import BPETokenizer, CharTokenizer
+from models.text.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
 from models.training.lm import TrainConfig, full_validation_loss
 
 
 def train_shakespeare_gpt(
-    data_dir: Path, work: Path, device: torch.device, max_seconds: float, seed: int = 1337
-) -> tuple[GPT, CharTokenizer, dict, TrainConfig]:
+    data_dir: Path,
+    work: Path,
+    device: torch.device,
+    max_seconds: float,
+    seed: int = 1337,
+    tok: Tokenizer | None = None,
+    block_size: int = 256,
+    dropout: float = 0.1,
+) -> tuple[GPT, Tokenizer, dict, TrainConfig]:
+    """The recipe of both Shakespeare GPTs: characters (the default `tok`) or BPE tokens."""
     train_text, val_text = load_shakespeare(data_dir)
-    tok = CharTokenizer.from_text(train_text + val_text)
+    tok = tok or CharTokenizer.from_text(train_text + val_text)
     train_ids = torch.tensor(tok.encode(train_text), dtype=torch.long)
     val_ids = torch.tensor(tok.encode(val_text), dtype=torch.long)
-    config = GPTConfig(
-        vocab_size=tok.vocab_size, block_size=256, n_layer=4, n_head=4, n_embd=256, dropout=0.1
-    )
+    config = GPTConfig(tok.vocab_size, block_size, n_layer=4, n_head=4, n_embd=256, dropout=dropout)
     cfg = TrainConfig(
         max_steps=20_000,
         max_seconds=max_seconds,
         batch_size=16,
-        block_size=256,
+        block_size=block_size,
         lr=2e-3,
         min_lr=1e-4,
         warmup_steps=200,
@@ -72,7 +78,7 @@ def save_text_model(
     name: str,
     kind: str,
     model: torch.nn.Module,
-    tok: CharTokenizer,
+    tok: Tokenizer,
     val_loss: float,
     result: dict,
     cfg: TrainConfig,
@@ -122,28 +128,18 @@ def build_bpe_gpt(name: str, args: argparse.Namespace, device: torch.device) -> 
     max_seconds = 3600 if args.max_seconds is None else args.max_seconds
     seed = 1337 if args.seed is None else args.seed
     train_text, val_text = load_shakespeare(args.data_dir)
-    tok = BPETokenizer.train(train_text, vocab_size=1024)
-    train_ids = torch.tensor(tok.encode(train_text), dtype=torch.long)
-    val_ids = torch.tensor(tok.encode(val_text), dtype=torch.long)
-    config = GPTConfig(tok.vocab_size, block_size=128, n_layer=4, n_head=4, n_embd=256, dropout=0.2)
-    cfg = TrainConfig(
-        max_steps=20_000,
-        max_seconds=max_seconds,
-        batch_size=16,
+    model, tok, result, cfg = train_shakespeare_gpt(
+        args.data_dir,
+        work_dir(args, name),
+        device,
+        max_seconds,
+        seed,
+        tok=BPETokenizer.train(train_text, vocab_size=1024),
         block_size=128,
-        lr=2e-3,
-        min_lr=1e-4,
-        warmup_steps=200,
-        weight_decay=0.1,
-        eval_every=200,
-        eval_batches=10,
-        checkpoint_every=200,
-        seed=seed,
-        cpu_bf16=device.type == "cpu",
+        dropout=0.2,
     )
-    torch.manual_seed(seed)
-    model = GPT(config)
-    result = train_lm_printing(model, train_ids, val_ids, cfg, device, work_dir(args, name))
+    config = model.config
+    val_ids = torch.tensor(tok.encode(val_text), dtype=torch.long)
     loss = full_validation_loss(model, val_ids, config.block_size, device)
     per_char = loss * len(val_ids) / len(val_text)
     print(f"{name}: {loss:.4f} nats/token, {per_char:.4f} nats/char", flush=True)
