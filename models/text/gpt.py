@@ -16,11 +16,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load as load_safetensors
 
-from models.artifacts import WEIGHTS_FILE
-from models.text.lm import LanguageModel
-from models.text.tokenizer import Tokenizer, load_tokenizer
+from models.artifacts import load_module
+from models.text.lm import LanguageModel, artifact_tokenizer
+from models.text.tokenizer import Tokenizer
 
 
 @dataclass
@@ -216,9 +215,8 @@ class GPTLanguageModel(LanguageModel):
     def from_artifact(
         cls, config: dict, payload: dict[str, bytes], device: torch.device
     ) -> "GPTLanguageModel":
-        model = GPT(GPTConfig(**config["model_args"]))
-        model.load_state_dict(load_safetensors(payload[WEIGHTS_FILE]), strict=True)
-        tokenizer = load_tokenizer(config["tokenizer"])
+        model = load_module(GPT, GPTConfig, config, payload)
+        tokenizer = artifact_tokenizer(config, model.config.vocab_size)
         return cls(model.to(device), tokenizer, config.get("name", ""))
 
     def allocate(self, slots: int) -> None:

@@ -10,7 +10,8 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from models.text.tokenizer import Tokenizer
+from models.artifacts import CONFIG_FILE, ArtifactError
+from models.text.tokenizer import Tokenizer, load_tokenizer
 
 
 class LanguageModel(ABC):
@@ -37,3 +38,14 @@ class LanguageModel(ABC):
     def move(self, src: int, dst: int) -> None:
         """Moves the sequence in slot `src` to the free slot `dst`, so that the running
         sequences can stay in slots 0..B-1 and a batch reads its state without a gather."""
+
+
+def artifact_tokenizer(config: dict, vocab_size: int) -> Tokenizer:
+    """The tokenizer of a text artifact, refused unless it fits the model's vocabulary."""
+    try:
+        tokenizer = load_tokenizer(config["tokenizer"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"bad tokenizer in {CONFIG_FILE}: {e!r}") from e
+    if tokenizer.vocab_size != vocab_size:
+        raise ArtifactError(f"{tokenizer.vocab_size} tokenizer tokens for vocab_size {vocab_size}")
+    return tokenizer

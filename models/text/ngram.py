@@ -32,8 +32,8 @@ import torch.nn as nn
 from safetensors.torch import load as load_safetensors
 
 from models.artifacts import WEIGHTS_FILE, ArtifactError
-from models.text.lm import LanguageModel
-from models.text.tokenizer import Tokenizer, load_tokenizer
+from models.text.lm import LanguageModel, artifact_tokenizer
+from models.text.tokenizer import Tokenizer
 
 
 @dataclass
@@ -229,13 +229,9 @@ class NGramLanguageModel(LanguageModel):
     ) -> "NGramLanguageModel":
         try:
             model_config = NGramConfig(**config["model_args"])
-            tokenizer = load_tokenizer(config["tokenizer"])
             tables = load_safetensors(payload[WEIGHTS_FILE])  # tensors only, runs no code
             model = NGramModel(model_config, tables)
         except Exception as e:
             raise ArtifactError(f"not a valid n-gram artifact: {e}") from e
-        if tokenizer.vocab_size != model_config.vocab_size:
-            raise ArtifactError(
-                f"{tokenizer.vocab_size} tokenizer chars for vocab_size {model_config.vocab_size}"
-            )
+        tokenizer = artifact_tokenizer(config, model_config.vocab_size)
         return cls(model, tokenizer, name=config.get("name", ""), device=device)

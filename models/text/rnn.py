@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load as load_safetensors
 
-from models.artifacts import WEIGHTS_FILE, ArtifactError
-from models.text.lm import LanguageModel
-from models.text.tokenizer import Tokenizer, load_tokenizer
+from models.artifacts import ArtifactError, load_module
+from models.text.lm import LanguageModel, artifact_tokenizer
+from models.text.tokenizer import Tokenizer
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -173,21 +172,8 @@ class RNNLanguageModel(LanguageModel):
     def from_artifact(
         cls, config: dict, payload: dict[str, bytes], device: torch.device
     ) -> "RNNLanguageModel":
-        try:
-            model_config = RNNConfig(**config["model_args"])
-            tokenizer = load_tokenizer(config["tokenizer"])
-        except (KeyError, TypeError) as e:
-            raise ArtifactError(f"bad RNN config: {e}") from e
-        if config.get("kind") != f"text-{model_config.cell}":
-            raise ArtifactError(f"kind {config.get('kind')!r} but cell {model_config.cell!r}")
-        if tokenizer.vocab_size != model_config.vocab_size:
-            raise ArtifactError(
-                f"{tokenizer.vocab_size} tokenizer chars for vocab_size {model_config.vocab_size}"
-            )
-        try:
-            state = load_safetensors(payload[WEIGHTS_FILE])  # tensors only, runs no code
-            model = RNNModel(model_config)
-            model.load_state_dict(state, strict=True)
-        except Exception as e:
-            raise ArtifactError(f"weights do not fit {model_config}: {e}") from e
-        return cls(model.eval().to(device), tokenizer, name=config.get("name", ""))
+        model = load_module(RNNModel, RNNConfig, config, payload)
+        if config.get("kind") != f"text-{model.config.cell}":
+            raise ArtifactError(f"kind {config.get('kind')!r} but cell {model.config.cell!r}")
+        tokenizer = artifact_tokenizer(config, model.config.vocab_size)
+        return cls(model.to(device), tokenizer, name=config.get("name", ""))
