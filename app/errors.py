@@ -34,6 +34,7 @@ DATABASE_RETRY_AFTER_S = 5  # a restarting or failing-over database is back with
 class AppError(Exception):
     status: int = 400
     code: str = "bad_request"
+    retry_after: int | None = None  # seconds, sent as Retry-After
 
     def __init__(
         self,
@@ -42,11 +43,15 @@ class AppError(Exception):
         details: Any = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
         self.headers = headers or {}
+        retry_after = self.retry_after if retry_after is None else retry_after
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(retry_after)
         if code:
             self.code = code
 
@@ -86,19 +91,13 @@ class InvalidInput(AppError):
 class Overloaded(AppError):
     """The queue is full: the client should back off and retry."""
 
-    status, code = 429, "overloaded"
-
-    def __init__(self, message: str, *, retry_after: int = 1, **kwargs: Any) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after)}, **kwargs)
+    status, code, retry_after = 429, "overloaded", 1
 
 
 class Unavailable(AppError):
     """Not ready or a worker was lost: retrying later will work."""
 
-    status, code = 503, "unavailable"
-
-    def __init__(self, message: str, *, retry_after: int = 1, **kwargs: Any) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after)}, **kwargs)
+    status, code, retry_after = 503, "unavailable", 1
 
 
 class GatewayTimeout(AppError):

@@ -31,7 +31,7 @@ import tempfile
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
@@ -273,11 +273,13 @@ def retry(call: Callable[[], T], transient: Callable[[Exception], bool], what: s
         delay = min(delay * 2, policy.max_delay_s)
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` and fsyncs it; a partial file is removed on failure."""
+def write_durably(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Writes `data` (bytes, or chunks as they come) to `path` and fsyncs it; a partial file
+    is removed on any failure, including one raised by the chunks' producer."""
     try:
         with open(path, "wb") as f:
-            f.write(data)
+            for chunk in [data] if isinstance(data, bytes) else data:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:

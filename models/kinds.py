@@ -28,6 +28,9 @@ BatchSize = Annotated[int, Ge(1), Le(4096)]
 LearningRate = Annotated[float, Gt(0), Le(1.0)]
 Seconds = Annotated[float, Ge(0), Le(7 * 86_400)]
 TestFraction = Annotated[float, Ge(0.01), Le(0.5)]
+BlockSize = Annotated[int, Ge(8), Le(4096)]
+WeightDecay = Annotated[float, Ge(0), Le(1)]
+Dropout = Annotated[float, Ge(0), Le(0.9)]
 
 
 TokenizerKind = Literal["char", "bpe"]
@@ -51,10 +54,10 @@ class LMParams:
     max_steps: Annotated[int, Ge(1), Le(10_000_000)] = doc(2000, "optimizer steps")
     max_seconds: Seconds = doc(0.0, "wall-clock budget in seconds, 0 for none")
     batch_size: BatchSize = doc(16, "sequences per step")
-    block_size: Annotated[int, Ge(8), Le(4096)] = doc(128, "tokens per sequence")
+    block_size: BlockSize = doc(128, "tokens per sequence")
     lr: LearningRate = doc(1e-3, "peak learning rate (AdamW), cosine-decayed to lr/10")
     warmup_steps: Annotated[int, Ge(0), Le(1_000_000)] = doc(100, "linear warm-up steps")
-    weight_decay: Annotated[float, Ge(0), Le(1)] = doc(0.1, "on weight matrices only")
+    weight_decay: WeightDecay = doc(0.1, "on weight matrices only")
     eval_every: Annotated[int, Ge(1), Le(10_000_000)] = doc(250, "steps between evaluations")
     eval_batches: Annotated[int, Ge(1), Le(1000)] = doc(10, "batches per evaluation")
     seed: Seed = doc(1337, "initialisation and batch sampling")
@@ -68,7 +71,7 @@ class GPTParams(LMParams):
     n_layer: Annotated[int, Ge(1), Le(48)] = doc(4, "transformer blocks")
     n_head: Annotated[int, Ge(1), Le(64)] = doc(4, "attention heads; must divide n_embd")
     n_embd: Annotated[int, Ge(8), Le(4096)] = doc(128, "residual stream width")
-    dropout: Annotated[float, Ge(0), Le(0.9)] = doc(0.0, "dropout while training")
+    dropout: Dropout = doc(0.0, "dropout while training")
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
@@ -78,13 +81,13 @@ class GPTParams(LMParams):
 @dataclass
 class RNNParams(LMParams):
     batch_size: BatchSize = doc(8, "sequences per step (small batches suit CPUs)")
-    block_size: Annotated[int, Ge(8), Le(4096)] = doc(64, "tokens per training sequence")
+    block_size: BlockSize = doc(64, "tokens per training sequence")
     lr: LearningRate = doc(3e-3, "peak learning rate (AdamW), cosine-decayed to lr/10")
-    weight_decay: Annotated[float, Ge(0), Le(1)] = doc(0.01, "on weight matrices only")
+    weight_decay: WeightDecay = doc(0.01, "on weight matrices only")
     n_embd: Annotated[int, Ge(4), Le(4096)] = doc(64, "character embedding width")
     hidden: Annotated[int, Ge(4), Le(8192)] = doc(256, "recurrent state width per layer")
     n_layer: Annotated[int, Ge(1), Le(8)] = doc(2, "stacked recurrent layers")
-    dropout: Annotated[float, Ge(0), Le(0.9)] = doc(0.0, "dropout while training")
+    dropout: Dropout = doc(0.0, "dropout while training")
 
 
 @dataclass
@@ -170,12 +173,12 @@ class TextRNNParams:
     hidden: Annotated[int, Ge(4), Le(2048)] = doc(128, "GRU state width per direction")
     num_layers: Annotated[int, Ge(1), Le(4)] = doc(1, "stacked GRU layers")
     bidirectional: bool = doc(True, "read both directions")
-    dropout: Annotated[float, Ge(0), Le(0.9)] = doc(0.3, "dropout while training")
+    dropout: Dropout = doc(0.3, "dropout while training")
     max_len: Annotated[int, Ge(4), Le(4096)] = doc(256, "tokens kept per input")
     epochs: Epochs = doc(12, "passes over the training texts")
     batch_size: BatchSize = doc(32, "texts per step")
     lr: LearningRate = doc(3e-3, "AdamW learning rate")
-    weight_decay: Annotated[float, Ge(0), Le(1)] = doc(1e-2, "AdamW weight decay")
+    weight_decay: WeightDecay = doc(1e-2, "AdamW weight decay")
     seed: Seed = doc(0, "initialisation and shuffling")
     test_fraction: TestFraction = doc(0.2, "uploads: stratified held-out fraction")
 
@@ -185,10 +188,10 @@ class CNNParams:
     epochs: Epochs = doc(30, "passes over the training images")
     batch_size: BatchSize = doc(64, "images per step")
     lr: LearningRate = doc(3e-3, "AdamW learning rate, cosine-decayed")
-    weight_decay: Annotated[float, Ge(0), Le(1)] = doc(1e-2, "AdamW weight decay")
+    weight_decay: WeightDecay = doc(1e-2, "AdamW weight decay")
     shift: Annotated[int, Ge(0), Le(4)] = doc(0, "random pixel shifts (augmentation)")
     hidden: Annotated[int, Ge(4), Le(4096)] = doc(128, "fully connected width")
-    dropout: Annotated[float, Ge(0), Le(0.9)] = doc(0.25, "dropout while training")
+    dropout: Dropout = doc(0.25, "dropout while training")
     seed: Seed = doc(0, "initialisation, shuffling and augmentation")
     test_fraction: TestFraction = doc(0.2, "uploads: stratified held-out fraction")
 

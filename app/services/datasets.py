@@ -16,6 +16,7 @@ import re
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import BinaryIO, NamedTuple
 
@@ -36,6 +37,7 @@ from app.errors import (
 from app.schemas.common import BAD_TEXT
 from app.settings import Settings
 from app.tables import Dataset
+from models.artifacts import write_durably
 from models.data import DatasetError, UnsupportedFormat, describe, kind_of
 from models.data.builtin import BUILTIN_DATASETS, Builtin
 from models.data.uploads import parse_upload
@@ -165,23 +167,22 @@ class DatasetService:
         digest, size = hashlib.sha256(), 0
         prefix = f"upload-{socket.gethostname()}-{os.getpid()}-"
         fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=prefix)
+        os.close(fd)
         path = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := source.read(CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise PayloadTooLarge(
-                            f"the file exceeds the {limit}-byte upload limit",
-                            details={"max_bytes": limit},
-                        )
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+
+        def chunks() -> Iterator[bytes]:
+            nonlocal size
+            while chunk := source.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(
+                        f"the file exceeds the {limit}-byte upload limit",
+                        details={"max_bytes": limit},
+                    )
+                digest.update(chunk)
+                yield chunk
+
+        write_durably(path, chunks())
         return _Spooled(path, digest.hexdigest(), size)
 
     def sweep_spool(self) -> list[str]:
