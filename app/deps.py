@@ -18,6 +18,7 @@ from app.services.classify import ClassifyService
 from app.services.datasets import DatasetService
 from app.services.generate import GenerateService
 from app.services.generate_image import GenerateImageService
+from app.services.openai import OpenAIService
 from app.services.registry import ModelRegistry
 from app.services.training import TrainingService
 from app.settings import Settings
@@ -40,6 +41,7 @@ ClassifyServiceDep = Annotated[ClassifyService, from_state("classify")]
 DatasetServiceDep = Annotated[DatasetService, from_state("datasets")]
 TrainingServiceDep = Annotated[TrainingService, from_state("training")]
 GenerateServiceDep = Annotated[GenerateService, from_state("generate")]
+OpenAIServiceDep = Annotated[OpenAIService, from_state("openai")]
 GenerateImageServiceDep = Annotated[GenerateImageService, from_state("generate_image")]
 
 

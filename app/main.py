@@ -18,11 +18,12 @@ from app.jobs.supervisor import RunnerSupervisor
 from app.middleware import BodySizeLimit, RequestMetrics, TextGuard, UploadGate
 from app.pool.base import WorkerPool
 from app.pool.local import LocalPool
-from app.routers import classify, datasets, generate, health, models, openai, train, ui
+from app.routers import classify, datasets, docs, generate, health, models, openai, score, train, ui
 from app.services.classify import ClassifyService
 from app.services.datasets import DatasetService
 from app.services.generate import GenerateService
 from app.services.generate_image import GenerateImageService
+from app.services.openai import OpenAIService
 from app.services.registry import ModelRegistry
 from app.services.training import TrainingService
 from app.settings import Settings, get_settings
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db, app.state.registry, app.state.pool = db, registry, pool
         app.state.classify = ClassifyService(settings, registry, pool)
         app.state.generate = GenerateService(settings, registry, pool, drain)
+        app.state.openai = OpenAIService(app.state.generate)
         app.state.generate_image = GenerateImageService(settings, registry, pool)
         app.state.training = TrainingService(db, app.state.datasets, settings)
         runners = RunnerSupervisor(settings, JobStore(db, settings))
@@ -77,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Train and serve generative models and classifiers over HTTP.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # app/routers/docs.py serves them without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.drain, app.state.draining = drain, False
@@ -94,11 +98,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
         classify.router,
         generate.router,
+        score.router,
         openai.router,
         models.router,
         datasets.router,
         train.router,
         ui.router,
+        docs.router,
     ):
         app.include_router(router)
     return app

@@ -15,13 +15,14 @@ from models.artifacts import save_artifact
 from models.data.builtin import load_shakespeare
 from models.image.vae import VAE, VAEConfig
 from models.text.gpt import GPT, GPTConfig
-from models.text.tokenizer import CharTokenizer
+from models.text.tokenizer import BPETokenizer, CharTokenizer
 from tests.conftest import DATA_DIR
 
 
-def make_tiny_gpt(path: Path, name: str = "tiny-gpt") -> Path:
+def make_tiny_gpt(path: Path, name: str = "tiny-gpt", bpe: bool = False) -> Path:
+    """`bpe`: over byte-level BPE tokens learnt from a slice of the corpus (any UTF-8 text)."""
     train, val = load_shakespeare(DATA_DIR)
-    tok = CharTokenizer.from_text(train + val)
+    tok = BPETokenizer.train(train[:100_000], 320) if bpe else CharTokenizer.from_text(train + val)
     torch.manual_seed(0)
     config = GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)
     model = GPT(config)
@@ -61,6 +62,7 @@ def pretrained_with_tiny_models(tmp: Path) -> Path:
         if artifact.is_dir():
             (tmp / artifact.name).symlink_to(artifact)
     make_tiny_gpt(tmp)
+    make_tiny_gpt(tmp, "tiny-bpe-gpt", bpe=True)
     make_tiny_vae(tmp, "tiny-cvae", num_classes=10)
     make_tiny_vae(tmp, "tiny-vae", num_classes=0)
     return tmp

@@ -61,7 +61,7 @@ class WorkerPool(ABC):
 
     @abstractmethod
     def generate(
-        self, model: str, prompt: str, params: dict[str, Any], n: int
+        self, model: str, prompt: str | list[int], params: dict[str, Any], n: int
     ) -> AsyncIterator[TokenEvent]:
         """Streams the events of `n` sampled continuations; closing the stream cancels them."""
 

@@ -221,7 +221,7 @@ class LocalPool(SharedPool[_Worker]):
             self._forget(worker, request.request_id)
 
     def generate(
-        self, model: str, prompt: str, params: dict[str, Any], n: int
+        self, model: str, prompt: str | list[int], params: dict[str, Any], n: int
     ) -> AsyncIterator[msg.TokenEvent]:
         # Submitted now, not on first iteration, so a full queue is an error before streaming.
         pending = _Pending(model, n, events=asyncio.Queue(), remaining=n, units=n)

@@ -154,7 +154,7 @@ class RayPool(SharedPool[_Actor]):
         return reply.output
 
     def generate(
-        self, model: str, prompt: str, params: dict[str, Any], n: int
+        self, model: str, prompt: str | list[int], params: dict[str, Any], n: int
     ) -> AsyncIterator[TokenEvent]:
         # Submitted now, not on first iteration, so a full queue is an error before streaming.
         slot = self._admit(model, n, self._generation_limit(), units=n)

@@ -24,10 +24,10 @@ async def create_text(
     """Sample text; with `stream: true`, one SSE `token` event per token, then `done`."""
     spec = service.resolve(body.model)
     request.state.model = spec.name
-    events = service.start(spec, body.prompt, body.max_new_tokens, body)
+    events = service.start_text(spec, body)
     if body.stream:
         return EventSourceResponse(service.stream_text(spec, events, body), ping=15)
-    return await service.collect(spec, events, body.n, body.prompt, body.logprobs)
+    return await service.collect(spec, events, body)
 
 
 @router.post(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
-from app.deps import GenerateServiceDep, ReadScope, RegistryDep
+from app.deps import OpenAIServiceDep, ReadScope, RegistryDep
+from app.schemas.chat import ChatCompletionRequest, ChatCompletionResponse
 from app.schemas.errors import error_responses, serving_responses
 from app.schemas.openai import CompletionRequest, CompletionResponse, ModelCard, ModelList
 
@@ -18,14 +19,32 @@ router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[ReadScope])
     responses=serving_responses("text/event-stream", "JSON, or SSE if stream"),
 )
 async def create_completion(
-    body: CompletionRequest, request: Request, service: GenerateServiceDep
+    body: CompletionRequest, request: Request, service: OpenAIServiceDep
 ) -> CompletionResponse | EventSourceResponse:
-    """OpenAI-compatible completions; `stream: true` ends with `data: [DONE]`."""
+    """OpenAI-compatible completions; `stream: true` ends with `data: [DONE]`. `echo` with
+    `max_tokens: 0` and `logprobs` scores a prompt, as lm-evaluation-harness does."""
     spec = service.resolve(body.model)
     request.state.model = spec.name
     if body.stream:
         return EventSourceResponse(service.stream_completion(spec, body), ping=15)
     return await service.complete(spec, body)
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletionResponse,
+    responses=serving_responses("text/event-stream", "JSON, or SSE if stream"),
+)
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, service: OpenAIServiceDep
+) -> ChatCompletionResponse | EventSourceResponse:
+    """OpenAI-compatible chat: the messages become a prompt through the model's chat
+    template (docs/api.md); the reply ends at the end of the assistant's turn."""
+    spec = service.resolve(body.model)
+    request.state.model = spec.name
+    if body.stream:
+        return EventSourceResponse(service.stream_chat(spec, body), ping=15)
+    return await service.chat(spec, body)
 
 
 @router.get("/models", response_model=ModelList, responses=error_responses(401, 403))

@@ -1,12 +1,12 @@
-"""Text generation: check the request against the model, then collect the worker's tokens
-into one response or frame them as a stream: genserve's SSE events, or OpenAI's chunks."""
+"""Text generation and scoring: check the request against the model, then collect the
+worker's tokens into one response or frame them as genserve's SSE events. OpenAI's framing
+of the same streams is in app/services/openai.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-import uuid
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,16 +19,19 @@ from app.errors import AppError, InvalidInput, http_error
 from app.pool.base import WorkerPool
 from app.pool.errors import EngineError
 from app.schemas.generate import (
+    Alternative,
     GenerateTextRequest,
     GenerateTextResponse,
     SamplingFields,
+    ScoreRequest,
+    ScoreResponse,
     TextChoice,
+    TokenLogprob,
     Usage,
 )
-from app.schemas.openai import CompletionChoice, CompletionRequest, CompletionResponse
 from app.services.registry import ModelRegistry
 from app.settings import Settings
-from app.worker.protocol import ModelSpec, TokenEvent
+from app.worker.protocol import ModelSpec, TokenEvent, TokenInfo
 
 
 @dataclass
@@ -36,17 +39,20 @@ class Completion:
     """What a generation produced so far, choice by choice."""
 
     n: int
-    prompt_tokens: int
+    prompt_tokens: int = 0  # reported by the worker on each choice's first event
     texts: list[str] = field(default_factory=list)
     finish: list[str | None] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     logprobs: list[list[float]] = field(default_factory=list)
+    infos: list[list[TokenInfo]] = field(default_factory=list)  # with logprobs
+    prompt: list[TokenInfo] | None = None  # with echo: the prompt's tokens, scored
 
     def __post_init__(self) -> None:
         self.texts = [""] * self.n
         self.finish = [None] * self.n
         self.tokens = [0] * self.n
         self.logprobs = [[] for _ in range(self.n)]
+        self.infos = [[] for _ in range(self.n)]
 
     def add(self, event: TokenEvent) -> None:
         index = event.index
@@ -55,6 +61,12 @@ class Completion:
         self.tokens[index] = event.completion_tokens
         if event.logprob is not None:
             self.logprobs[index].append(event.logprob)
+        if event.token is not None:
+            self.infos[index].append(event.token)
+        if event.prompt_tokens:
+            self.prompt_tokens = event.prompt_tokens
+        if event.prompt is not None:
+            self.prompt = event.prompt
 
     def usage(self) -> Usage:
         completion = sum(self.tokens)
@@ -63,6 +75,30 @@ class Completion:
             completion_tokens=completion,
             total_tokens=self.prompt_tokens + completion,
         )
+
+
+def add_usage(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
+        completion_tokens=a.completion_tokens + b.completion_tokens,
+        total_tokens=a.total_tokens + b.total_tokens,
+    )
+
+
+def token_logprobs(infos: list[TokenInfo], shift: int = 0) -> list[TokenLogprob]:
+    """Tokens as genserve's API shows them; `shift` moves the offsets (echoed prompts)."""
+    return [
+        TokenLogprob(
+            token=t.text,
+            id=t.id,
+            logprob=t.logprob,
+            offset=t.offset + shift,
+            top_logprobs=None
+            if t.top is None
+            else [Alternative(id=i, token=text, logprob=lp) for i, text, lp in t.top],
+        )
+        for t in infos
+    ]
 
 
 class GenerateService:
@@ -81,11 +117,19 @@ class GenerateService:
     def resolve(self, model: str | None) -> ModelSpec:
         return self.registry.spec(model or self.settings.default_text_model, "text-generation")
 
-    def check(self, spec: ModelSpec, prompt: str, max_new_tokens: int) -> None:
-        """The rules of DESIGN.md: characters outside the vocabulary are refused, not mapped."""
+    def check(
+        self,
+        spec: ModelSpec,
+        prompt: str | list[int],
+        max_new_tokens: int,
+        bias: dict[int, float] | None = None,
+    ) -> None:
+        """The rules of DESIGN.md: characters outside the vocabulary are refused, not mapped;
+        so are token ids the model does not have."""
         limit = self.settings.max_prompt_chars
         if len(prompt) > limit:
-            raise InvalidInput(f"prompt has {len(prompt)} characters; the limit is {limit}")
+            unit = "characters" if isinstance(prompt, str) else "tokens"
+            raise InvalidInput(f"prompt has {len(prompt)} {unit}; the limit is {limit}")
         if max_new_tokens > self.settings.max_new_tokens:
             raise InvalidInput(
                 f"max_new_tokens {max_new_tokens} is above the limit of "
@@ -93,8 +137,16 @@ class GenerateService:
             )
         if not prompt and spec.config.get("needs_prompt", False):
             raise InvalidInput(f"model {spec.name!r} needs a non-empty prompt")
+        vocab = spec.config.get("model_args", {}).get("vocab_size")
+        ids = list(bias or {}) + ([] if isinstance(prompt, str) else prompt)
+        if vocab is not None and any(i >= vocab for i in ids):
+            raise InvalidInput(
+                f"token ids must be below {spec.name!r}'s vocabulary size of {vocab}",
+                code="unknown_tokens",
+                details={"unknown": sorted({i for i in ids if i >= vocab})[:20]},
+            )
         tokenizer = spec.config.get("tokenizer", {})
-        if tokenizer.get("type", "char") != "char":
+        if not isinstance(prompt, str) or tokenizer.get("type", "char") != "char":
             return  # byte-level BPE encodes any UTF-8 text
         vocabulary = set(tokenizer.get("chars", []))
         unknown = sorted({c for c in prompt if c not in vocabulary})
@@ -107,29 +159,45 @@ class GenerateService:
             )
 
     def start(
-        self, spec: ModelSpec, prompt: str, max_new_tokens: int, sampling: SamplingFields
+        self,
+        spec: ModelSpec,
+        prompt: str | list[int],
+        max_new_tokens: int,
+        sampling: SamplingFields,
+        *,
+        logprobs: int | None = None,
+        echo: bool = False,
+        stops: list[str] | None = None,
     ) -> AsyncIterator[TokenEvent]:
-        self.check(spec, prompt, max_new_tokens)
+        """Submits `sampling.n` generations. `logprobs` k: each token with its k most likely
+        alternatives; `echo`: the prompt's tokens scored first; `stops` replace the body's."""
+        bias = sampling.token_bias()
+        self.check(spec, prompt, max_new_tokens, bias)
         params = {
             "max_new_tokens": max_new_tokens,
             "temperature": sampling.temperature,
             "top_k": sampling.top_k,
             "top_p": sampling.top_p,
             "repetition_penalty": sampling.repetition_penalty,
-            "stop": sampling.stops(),
+            "stop": sampling.stops() if stops is None else stops,
             "seed": sampling.seed,
+            "presence_penalty": sampling.presence_penalty,
+            "frequency_penalty": sampling.frequency_penalty,
+            "logit_bias": bias,
+            "logprobs": logprobs,
+            "echo": echo,
         }
         return self.pool.generate(spec.name, prompt, params, sampling.n)
 
+    def start_text(self, spec: ModelSpec, body: GenerateTextRequest) -> AsyncIterator[TokenEvent]:
+        """/generate/text's generations: `top_logprobs` asks the worker for alternatives."""
+        logprobs = body.top_logprobs if body.top_logprobs else None
+        return self.start(spec, body.prompt, body.max_new_tokens, body, logprobs=logprobs)
+
     async def collect(
-        self,
-        spec: ModelSpec,
-        events: AsyncIterator[TokenEvent],
-        n: int,
-        prompt: str,
-        logprobs: bool,
+        self, spec: ModelSpec, events: AsyncIterator[TokenEvent], body: GenerateTextRequest
     ) -> GenerateTextResponse:
-        completion = Completion(n, len(prompt))
+        completion = Completion(body.n)
         async for event in events:
             completion.add(event)
         return GenerateTextResponse(
@@ -141,11 +209,34 @@ class GenerateService:
                     text=completion.texts[i],
                     finish_reason=completion.finish[i] or "length",
                     completion_tokens=completion.tokens[i],
-                    logprobs=completion.logprobs[i] if logprobs else None,
+                    logprobs=completion.logprobs[i] if body.logprobs else None,
+                    tokens=token_logprobs(completion.infos[i]) if body.top_logprobs else None,
                 )
-                for i in range(n)
+                for i in range(body.n)
             ],
             usage=completion.usage(),
+        )
+
+    async def score(self, spec: ModelSpec, body: ScoreRequest) -> ScoreResponse:
+        """The text's tokens scored in one prefill on a worker, batched with generations."""
+        sampling = SamplingFields()
+        events = self.start(spec, body.text, 0, sampling, logprobs=body.top_logprobs, echo=True)
+        completion = Completion(1)
+        async for event in events:
+            completion.add(event)
+        scored = completion.prompt or []
+        logprob = sum(t.logprob for t in scored if t.logprob is not None)
+        count = max(len(scored) - 1, 0)
+        chars = len(body.text) - (scored[1].offset if len(scored) > 1 else len(body.text))
+        return ScoreResponse(
+            model=spec.name,
+            version=spec.version,
+            logprob=logprob,
+            tokens_scored=count,
+            chars=chars,
+            nats_per_char=-logprob / chars if chars else 0.0,
+            perplexity=math.exp(-logprob / count) if count else 1.0,
+            tokens=token_logprobs(scored),
         )
 
     async def stream_text(
@@ -153,11 +244,11 @@ class GenerateService:
     ) -> AsyncIterator[dict[str, str]]:
         """/generate/text's SSE events: one `token` per token, then `done` with the usage, or
         an `error` event when the generation fails after the stream started."""
-        completion = Completion(body.n, len(body.prompt))
+        completion = Completion(body.n)
         try:
             async for event in self.drain.guard(events):
                 completion.add(event)
-                yield {"event": "token", "data": _token(event, body.logprobs)}
+                yield {"event": "token", "data": _token(event, body)}
         except (AppError, EngineError) as exc:
             error = client_error(exc)
             payload = {"code": error.code, "message": error.message, "details": error.details}
@@ -178,71 +269,6 @@ class GenerateService:
         }
         yield {"event": "done", "data": orjson.dumps(done).decode()}
 
-    # -- the OpenAI completions API ----------------------------------------------------------
-
-    def _start_completion(
-        self, spec: ModelSpec, body: CompletionRequest
-    ) -> tuple[dict[str, Any], list[str], list[AsyncIterator[TokenEvent]]]:
-        """Checks every prompt before any starts, so a refusal leaves no work behind."""
-        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt or [""]
-        for prompt in prompts:
-            self.check(spec, prompt, body.max_tokens)
-        self.pool.check_room(spec.name, len(prompts) * body.n)
-        streams = [self.start(spec, p, body.max_tokens, body) for p in prompts]
-        head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": spec.name}
-        return head, prompts, streams
-
-    async def complete(self, spec: ModelSpec, body: CompletionRequest) -> CompletionResponse:
-        """One OpenAI completion response: `n` choices per prompt, usage summed over prompts."""
-        head, prompts, streams = self._start_completion(spec, body)
-        choices, usage = [], Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
-        try:
-            results = [
-                await self.collect(spec, events, body.n, prompt, logprobs=False)
-                for prompt, events in zip(prompts, streams, strict=True)
-            ]
-        finally:
-            await close_streams(streams)
-        for p, result in enumerate(results):
-            for c in result.choices:
-                choices.append(
-                    CompletionChoice(
-                        text=c.text, index=p * body.n + c.index, finish_reason=c.finish_reason
-                    )
-                )
-            usage = Usage(
-                prompt_tokens=usage.prompt_tokens + result.usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens + result.usage.completion_tokens,
-                total_tokens=usage.total_tokens + result.usage.total_tokens,
-            )
-        return CompletionResponse(**head, choices=choices, usage=usage)
-
-    def stream_completion(self, spec: ModelSpec, body: CompletionRequest) -> AsyncIterator[str]:
-        """OpenAI's streaming chunks, ending with `[DONE]`; starts every prompt now, so that a
-        refusal is an HTTP error rather than a stream that fails."""
-        head, _, streams = self._start_completion(spec, body)
-        return _completion_chunks(head, [self.drain.guard(s) for s in streams], body.n)
-
-
-async def _completion_chunks(
-    head: dict[str, Any], streams: list[AsyncIterator[TokenEvent]], n: int
-) -> AsyncIterator[str]:
-    try:
-        for p, events in enumerate(streams):
-            async for event in events:
-                choice = CompletionChoice(
-                    text=event.text, index=p * n + event.index, finish_reason=event.finish_reason
-                )
-                yield CompletionResponse(**head, choices=[choice]).model_dump_json()
-    except (AppError, EngineError) as exc:
-        error = client_error(exc)
-        yield orjson.dumps(
-            {"error": {"message": error.message, "type": error.code, "code": error.status}}
-        ).decode()
-    finally:
-        await close_streams(streams)
-    yield "[DONE]"
-
 
 async def close_streams(streams: list[AsyncIterator[TokenEvent]]) -> None:
     """Ends every generation of a request, even those never iterated: each was submitted when
@@ -259,15 +285,17 @@ async def close_streams(streams: list[AsyncIterator[TokenEvent]]) -> None:
             await stream.aclose()  # type: ignore[attr-defined]
 
 
-def _token(event: TokenEvent, logprobs: bool) -> str:
+def _token(event: TokenEvent, body: GenerateTextRequest) -> str:
     data: dict[str, Any] = {
         "index": event.index,
         "text": event.text,
         "completion_tokens": event.completion_tokens,
         "finish_reason": event.finish_reason,
     }
-    if logprobs:
+    if body.logprobs:
         data["logprob"] = event.logprob
+    if body.top_logprobs and event.token is not None:
+        data["token"] = token_logprobs([event.token])[0].model_dump()
     return orjson.dumps(data).decode()
 
 

@@ -3,7 +3,8 @@
 Between decoding steps, waiting sequences are prefilled into free slots and join the running
 batch; finished or cancelled ones leave it and free their slot. Each step advances every
 running sequence by one token in a single batched `decode` call, and reports the new text
-of every sequence as events for the API.
+of every sequence as events for the API. A sequence with `max_new_tokens` 0 (scoring, or
+OpenAI's echo without generation) leaves right after its prefill.
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ from typing import Any
 
 import torch
 
-from app.worker.protocol import TokenEvent
+from app.worker.protocol import TokenEvent, TokenInfo
 from models.text.lm import LanguageModel
 from models.text.sampling import SamplingParams, holdback, make_generator, sample, stop_index
+
+
+def utf8_decoder() -> codecs.IncrementalDecoder:
+    """Bytes to text as they come: a character split across BPE tokens appears once whole."""
+    return codecs.getincrementaldecoder("utf-8")("replace")
 
 
 @dataclass
@@ -29,13 +35,12 @@ class Sequence:
     generator: torch.Generator
     slot: int = -1
     tokens: list[int] = field(default_factory=list)
+    counts: dict[int, int] = field(default_factory=dict)  # generated token -> times, penalties
     text: str = ""
     emitted: int = 0  # characters of `text` already sent to the client
-    # bytes to text as they come: a character split across BPE tokens appears once whole
-    utf8: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
-    )
-    last_logprob: float | None = None
+    utf8: codecs.IncrementalDecoder = field(default_factory=utf8_decoder)
+    scored_prompt: list[TokenInfo] | None = None  # with echo, sent on the first event
+    reported: bool = False  # the first event (with the prompt's length) went out
 
 
 class GenerationEngine:
@@ -47,10 +52,13 @@ class GenerationEngine:
         self.running: dict[int, Sequence] = {}  # slot -> sequence; slots are always 0..B-1
         self.pending_logits: dict[int, torch.Tensor] = {}  # slot -> logits after prefill
         self.vocab = lm.tokenizer.vocab_size
+        self.token_text = [b.decode("utf-8", "replace") for b in lm.tokenizer.token_bytes]
 
-    def add(self, request_id: int, prompt: str, params: dict[str, Any], n: int) -> None:
-        ids = self.lm.tokenizer.encode(prompt)  # the API checked the vocabulary already
+    def add(self, request_id: int, prompt: str | list[int], params: dict[str, Any], n: int) -> None:
+        # The API checked the vocabulary (characters or token ids) already.
+        ids = self.lm.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         sampling = SamplingParams(**params)
+        sampling.logit_bias = {int(k): v for k, v in sampling.logit_bias.items()}
         for index in range(n):
             gen = make_generator(sampling.seed, index)
             self.waiting.append(Sequence(request_id, index, ids, sampling, gen))
@@ -69,13 +77,22 @@ class GenerationEngine:
 
     def step(self) -> list[TokenEvent]:
         """Admits waiting sequences, advances every running one by a token, reports text."""
+        events: list[TokenEvent] = []
         while self.waiting and self.free:
             seq = self.waiting.popleft()
             seq.slot = len(self.running)
             self.running[seq.slot] = seq
-            self.pending_logits[seq.slot] = self.lm.prefill(seq.slot, seq.prompt)
+            if seq.params.echo:
+                rows = self.lm.prefill_scored(seq.slot, seq.prompt)
+                seq.scored_prompt = self._score_prompt(seq.prompt, rows, seq.params.logprobs)
+                self.pending_logits[seq.slot] = rows[-1]
+            else:
+                self.pending_logits[seq.slot] = self.lm.prefill(seq.slot, seq.prompt)
+            if seq.params.max_new_tokens == 0:
+                events.append(self._event(seq, "", "length", None, None))
+                self._finish(seq.slot)
         if not self.running:
-            return []
+            return events
         slots = sorted(self.running)
         decode = [s for s in slots if s not in self.pending_logits]
         logits: dict[int, torch.Tensor] = {s: self.pending_logits.pop(s) for s in slots
@@ -90,17 +107,57 @@ class GenerationEngine:
         for row, seq in enumerate(seqs):
             if seq.params.repetition_penalty != 1.0:
                 seen[row, seq.prompt + seq.tokens] = True
-        tokens, logprobs = sample(
-            batch, [s.params for s in seqs], [s.generator for s in seqs], seen
-        )
-        events: list[TokenEvent] = []
-        for seq, token, logprob in zip(seqs, tokens, logprobs, strict=True):
-            events.append(self._advance(seq, token, logprob))
+        counts = [s.counts for s in seqs]
+        params = [s.params for s in seqs]
+        tokens, logprobs = sample(batch, params, [s.generator for s in seqs], seen, counts)
+        chosen = logprobs.gather(1, torch.tensor(tokens)[:, None]).squeeze(1).tolist()
+        k = max(p.logprobs or 0 for p in params)
+        top = logprobs.topk(min(k, self.vocab), dim=-1) if k else None
+        for row, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
+            k = seq.params.logprobs
+            alternatives = None if k is None else self._top(top, row, k) or []
+            events.append(self._advance(seq, token, chosen[row], alternatives))
         return events
 
-    def _advance(self, seq: Sequence, token: int, logprob: float) -> TokenEvent:
+    def _top(self, top: Any, row: int, k: int) -> list[tuple[int, str, float]] | None:
+        if not k or top is None:
+            return None
+        values, ids = top.values[row, :k].tolist(), top.indices[row, :k].tolist()
+        return [(i, self.token_text[i], v) for i, v in zip(ids, values, strict=True)]
+
+    def _score_prompt(self, ids: list[int], rows: torch.Tensor, k: int | None) -> list[TokenInfo]:
+        """Each prompt token with its logprob given the tokens before it (none for the first)
+        and, with k, the k most likely tokens at its place; offsets in prompt characters."""
+        logprobs = torch.log_softmax(rows.float().cpu(), dim=-1)  # row t predicts ids[t + 1]
+        given = logprobs[:-1].gather(1, torch.tensor(ids[1:], dtype=torch.long)[:, None])
+        chosen = [None, *given.squeeze(1).tolist()]
+        top = logprobs[:-1].topk(min(k, self.vocab), dim=-1) if k else None
+        decoder, offset, scored = utf8_decoder(), 0, []
+        for t, token in enumerate(ids):
+            alternatives = self._top(top, t - 1, k or 0) if t else None
+            piece = decoder.decode(self.lm.tokenizer.token_bytes[token])
+            scored.append(TokenInfo(token, piece, chosen[t], offset, alternatives))
+            offset += len(piece)
+        return scored
+
+    def _advance(
+        self,
+        seq: Sequence,
+        token: int,
+        logprob: float,
+        alternatives: list[tuple[int, str, float]] | None,
+    ) -> TokenEvent:
+        """`alternatives` None: no logprobs asked for; else the sampled token's top-k."""
         seq.tokens.append(token)
-        seq.text += seq.utf8.decode(self.lm.tokenizer.token_bytes[token])
+        if seq.params.penalised:
+            seq.counts[token] = seq.counts.get(token, 0) + 1
+        # The token's text is the decoder's output: a character split across tokens belongs
+        # to the token that completes it, so the pieces always add up to the text.
+        piece = seq.utf8.decode(self.lm.tokenizer.token_bytes[token])
+        info = None
+        if alternatives is not None:
+            info = TokenInfo(token, piece, logprob, len(seq.text), alternatives or None)
+        seq.text += piece
         finish = None
         stops = seq.params.stop
         cut = stop_index(seq.text, stops) if stops else -1
@@ -112,9 +169,32 @@ class GenerationEngine:
         safe = len(seq.text) if finish or not stops else len(seq.text) - holdback(seq.text, stops)
         delta = seq.text[seq.emitted : safe]
         seq.emitted = max(seq.emitted, safe)
+        event = self._event(seq, delta, finish, logprob, info)
         if finish:
             self._finish(seq.slot)
-        return TokenEvent(seq.request_id, seq.index, delta, finish, len(seq.tokens), logprob)
+        return event
+
+    def _event(
+        self,
+        seq: Sequence,
+        text: str,
+        finish: str | None,
+        logprob: float | None,
+        info: TokenInfo | None,
+    ) -> TokenEvent:
+        first = not seq.reported
+        seq.reported = True
+        return TokenEvent(
+            seq.request_id,
+            seq.index,
+            text,
+            finish,
+            len(seq.tokens),
+            logprob,
+            info,
+            seq.scored_prompt if first else None,
+            len(seq.prompt) if first else 0,
+        )
 
     def _finish(self, slot: int) -> None:
         """Frees `slot` and moves the highest running sequence into it: slots stay dense."""

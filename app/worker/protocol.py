@@ -30,6 +30,16 @@ class ModelSpec(msgspec.Struct, frozen=True):
     config: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class TokenInfo(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """One token with its log-probability, for `logprobs`, `echo` and scoring."""
+
+    id: int
+    text: str  # the token's bytes as text (a split UTF-8 character shows as U+FFFD)
+    logprob: float | None  # None for a text's first token: nothing predicts it
+    offset: int  # its first character in the prompt (prompt tokens) or the completion
+    top: list[tuple[int, str, float]] | None = None  # the k most likely (id, text, logprob)
+
+
 class TokenEvent(msgspec.Struct, frozen=True, gc=False):
     """New text of one choice of a generation request, one per decoding step."""
 
@@ -38,7 +48,10 @@ class TokenEvent(msgspec.Struct, frozen=True, gc=False):
     text: str  # may be empty: text that could still become a stop string is held back
     finish_reason: str | None  # "stop" or "length" on a choice's last event
     completion_tokens: int  # tokens of this choice so far
-    logprob: float | None  # of the token sampled at this step
+    logprob: float | None  # of the token sampled at this step (None: no token, echo only)
+    token: TokenInfo | None = None  # with `logprobs`: the sampled token and its alternatives
+    prompt: list[TokenInfo] | None = None  # with `echo`, on the first event: the prompt's tokens
+    prompt_tokens: int = 0  # on the first event: the prompt's length in tokens
 
 
 # -- API -> worker ---------------------------------------------------------------------------
@@ -67,11 +80,12 @@ class Infer(msgspec.Struct, frozen=True, gc=False):
 
 
 class Generate(msgspec.Struct, frozen=True, gc=False):
-    """`n` sampled continuations of `prompt`; `params` are SamplingParams' fields."""
+    """`n` sampled continuations of `prompt` (text, or token ids); `params` are
+    SamplingParams' fields."""
 
     request_id: int
     model: str
-    prompt: str
+    prompt: str | list[int]
     params: dict[str, Any]
     n: int
 

@@ -183,8 +183,10 @@ class GPT(nn.Module):
         slots: torch.Tensor,
         start: torch.Tensor,
         first: int | None = None,
+        every: bool = False,
     ) -> torch.Tensor:
-        """idx (B, T) continuing each slot at `start` -> logits of the last position (B, vocab).
+        """idx (B, T) continuing each slot at `start` -> logits of the last position (B, vocab),
+        or of every position (B, T, vocab) with `every`.
 
         `first`: the slots are first..first+B-1, so the cache is read as a view.
         """
@@ -193,7 +195,7 @@ class GPT(nn.Module):
         x = self.wte(idx) + self.wpe(pos)
         for i, block in enumerate(self.blocks):
             x = block.forward_cached(x, cache.k[i], cache.v[i], slots, start, first)
-        return self.lm_head(self.ln_f(x[:, -1]))  # (B, vocab)
+        return self.lm_head(self.ln_f(x if every else x[:, -1]))  # (B, [T,] vocab)
 
 
 class GPTLanguageModel(LanguageModel):
@@ -223,19 +225,30 @@ class GPTLanguageModel(LanguageModel):
         self.cache = self.model.new_cache(slots)
         self.history = {}
 
-    def _run(self, slots: list[int], ids: torch.Tensor, start: list[int]) -> torch.Tensor:
+    def _run(
+        self, slots: list[int], ids: torch.Tensor, start: list[int], every: bool = False
+    ) -> torch.Tensor:
         assert self.cache is not None, "allocate() first"
         s = torch.tensor(slots, device=self.device)
         p = torch.tensor(start, device=self.device)
         # Consecutive slots (the engine keeps running sequences in 0..B-1) read the cache
         # as a view instead of gathering a copy of every key and value.
         first = slots[0] if slots == list(range(slots[0], slots[0] + len(slots))) else None
-        return self.model.forward_cached(ids.to(self.device), self.cache, s, p, first).float()
+        ids = ids.to(self.device)
+        return self.model.forward_cached(ids, self.cache, s, p, first, every).float()
 
     def prefill(self, slot: int, ids: list[int]) -> torch.Tensor:
         ids = ids[-self.model.config.block_size :] or [self.tokenizer.start_id]
         self.history[slot] = list(ids)
         return self._run([slot], torch.tensor([ids]), [0])[0]
+
+    def prefill_scored(self, slot: int, ids: list[int]) -> torch.Tensor:
+        """One forward pass while the text fits the context; past it, token by token (each
+        token then sees the sliding context that generation would give it)."""
+        if not ids or len(ids) > self.model.config.block_size:
+            return super().prefill_scored(slot, ids)
+        self.history[slot] = list(ids)
+        return self._run([slot], torch.tensor([ids]), [0], every=True)[0]
 
     def decode(self, slots: list[int], ids: list[int]) -> torch.Tensor:
         block = self.model.config.block_size

@@ -31,6 +31,15 @@ class LanguageModel(ABC):
     def decode(self, slots: list[int], ids: list[int]) -> torch.Tensor:
         """Appends ids[i] to the sequence in slots[i]; returns next-token logits (B, vocab)."""
 
+    def prefill_scored(self, slot: int, ids: list[int]) -> torch.Tensor:
+        """Like `prefill`, but returns the logits after every prompt token (T, vocab): row t
+        predicts ids[t + 1], the last row the first new token. For echo and scoring; this
+        fallback advances token by token, and families override it with one pass."""
+        rows = [self.prefill(slot, ids[:1])]
+        for token in ids[1:]:
+            rows.append(self.decode([slot], [token])[0])
+        return torch.stack(rows)
+
     def release(self, slot: int) -> None:  # noqa: B027 - most models need no clean-up
         """Frees `slot`; its state may be overwritten by the next prefill."""
 

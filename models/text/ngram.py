@@ -206,6 +206,14 @@ class NGramLanguageModel(LanguageModel):
         self.history[slot] = ([self.pad_id] * self.width + list(ids))[len(ids) :]
         return self._logits(self.history[[slot]])[0]  # (vocab,)
 
+    def prefill_scored(self, slot: int, ids: list[int]) -> torch.Tensor:
+        if not ids:
+            return self.prefill(slot, ids)[None]
+        padded = np.asarray([self.pad_id] * self.width + list(ids), np.int64)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, self.width)[1:]  # (T, width)
+        self.history[slot] = windows[-1]
+        return self._logits(np.ascontiguousarray(windows))  # (T, vocab)
+
     def move(self, src: int, dst: int) -> None:
         self.history[dst] = self.history[src]
 

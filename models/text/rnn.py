@@ -154,6 +154,14 @@ class RNNLanguageModel(LanguageModel):
         return logits[0, -1].float()  # (vocab,)
 
     @torch.inference_mode()
+    def prefill_scored(self, slot: int, ids: list[int]) -> torch.Tensor:
+        assert self.state is not None, "allocate() first"
+        idx = torch.tensor([ids or [self.start_id]], device=self.device)  # (1, T)
+        logits, state = self.model.run(idx, self.model.zero_state(1))
+        self.state[:, :, slot] = state[:, :, 0]
+        return logits[0].float()  # (T, vocab)
+
+    @torch.inference_mode()
     def move(self, src: int, dst: int) -> None:
         assert self.state is not None
         self.state[:, :, dst] = self.state[:, :, src]

@@ -20,6 +20,15 @@ class SamplingParams:
     repetition_penalty: float = 1.0  # >1 discourages tokens already in the sequence (CTRL)
     stop: list[str] = field(default_factory=list)  # end the text before any of these strings
     seed: int | None = None  # None: a fresh random seed
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from every token generated so far
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence in the generated text
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
+    logprobs: int | None = None  # None: none; k: the chosen token's and the k most likely
+    echo: bool = False  # report the prompt's tokens with their logprobs before the completion
+
+    @property
+    def penalised(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias)
 
 
 def make_generator(seed: int | None, index: int) -> torch.Generator:
@@ -41,6 +50,23 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     return torch.where(seen, penalised, logits)
 
 
+def apply_openai_penalties(
+    logits: torch.Tensor, params: list["SamplingParams"], counts: list[dict[int, int]]
+) -> torch.Tensor:
+    """logit_bias, then presence and frequency penalties over each row's generated tokens:
+    logit - frequency * count - presence * (count > 0), as OpenAI documents them."""
+    logits = logits.clone()
+    for row, (p, seen) in enumerate(zip(params, counts, strict=True)):
+        if p.logit_bias:
+            ids = torch.tensor(list(p.logit_bias))
+            logits[row, ids] += torch.tensor(list(p.logit_bias.values()))
+        if seen and (p.presence_penalty or p.frequency_penalty):
+            ids = torch.tensor(list(seen))
+            n = torch.tensor(list(seen.values()), dtype=logits.dtype)
+            logits[row, ids] -= p.frequency_penalty * n + p.presence_penalty
+    return logits
+
+
 def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     """Masks tokens outside each row's top-k and nucleus (top-p) with -inf. top_k 0 = off."""
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
@@ -59,13 +85,17 @@ def sample(
     params: list[SamplingParams],
     generators: list[torch.Generator],
     seen: torch.Tensor,
-) -> tuple[list[int], list[float]]:
-    """logits (B, V) -> one token per row and its log-probability under the model."""
+    counts: list[dict[int, int]] | None = None,
+) -> tuple[list[int], torch.Tensor]:
+    """logits (B, V) -> one token per row, and every row's log-probabilities under the model
+    (before penalties and temperature: what OpenAI's `logprobs` report)."""
     logits = logits.float().cpu()
     logprobs = torch.log_softmax(logits, dim=-1)
     penalty = torch.tensor([p.repetition_penalty for p in params])
     if bool((penalty != 1.0).any()):
         logits = apply_repetition_penalty(logits, seen, penalty)
+    if counts is not None and any(p.penalised for p in params):
+        logits = apply_openai_penalties(logits, params, counts)
     temperature = torch.tensor([p.temperature for p in params])
     greedy = temperature == 0
     scaled = logits / torch.where(greedy, 1.0, temperature)[:, None]
@@ -78,8 +108,7 @@ def sample(
     drawn = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
     drawn = drawn.clamp_(max=logits.size(-1) - 1)
     tokens = torch.where(greedy, logits.argmax(dim=-1), drawn)
-    chosen = logprobs.gather(1, tokens[:, None]).squeeze(1)
-    return tokens.tolist(), chosen.tolist()
+    return tokens.tolist(), logprobs
 
 
 def stop_index(text: str, stops: list[str]) -> int:

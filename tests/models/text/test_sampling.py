@@ -40,7 +40,7 @@ def test_each_row_draws_from_its_own_generator() -> None:
     gens = [make_generator(s, 0) for s in (1, 2, 3)] + [make_generator(7, 0)]
     tokens, logprobs = sample(crowd, [params] * 4, gens, torch.zeros(4, 50, dtype=bool))
     assert tokens[3] == alone[0] == alone[1] == alone[2]
-    assert all(lp <= 0 for lp in logprobs)
+    assert bool((logprobs <= 0).all())
 
 
 def test_greedy_picks_the_argmax() -> None:
@@ -55,3 +55,19 @@ def test_stop_helpers() -> None:
     assert stop_index("hello", ["xyz"]) == -1
     assert holdback("the end of th", ["the end!", "the"]) == 2  # "th" may become "the"
     assert holdback("abc", ["zzz"]) == 0
+
+
+def test_logit_bias_and_openai_penalties_steer_greedy_choice() -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0]])
+    gen = [make_generator(None, 0)]
+    no_seen = torch.zeros(1, 3, dtype=bool)
+    banned = SamplingParams(temperature=0, logit_bias={0: -100.0})
+    assert sample(logits, [banned], gen, no_seen, [{}])[0] == [1]
+    forced = SamplingParams(temperature=0, logit_bias={2: 100.0})
+    assert sample(logits, [forced], gen, no_seen, [{}])[0] == [2]
+    # token 0 generated twice: 2.0 - 2 * 0.6 = 0.8 < 1.0, so token 1 wins
+    freq = SamplingParams(temperature=0, frequency_penalty=0.6)
+    assert sample(logits, [freq], gen, no_seen, [{0: 2}])[0] == [1]
+    presence = SamplingParams(temperature=0, presence_penalty=1.5)
+    assert sample(logits, [presence], gen, no_seen, [{0: 1}])[0] == [1]
+    assert sample(logits, [presence], gen, no_seen, [{}])[0] == [0]
