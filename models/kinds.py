@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Gt, Le
+from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 
 # -----------------------------------------------------------------------------
 # parameters: one dataclass per family; `doc` metadata becomes the API's description
@@ -40,7 +40,17 @@ VOCAB_DOC = "bpe: tokens learnt from the training split, the 256 bytes included"
 
 
 @dataclass
-class NGramParams:
+class ChatParams:
+    """How /v1/chat/completions turns messages into a prompt for the trained model."""
+
+    chat_template: Annotated[str, MaxLen(8000)] = doc(
+        "", "Jinja chat template (messages, add_generation_prompt); empty: the default"
+    )
+    chat_stop: Annotated[str, MinLen(1), MaxLen(64)] = doc("\n\n", "where a chat reply ends")
+
+
+@dataclass
+class NGramParams(ChatParams):
     order: Annotated[int, Ge(2), Le(12)] = doc(7, "longest n-gram (context = order - 1 tokens)")
     tokenizer: TokenizerKind = doc("char", TOKENIZER_DOC)
     vocab_size: VocabSize = doc(512, VOCAB_DOC)
@@ -48,7 +58,7 @@ class NGramParams:
 
 
 @dataclass
-class LMParams:
+class LMParams(ChatParams):
     """The shared loop of models/training/lm.py; the family adds its architecture."""
 
     max_steps: Annotated[int, Ge(1), Le(10_000_000)] = doc(2000, "optimizer steps")

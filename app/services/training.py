@@ -29,6 +29,7 @@ from app.schemas.train import (
     ParamPublic,
     TrainRequest,
 )
+from app.services.chat import check_template
 from app.services.datasets import DatasetService
 from app.settings import Settings
 from app.tables import Dataset, Model, ModelVersion, TrainingJob
@@ -62,6 +63,8 @@ def validate_params(kind: Kind, params: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInput(f"invalid params for {kind.name}", details=details) from None
     try:
         kind.params(**values)  # cross-field checks (__post_init__)
+        if values.get("chat_template"):
+            check_template(values["chat_template"])
     except ValueError as e:
         raise InvalidInput(f"invalid params for {kind.name}: {e}") from None
     return values

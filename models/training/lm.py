@@ -10,13 +10,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from models.data.uploads import TextCorpus
-from models.kinds import GPTParams, LMParams, NGramParams, RNNParams
+from models.kinds import ChatParams, GPTParams, LMParams, NGramParams, RNNParams
 from models.text.gpt import GPT, GPTConfig
 from models.text.ngram import NGramConfig, NGramModel
 from models.text.rnn import RNNConfig, RNNModel
@@ -262,6 +263,7 @@ def _fit_lm(
             "task": "text-generation",
             "description": f"{kind} over {tok_name(p)} tokens, trained over HTTP.",
             "tokenizer": tok.to_config(),
+            **chat_config(p),
             "model_args": asdict(model.config),  # type: ignore[arg-type]
             "metrics": {
                 **_loss_metrics(val_loss, len(val_ids), test_split),
@@ -272,6 +274,11 @@ def _fit_lm(
         },
         module=model,
     )
+
+
+def chat_config(p: ChatParams) -> dict[str, Any]:
+    """The job's chat template, kept in config.json for /v1/chat/completions."""
+    return {"chat": {"template": p.chat_template, "stop": [p.chat_stop]}} if p.chat_template else {}
 
 
 def train_gpt(
@@ -314,6 +321,7 @@ def train_ngram(
             "task": "text-generation",
             "description": f"{p.order}-gram model over {tok_name(p)} tokens (modified Kneser-Ney).",
             "tokenizer": tok.to_config(),
+            **chat_config(p),
             "model_args": asdict(model.config),
             "metrics": {
                 **_loss_metrics(val_loss, len(val_ids), test),

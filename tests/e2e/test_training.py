@@ -117,6 +117,53 @@ def test_text_job_trains_then_serves(server: Server) -> None:
     verify_artifact(server, Path(server.state_dir), "e2e-gpt", 1)
 
 
+def test_bpe_job_on_an_uploaded_utf8_corpus_serves_characters_it_never_saw(
+    server: Server, tmp_path: Path
+) -> None:
+    lines = ["Ça va? «Très bien», dit-elle — naïve.", "Zoë’s café: crème brûlée 🍮 ×3."]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines * 200) + "\n", encoding="utf-8")
+    with (tmp_path / "corpus.txt").open("rb") as f:
+        uploaded = server.client.post("/datasets", files={"file": ("corpus.txt", f)})
+    assert uploaded.status_code == 201, uploaded.text
+    template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>"
+    bad = {"kind": "text-gpt", "dataset": uploaded.json()["id"], "name": "e2e-bad-template"}
+    refused = server.client.post("/train", json={**bad, "params": {"chat_template": "{% if %}"}})
+    assert refused.status_code == 422 and "chat_template" in refused.text
+    params = {
+        **TINY_GPT_PARAMS,
+        "max_steps": 20,
+        "eval_every": 10,
+        "tokenizer": "bpe",
+        "vocab_size": 300,
+        "chat_template": template,
+        "chat_stop": "\n",
+    }
+    job = submit(
+        server,
+        kind="text-gpt",
+        dataset=uploaded.json()["id"],
+        name="e2e-bpe",
+        params=params,
+        activate=True,
+    )
+    done = wait_job(server, job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert done["metrics"]["val_nats_per_char"] > 0
+    unseen = "日本語 👋 Ωμέγα ✓"  # none of these characters is in the corpus
+    body = {"model": "e2e-bpe", "prompt": unseen, "max_new_tokens": 6, "seed": 1}
+    out = wait_served(server, "/generate/text", body, 1)
+    assert out["choices"][0]["completion_tokens"] == 6
+    scored = server.client.post("/score", json={"model": "e2e-bpe", "text": unseen}).json()
+    assert "".join(t["token"] for t in scored["tokens"]) == unseen
+    chat = server.client.post(
+        "/v1/chat/completions",
+        json={"model": "e2e-bpe", "messages": [{"role": "user", "content": unseen}], "seed": 2},
+    )
+    assert chat.status_code == 200, chat.text
+    # the job's template made the prompt: "<user>" + text + "\n<assistant>", 1 line reply
+    assert "\n" not in chat.json()["choices"][0]["message"]["content"]
+
+
 def test_image_job_trains_a_conditional_generator(server: Server) -> None:
     params = {"epochs": 2, "latent_dim": 4, "hidden": 32, "batch_size": 128}
     job = submit(
