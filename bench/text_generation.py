@@ -2,9 +2,14 @@
 of concurrent streams, with continuous batching, in one run.
 
     python bench/text_generation.py [--model shakespeare-gpt] [--tokens 128] [--streams 1 4 16 64]
+    python bench/text_generation.py --model shakespeare-gpt shakespeare-bpe-gpt --streams 1 16 \
+        --repeat 3
 
 At each level, `streams` clients each run --rounds streamed `/generate/text` requests back
-to back with different seeds and prompts; tokens/s counts SSE token events received.
+to back with different seeds and prompts; tokens/s counts SSE token events received. With
+several models, the levels run interleaved (A B A B, --repeat times) on one server, and
+characters/s is reported too (tokens/s times the characters a generated token carries: a
+BPE token carries several).
 """
 
 from __future__ import annotations
@@ -77,25 +82,52 @@ async def level(url: str, model: str, streams: int, tokens: int, rounds: int) ->
     }
 
 
+def chars_per_token(url: str, model: str, tokens: int) -> float:
+    """Characters per generated token, over a few sampled completions."""
+    body = {"model": model, "prompt": "ROMEO:", "max_new_tokens": tokens, "n": 8, "seed": 0}
+    choices = httpx.post(f"{url}/generate/text", json=body, timeout=300).json()["choices"]
+    return sum(len(c["text"]) for c in choices) / sum(c["completion_tokens"] for c in choices)
+
+
+def compare(url: str, args: argparse.Namespace) -> None:
+    """Several models, interleaved: medians and ranges of tokens/s and characters/s."""
+    runs: dict[tuple[str, int], list[float]] = {}
+    for _ in range(args.repeat):
+        for s in args.streams:
+            for model in args.model:
+                r = asyncio.run(level(url, model, s, args.tokens, args.rounds))
+                runs.setdefault((model, s), []).append(r["tok_s"])
+    ratio = {m: chars_per_token(url, m, args.tokens) for m in args.model}
+    print(f"\n{'model':>22}{'streams':>8}{'tokens/s (min-max)':>24}{'chars/s':>9}{'chars/tok':>10}")
+    for (model, s), values in runs.items():
+        med = float(np.median(values))
+        spread = f"{med:.0f} ({min(values):.0f}-{max(values):.0f})"
+        print(f"{model:>22}{s:>8}{spread:>24}{med * ratio[model]:>9.0f}{ratio[model]:>10.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="shakespeare-gpt")
+    parser.add_argument("--model", nargs="+", default=["shakespeare-gpt"])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (several models)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         env = {"GENSERVE_STATE_DIR": tmp, "GENSERVE_MAX_RUNNING_SEQUENCES": "64"}
         proc, url, startup = start(GENSERVE, env)
         try:
-            print(f"genserve ready in {startup:.2f} s; model {args.model}, "
+            print(f"genserve ready in {startup:.2f} s; model {' '.join(args.model)}, "
                   f"{args.tokens} tokens per stream")  # fmt: skip
-            results = {}
+            if len(args.model) > 1:
+                compare(url, args)
+                return
+            model, results = args.model[0], {}
             for s in args.streams:
-                before = batch_totals(url, args.model)
-                results[s] = asyncio.run(level(url, args.model, s, args.tokens, args.rounds))
-                results[s]["batch"] = mean_batch(before, batch_totals(url, args.model))
+                before = batch_totals(url, model)
+                results[s] = asyncio.run(level(url, model, s, args.tokens, args.rounds))
+                results[s]["batch"] = mean_batch(before, batch_totals(url, model))
         finally:
             stop(proc)
     print(f"\n{'streams':>8}{'tokens/s':>11}{'per stream':>12}{'TTFT p50 ms':>13}"

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
     parser.add_argument("--max-seconds", type=float, default=None, help="training time limit")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the LM's steps")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--order", type=int, default=7, help="n-gram order")
     parser.add_argument("--fresh", action="store_true", help="ignore and delete checkpoints")

@@ -31,6 +31,7 @@ def train_shakespeare_gpt(
     block_size: int = 256,
     dropout: float = 0.1,
     cpu_bf16: bool = True,
+    max_steps: int = 20_000,
 ) -> tuple[GPT, Tokenizer, dict, TrainConfig]:
     """The recipe of both Shakespeare GPTs: characters (the default `tok`) or BPE tokens."""
     train_text, val_text = load_shakespeare(data_dir)
@@ -39,7 +40,7 @@ def train_shakespeare_gpt(
     val_ids = torch.tensor(tok.encode(val_text), dtype=torch.long)
     config = GPTConfig(tok.vocab_size, block_size, n_layer=4, n_head=4, n_embd=256, dropout=dropout)
     cfg = TrainConfig(
-        max_steps=20_000,
+        max_steps=max_steps,
         max_seconds=max_seconds,
         batch_size=16,
         block_size=block_size,
@@ -139,6 +140,7 @@ def build_bpe_gpt(name: str, args: argparse.Namespace, device: torch.device) -> 
         block_size=128,
         dropout=0.2,
         cpu_bf16=False,  # bf16 autocast runs at half the fp32 speed on this 2-core CPU
+        max_steps=args.max_steps or 20_000,
     )
     config = model.config
     val_ids = torch.tensor(tok.encode(val_text), dtype=torch.long)

@@ -14,5 +14,6 @@ from tests.api.test_classify import *  # noqa: F403
 from tests.api.test_datasets import *  # noqa: F403
 from tests.api.test_generate import *  # noqa: F403
 from tests.api.test_generate_image import *  # noqa: F403
+from tests.api.test_openai import *  # noqa: F403
 from tests.api.test_service import *  # noqa: F403
 from tests.api.test_train import *  # noqa: F403
