@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from app.db import is_transient
 from app.pool.errors import (
@@ -131,11 +132,65 @@ def http_error(exc: EngineError) -> AppError:
     return error
 
 
+OPENAI_PREFIX = "/v1"  # the OpenAI-compatible API, whose clients read OpenAI's error fields
+
+
+def openai_error_type(status: int) -> str:
+    """OpenAI's error `type` for a status, as its clients and SDKs expect it."""
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+class ErrorJSONResponse(JSONResponse):
+    """genserve's error shape; under /v1 it also carries OpenAI's `type` and `param`, so that
+    OpenAI clients fill `e.type` and `e.param` (`e.code` is genserve's code).
+
+    The path is read when the response is sent: the middleware build their errors without
+    a request, and this way every error takes the shape of the API it answers for.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        error: dict[str, Any],
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.error, self.param = error, param
+        super().__init__({"error": error}, status_code=status, headers=headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if is_openai_path(scope):
+            openai = {"type": openai_error_type(self.status_code), "param": self.param}
+            self.body = self.render({"error": {**self.error, **openai}})
+            self.headers["content-length"] = str(len(self.body))
+        await super().__call__(scope, receive, send)
+
+
+def is_openai_path(scope: Scope) -> bool:
+    """Whether the request is for the OpenAI-compatible API, with or without a proxy prefix."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root):  # behind a proxy's prefix
+        path = path[len(root) :]
+    return path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/")
+
+
 def error_response(
-    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
 ) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "details": jsonable_encoder(details)}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    """The one error shape; `param` names the request field at fault, for OpenAI clients."""
+    error = {"code": code, "message": message, "details": jsonable_encoder(details)}
+    return ErrorJSONResponse(status, error, param, headers)
 
 
 _HTTP_CODES = {
@@ -166,7 +221,15 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
-        return error_response(422, "validation_error", f"{where}: {first['msg']}", errors)
+        # OpenAI's `param`: the top-level field at fault (none for the body as a whole).
+        field = first["loc"][1] if len(first["loc"]) > 1 else None
+        return error_response(
+            422,
+            "validation_error",
+            f"{where}: {first['msg']}",
+            errors,
+            param=field if isinstance(field, str) else None,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -52,12 +52,16 @@ CHECKS = [
 
 
 def check_error_shape(response: requests.Response) -> None:
-    """DESIGN.md: every 4xx/5xx is {"error": {"code", "message", "details"}}."""
+    """DESIGN.md: every 4xx/5xx is {"error": {"code", "message", "details"}}; under /v1 also
+    OpenAI's `type` and `param`."""
     if response.status_code < 400:
         return
     body = response.json()
     assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "details"}, body
+    fields = {"code", "message", "details"}
+    if response.request.path_url.startswith("/v1/"):
+        fields |= {"type", "param"}
+    assert set(body["error"]) == fields, body
     assert isinstance(body["error"]["code"], str) and body["error"]["code"], body
     assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
     if response.status_code in (429, 503):
