@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from app.deps import OpenAIServiceDep, ReadScope, RegistryDep
+from app.errors import NotFound
 from app.schemas.chat import ChatCompletionRequest, ChatCompletionResponse
 from app.schemas.errors import error_responses, serving_responses
 from app.schemas.openai import CompletionRequest, CompletionResponse, ModelCard, ModelList
@@ -48,12 +49,24 @@ async def create_chat_completion(
 
 
 @router.get("/models", response_model=ModelList, responses=error_responses(401, 403))
-def read_models(registry: RegistryDep) -> ModelList:
+async def read_models(registry: RegistryDep) -> ModelList:
     """Served text-generation models, as OpenAI's model list."""
     return ModelList(
         data=[
-            ModelCard(id=name, created=0)
+            ModelCard(id=name, created=registry.created(spec))
             for name, spec in sorted(registry.active.items())
             if spec.task == "text-generation"
         ]
     )
+
+
+@router.get(
+    "/models/{model}", response_model=ModelCard, responses=error_responses(401, 403, 404, 422)
+)
+async def read_model(model: str, registry: RegistryDep) -> ModelCard:
+    """One served text-generation model (`models.retrieve`); any other name is unknown here,
+    as it is absent from the list."""
+    spec = registry.active.get(model)
+    if spec is None or spec.task != "text-generation":
+        raise NotFound(f"model {model!r} is not a served text-generation model")
+    return ModelCard(id=model, created=registry.created(spec))

@@ -95,7 +95,7 @@ class CompletionResponse(BaseModel):
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
-    created: int
+    created: int = Field(description="when the served version was registered, unix seconds")
     owned_by: str = "genserve"
 
 

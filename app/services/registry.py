@@ -24,6 +24,7 @@ from sqlalchemy.orm import selectinload
 from app.db import Database
 from app.errors import AppError, BadRequest, NotFound
 from app.pool.base import WorkerPool
+from app.schemas.common import as_utc
 from app.services import versions
 from app.services.placements import Degraded, Placements
 from app.services.versions import BUILTIN_PREFIX
@@ -53,6 +54,7 @@ class ModelRegistry:
         self.active: dict[str, ModelSpec] = {}
         self._switching = asyncio.Lock()  # one activation or sync at a time
         self._backoff: dict[str, Degraded] = {}  # desired versions that would not load here
+        self._created: dict[tuple[str, int], int] = {}  # (name, version) -> unix seconds
         self.placements = Placements(db, settings)
 
     def resolve(self, artifact_path: str) -> Path:
@@ -82,6 +84,7 @@ class ModelRegistry:
         return registered
 
     def _spec(self, model: Model, version: ModelVersion) -> ModelSpec:
+        self._created[(model.name, version.version)] = int(as_utc(version.created_at).timestamp())
         return ModelSpec(
             name=model.name,
             version=version.version,
@@ -262,6 +265,11 @@ class ModelRegistry:
                     log.exception("registry sync failed; retrying")
         finally:
             self.placements.forget()
+
+    def created(self, spec: ModelSpec) -> int:
+        """When `spec`'s version was registered, in unix seconds (OpenAI's `created`); kept
+        from the read that made the spec, so the request path never queries the database."""
+        return self._created.get((spec.name, spec.version), 0)
 
     def spec(self, name: str, task: str | None = None) -> ModelSpec:
         """The active version of `name`; 404 if unknown, 400 if it does not do `task`."""
