@@ -17,18 +17,12 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
-from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 
-from app.errors import NotFound
+from app.routers.ui import HEADERS, static_file
 
 ASSETS_DIR = Path(str(files("fastapi_standalone_docs") / "static"))
 INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
-HEADERS = {
-    "Cache-Control": "no-cache",  # the file names carry no version: revalidate (ETag, 304)
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 
 router = APIRouter(tags=["docs"], include_in_schema=False)
 _swagger = StaticFiles(directory=ASSETS_DIR / "swagger", check_dir=False)
@@ -60,52 +54,46 @@ def _root(request: Request) -> str:
     return request.scope.get("root_path", "").rstrip("/")
 
 
+def _urls(request: Request, page: str) -> dict[str, str]:
+    """What both pages take: the schema's URL and a title; assets are under `root`."""
+    return {
+        "openapi_url": f"{_root(request)}{request.app.openapi_url}",
+        "title": f"{request.app.title} - {page}",
+    }
+
+
 @router.get("/docs", response_class=HTMLResponse)
 def read_swagger_ui(request: Request) -> HTMLResponse:
     """Swagger UI: try every endpoint from the browser."""
     root = _root(request)
-    return _page(
-        get_swagger_ui_html(
-            openapi_url=f"{root}{request.app.openapi_url}",
-            title=f"{request.app.title} - Swagger UI",
-            swagger_js_url=f"{root}/docs/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}/docs/swagger-ui.css",
-            swagger_favicon_url=f"{root}/static/favicon.svg",
-        )
+    page = get_swagger_ui_html(
+        **_urls(request, "Swagger UI"),
+        swagger_js_url=f"{root}/docs/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}/docs/swagger-ui.css",
+        swagger_favicon_url=f"{root}/static/favicon.svg",
     )
+    return _page(page)
 
 
 @router.get("/redoc", response_class=HTMLResponse)
 def read_redoc(request: Request) -> HTMLResponse:
     """ReDoc: the API reference on one page."""
     root = _root(request)
-    return _page(
-        get_redoc_html(
-            openapi_url=f"{root}{request.app.openapi_url}",
-            title=f"{request.app.title} - ReDoc",
-            redoc_js_url=f"{root}/redoc/redoc.standalone.js",
-            redoc_favicon_url=f"{root}/static/favicon.svg",
-            with_google_fonts=False,
-        )
+    js, icon = f"{root}/redoc/redoc.standalone.js", f"{root}/static/favicon.svg"
+    fonts = False  # Google's fonts are outside the server
+    page = get_redoc_html(
+        **_urls(request, "ReDoc"), redoc_js_url=js, redoc_favicon_url=icon, with_google_fonts=fonts
     )
-
-
-async def _asset(files: StaticFiles, path: str, request: Request) -> Response:
-    try:
-        response = await files.get_response(path, request.scope)
-    except HTTPException:  # a missing file, or a path that leaves the folder
-        raise NotFound(f"no docs asset {path!r}") from None
-    response.headers.update(HEADERS)
-    return response
+    return _page(page)
 
 
 @router.get("/docs/{path:path}")
 async def read_swagger_asset(path: str, request: Request) -> Response:
     """Swagger UI's script and styles."""
-    return await _asset(_swagger, path, request)
+    return await static_file(_swagger, path, request)
 
 
 @router.get("/redoc/{path:path}")
 async def read_redoc_asset(path: str, request: Request) -> Response:
     """ReDoc's script, and the logo it asks for beside the page."""
-    return await _asset(_redoc, path, request)
+    return await static_file(_redoc, path, request)

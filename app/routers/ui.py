@@ -43,9 +43,15 @@ def read_playground() -> FileResponse:
 @router.get("/static/{path:path}")
 async def read_asset(path: str, request: Request) -> Response:
     """A file of the playground, with ETag and Last-Modified so revalidation is a 304."""
+    return await static_file(_files, path, request)
+
+
+async def static_file(files: StaticFiles, path: str, request: Request) -> Response:
+    """A file from `files` with this page family's headers; a 404 in genserve's shape for a
+    missing file or a path that leaves the folder."""
     try:
-        response = await _files.get_response(path, request.scope)
-    except HTTPException:  # a missing file, or a path that leaves the folder
+        response = await files.get_response(path, request.scope)
+    except HTTPException:
         raise NotFound(f"no static file {path!r}") from None
     response.headers.update(HEADERS)
     return response

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.schemas.common import RequestBody
 from app.schemas.generate import TOP_LOGPROBS_MAX, SamplingFields, Usage
-from app.schemas.openai import StreamOptions
+from app.schemas.openai import OpenAIResponse, StreamOptions
 
 MESSAGES_MAX = 64
 # Fields of OpenAI's API that a plain language model cannot honour: refused, not ignored.
@@ -92,11 +92,8 @@ class ChatChoice(BaseModel):
     finish_reason: str
 
 
-class ChatCompletionResponse(BaseModel):
-    id: str
+class ChatCompletionResponse(OpenAIResponse):
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
     choices: list[ChatChoice]
     usage: Usage
 
@@ -113,10 +110,7 @@ class ChunkChoice(BaseModel):
     finish_reason: str | None = None
 
 
-class ChatCompletionChunk(BaseModel):
-    id: str
+class ChatCompletionChunk(OpenAIResponse):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None

@@ -83,11 +83,16 @@ class CompletionChoice(BaseModel):
     finish_reason: str | None
 
 
-class CompletionResponse(BaseModel):
+class OpenAIResponse(BaseModel):
+    """What every OpenAI generation response and chunk starts with."""
+
     id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
+    created: int  # unix seconds
     model: str
+
+
+class CompletionResponse(OpenAIResponse):
+    object: Literal["text_completion"] = "text_completion"
     choices: list[CompletionChoice]
     usage: Usage | None = None
 
