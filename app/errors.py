@@ -57,36 +57,19 @@ class AppError(Exception):
             self.code = code
 
 
-class BadRequest(AppError):
-    status, code = 400, "bad_request"
+def error_type(name: str, status: int, code: str) -> type[AppError]:
+    """An AppError subclass that only sets its status and code: the plain 4xx answers."""
+    return type(name, (AppError,), {"status": status, "code": code, "__module__": __name__})
 
 
-class Unauthorized(AppError):
-    status, code = 401, "unauthorized"
-
-
-class Forbidden(AppError):
-    status, code = 403, "forbidden"
-
-
-class NotFound(AppError):
-    status, code = 404, "not_found"
-
-
-class Conflict(AppError):
-    status, code = 409, "conflict"
-
-
-class PayloadTooLarge(AppError):
-    status, code = 413, "payload_too_large"
-
-
-class UnsupportedMediaType(AppError):
-    status, code = 415, "unsupported_media_type"
-
-
-class InvalidInput(AppError):
-    status, code = 422, "invalid_input"
+BadRequest = error_type("BadRequest", 400, "bad_request")
+Unauthorized = error_type("Unauthorized", 401, "unauthorized")
+Forbidden = error_type("Forbidden", 403, "forbidden")
+NotFound = error_type("NotFound", 404, "not_found")
+Conflict = error_type("Conflict", 409, "conflict")
+PayloadTooLarge = error_type("PayloadTooLarge", 413, "payload_too_large")
+UnsupportedMediaType = error_type("UnsupportedMediaType", 415, "unsupported_media_type")
+InvalidInput = error_type("InvalidInput", 422, "invalid_input")
 
 
 class Overloaded(AppError):
@@ -101,8 +84,7 @@ class Unavailable(AppError):
     status, code, retry_after = 503, "unavailable", 1
 
 
-class GatewayTimeout(AppError):
-    status, code = 504, "timeout"
+GatewayTimeout = error_type("GatewayTimeout", 504, "timeout")
 
 
 # The engine's errors (app/pool/errors.py) carry no HTTP status: this is what each answers,
