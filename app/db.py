@@ -1,7 +1,8 @@
 """The one engine and session factory; SQLite gets WAL and foreign keys on every connection.
 
-Also what counts as a database outage (`is_transient`: the API answers 503 with Retry-After,
-the job runner retries), and the lock that lets replicas migrate at the same time.
+Also the database's clock (`db_now`: the one clock every replica and runner shares), what
+counts as a database outage (`is_transient`: the API answers 503 with Retry-After, the job
+runner retries), and the lock that lets replicas migrate at the same time.
 """
 
 from __future__ import annotations
@@ -9,12 +10,17 @@ from __future__ import annotations
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import DateTime, Engine, Float, create_engine, event, literal, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from app.settings import Settings
 
@@ -44,6 +50,35 @@ def make_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+class db_now(FunctionElement[datetime]):  # lower case: reads as SQL, like func.now
+    """The database's clock, `offset_s` seconds from now, as a UTC timestamp.
+
+    Machines' clocks drift apart; the database's is the one they all see, so every stamp that
+    another process compares (heartbeats, staleness, job start and end) is taken from it.
+    PostgreSQL: CURRENT_TIMESTAMP (timestamptz). SQLite: the text SQLAlchemy itself writes
+    for DateTime ('YYYY-MM-DD HH:MM:SS.ffffff', UTC), at millisecond precision, so stored
+    stamps compare as strings and read back as datetimes.
+    """
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+
+    def __init__(self, offset_s: float = 0.0) -> None:
+        super().__init__(literal(float(offset_s), Float()))
+
+
+@compiles(db_now)
+def _db_now(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    offset = compiler.process(next(iter(element.clauses)), **kw)
+    return f"(CURRENT_TIMESTAMP + {offset} * INTERVAL '1 second')"
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    offset = compiler.process(next(iter(element.clauses)), **kw)
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', printf('%.6f seconds', {offset}))"
 
 
 class Database:

@@ -5,20 +5,23 @@ The database is the only channel between the API and the runners: a job is claim
 conditional UPDATE (plus SELECT ... FOR UPDATE SKIP LOCKED on PostgreSQL), kept alive by
 heartbeats, and finished only by the runner that holds it. A job whose runner vanished goes
 back to the queue and resumes from its checkpoint; after `job_max_attempts` claims it fails.
+
+Every stamp (created, started, heartbeat, finished) and the staleness test use the database's
+clock (`db_now`), never the process's: runners on machines whose clocks disagree by hours
+still agree on which jobs are alive.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db import Database
+from app.db import Database, db_now
 from app.services import versions
 from app.settings import Settings
 from app.tables import JobMetric, TrainingJob
@@ -42,10 +45,6 @@ class JobLost(Exception):
     """The job is no longer ours: another runner reclaimed it, or it was finished."""
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 def add_job(
     session: Session,
     kind: str,
@@ -62,6 +61,7 @@ def add_job(
         params=params,
         activate=activate,
         status="queued",
+        created_at=db_now(),
         progress=0.0,
         metrics={},
         attempts=0,
@@ -89,7 +89,7 @@ class JobStore:
         self.settings = settings
 
     def _claimable(self) -> ColumnElement[bool]:
-        stale = now() - timedelta(seconds=self.settings.job_stale_after_s)
+        stale = db_now(-self.settings.job_stale_after_s)
         return or_(
             TrainingJob.status == "queued",
             and_(TrainingJob.status == "running", TrainingJob.heartbeat_at < stale),
@@ -108,7 +108,7 @@ class JobStore:
             )
             if job_id is None:
                 return None
-            at = now()
+            at = db_now()
             claimed = _set(
                 session,
                 TrainingJob.id == job_id,
@@ -124,7 +124,7 @@ class JobStore:
             job = session.get(TrainingJob, job_id, populate_existing=True)
             assert job is not None
             if job.attempts > self.settings.job_max_attempts:
-                job.status, job.finished_at = "failed", at
+                job.status, job.finished_at = "failed", db_now()
                 job.error = (
                     f"the runner stopped {job.attempts - 1} times during this job "
                     f"(limit {self.settings.job_max_attempts}); see the server log"
@@ -147,7 +147,7 @@ class JobStore:
             beat = _set(
                 session,
                 *self._held(job_id, runner_id),
-                heartbeat_at=now(),
+                heartbeat_at=db_now(),
                 progress=progress,
                 metrics=metrics,
             )
@@ -182,7 +182,7 @@ class JobStore:
                 TrainingJob.status == "queued",
                 status="cancelled",
                 error="cancelled by request",
-                finished_at=now(),
+                finished_at=db_now(),
             ):
                 return "queued"
             if _set(session, job, TrainingJob.status == "running", cancel_requested=True):
@@ -191,7 +191,9 @@ class JobStore:
 
     def finish(self, job_id: int, runner_id: str, status: str, error: str | None = None) -> None:
         """Ends a held job as cancelled or failed; success goes through `complete`."""
-        self._update(*self._held(job_id, runner_id), status=status, error=error, finished_at=now())
+        self._update(
+            *self._held(job_id, runner_id), status=status, error=error, finished_at=db_now()
+        )
 
     def release(self, job_id: int, runner_id: str) -> None:
         """Back to the queue after an orderly stop; that claim does not count as an attempt."""
@@ -244,7 +246,7 @@ class JobStore:
         # The conditional UPDATE comes first: it takes the row lock (PostgreSQL) or the write
         # lock (SQLite) before anything is read, so a cancel either committed before it, and
         # is seen here, or waits for this transaction and finds the job finished.
-        at = now()
+        at = db_now()
         held = self._held(job_id, runner_id)
         if not _set(session, *held, TrainingJob.cancel_requested.is_not(True), finished_at=at):
             if not _set(

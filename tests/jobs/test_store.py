@@ -4,14 +4,13 @@ attempt limit, heartbeats that notice a lost job, cancels, and registration of f
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
-from app.db import Database
-from app.jobs.store import JobLost, JobStore, NewVersion, add_job, now
+from app.db import Database, db_now
+from app.jobs.store import JobLost, JobStore, NewVersion, add_job
 from app.tables import Dataset, JobMetric, ModelVersion, TrainingJob
 from tests.conftest import make_settings
 
@@ -63,12 +62,10 @@ def test_a_stale_job_is_reclaimed_and_a_live_one_is_not(db: Database, store: Job
     stale, live = add_jobs(db, 2, status="running", runner_id="gone", attempts=1)
     with db.session() as session:
         session.execute(
-            update(TrainingJob)
-            .where(TrainingJob.id == stale)
-            .values(heartbeat_at=now() - timedelta(seconds=60))
+            update(TrainingJob).where(TrainingJob.id == stale).values(heartbeat_at=db_now(-60))
         )
         session.execute(
-            update(TrainingJob).where(TrainingJob.id == live).values(heartbeat_at=now())
+            update(TrainingJob).where(TrainingJob.id == live).values(heartbeat_at=db_now())
         )
     job = store.claim("new")
     assert job is not None and job.id == stale and job.attempts == 2
