@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -53,7 +54,37 @@ T = TypeVar("T")
 
 
 class ArtifactError(Exception):
-    """An artifact is missing, altered, malformed or not trusted; it was not loaded."""
+    """An artifact is missing, altered, malformed or not trusted; it was not loaded.
+
+    The message names the problem only, never the artifact's path: messages reach clients,
+    and a path tells them the server's layout. `path` keeps it for the caller's log.
+    """
+
+    def __init__(self, problem: str, path: Path | str | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.path = path
+
+
+# An absolute path inside a message: a slash that does not follow a word, a dot, a colon or
+# another slash (so "1/2", "text/plain" and URLs stay), then path segments.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"`,;:()\[\]{}]+/)*[^\s/'\"`,;:()\[\]{}]+")
+
+
+def without_paths(text: str, *paths: Path | str) -> str:
+    """`text` with every absolute path cut to its last part (`/srv/x/config.json` becomes
+    `config.json`), the known `paths` first (they may hold spaces the pattern would miss).
+
+    For messages that leave the server; the log keeps the full paths.
+    """
+    for path in sorted({str(p) for p in paths if p}, key=len, reverse=True):
+        text = text.replace(path + os.sep, "").replace(path, Path(path).name)
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+
+
+def describe_error(exc: BaseException, *paths: Path | str) -> str:
+    """`Type: message` of `exc`, without any path: what a client may read about it."""
+    return without_paths(f"{type(exc).__name__}: {exc}", *paths)
 
 
 # -----------------------------------------------------------------------------
@@ -75,14 +106,15 @@ def digest_payload(payload: dict[str, bytes]) -> tuple[str, int]:
 def read_payload(path: Path) -> dict[str, bytes]:
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
-        raise ArtifactError(f"{path}: no {CONFIG_FILE}, not a model artifact")
-    payload = {
-        name: (path / name).read_bytes() for name in PAYLOAD_FILES if (path / name).is_file()
-    }
+        raise ArtifactError(f"no {CONFIG_FILE}, not a model artifact", path)
+    try:
+        payload = {
+            name: (path / name).read_bytes() for name in PAYLOAD_FILES if (path / name).is_file()
+        }
+    except OSError as e:  # its message holds the file's path: keep only the reason
+        raise ArtifactError(f"cannot read {Path(e.filename or '').name}: {e.strerror}", path) from e
     if len(payload) != 2:
-        raise ArtifactError(
-            f"{path}: expected {CONFIG_FILE} and one of {WEIGHTS_FILE}, {SKOPS_FILE}"
-        )
+        raise ArtifactError(f"expected {CONFIG_FILE} and one of {WEIGHTS_FILE}, {SKOPS_FILE}", path)
     return payload
 
 
@@ -100,15 +132,13 @@ def read_artifact(
     if expected_sha256 is not None:
         actual, _ = digest_payload(payload)
         if actual != expected_sha256.lower():
-            raise ArtifactError(
-                f"{path}: sha256 {actual} does not match expected {expected_sha256}"
-            )
+            raise ArtifactError(f"sha256 {actual} does not match expected {expected_sha256}", path)
     try:
         config = json.loads(payload[CONFIG_FILE])
     except ValueError as e:
-        raise ArtifactError(f"{path}/{CONFIG_FILE} is not valid JSON: {e}") from e
+        raise ArtifactError(f"{CONFIG_FILE} is not valid JSON: {e}", path) from e
     if not isinstance(config, dict):
-        raise ArtifactError(f"{path}/{CONFIG_FILE} must hold a JSON object")
+        raise ArtifactError(f"{CONFIG_FILE} must hold a JSON object", path)
     return config, payload
 
 
@@ -126,7 +156,8 @@ def load_artifact(
     """Reads and verifies an artifact, then builds it with its kind's serving class.
 
     `task` (text-generation, image-generation, classification) refuses an artifact of another
-    task. Anything that goes wrong while building is an ArtifactError naming the artifact.
+    task. Anything that goes wrong while building is an ArtifactError whose `path` is the
+    artifact's (its message names no path).
     """
     import torch
 
@@ -134,17 +165,18 @@ def load_artifact(
     kind = KINDS.get(config.get("kind"))  # type: ignore[arg-type]
     if kind is None:
         raise ArtifactError(
-            f"{path}: unknown kind {config.get('kind')!r}, expected one of {sorted(KINDS)}"
+            f"unknown kind {config.get('kind')!r}, expected one of {sorted(KINDS)}", path
         )
     declared = config.get("task", kind.task)
     if declared != kind.task or (task is not None and kind.task != task):
-        raise ArtifactError(f"{path}: task {declared!r} of {kind.name} is not {task!r}")
+        raise ArtifactError(f"task {declared!r} of {kind.name} is not {task!r}", path)
     try:
         served = kind.serving_class().from_artifact(config, payload, torch.device(device))
     except ArtifactError as e:
-        raise ArtifactError(f"{path}: {e}") from e
+        raise ArtifactError(without_paths(e.problem, path), path) from e
     except Exception as e:  # bad model_args, unparsable or ill-fitting weights
-        raise ArtifactError(f"{path}: cannot build {kind.name} from its artifact: {e}") from e
+        problem = without_paths(f"cannot build {kind.name} from its artifact: {e}", path)
+        raise ArtifactError(problem, path) from e
     served.name = config.get("name", "")
     return served
 

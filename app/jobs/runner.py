@@ -333,7 +333,10 @@ class JobExecution:
 
 
 def _describe(exc: Exception) -> str:
-    """What a user reads in `error`: the message, with the type for anything unexpected."""
+    """What a user reads in `error`: the message, with the type for anything unexpected, and
+    no server path (an OSError names its file); the log has the traceback with paths."""
+    from models.artifacts import without_paths
+
     if isinstance(exc, ValueError) and str(exc):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+        return without_paths(str(exc))
+    return without_paths(f"{type(exc).__name__}: {exc}")

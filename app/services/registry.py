@@ -31,7 +31,7 @@ from app.services.versions import BUILTIN_PREFIX
 from app.settings import Settings
 from app.tables import Model, ModelVersion
 from app.worker.protocol import ModelSpec
-from models.artifacts import CONFIG_FILE, artifact_digest
+from models.artifacts import CONFIG_FILE, artifact_digest, describe_error, without_paths
 
 log = logging.getLogger("genserve.registry")
 TASK_NOUNS = {
@@ -111,13 +111,19 @@ class ModelRegistry:
         return self.active
 
     def verify(self, spec: ModelSpec) -> None:
-        """Digest of the artifact on disk against the registered sha256."""
+        """Digest of the artifact on disk against the registered sha256. The error names the
+        version, not the path (clients read it); the log has the path."""
         path = Path(spec.artifact_dir)
         try:
             sha256, _ = artifact_digest(path)
         except Exception as e:
-            raise ArtifactMismatch(f"{spec.name} v{spec.version}: cannot read artifact: {e}") from e
+            log.error("cannot read %s v%d at %s: %s", spec.name, spec.version, path, e)
+            reason = without_paths(str(e), path)
+            raise ArtifactMismatch(
+                f"{spec.name} v{spec.version}: cannot read artifact: {reason}"
+            ) from e
         if sha256 != spec.sha256:
+            log.error("%s v%d at %s: sha256 %s", spec.name, spec.version, path, sha256)
             raise ArtifactMismatch(
                 f"{spec.name} v{spec.version}: artifact sha256 {sha256[:12]}... does not match "
                 f"the registered {spec.sha256[:12]}...; refusing to serve it"
@@ -217,7 +223,9 @@ class ModelRegistry:
             served = self.served_version(pool, name)
             entry = self._backoff[name] = Degraded(spec.version, spec.sha256, "", served)
             log.error("cannot serve %s v%d, keeping v%s: %s", name, spec.version, served, error)
-        entry.failed(f"{type(error).__name__}: {error}", self.settings.registry_poll_s)
+        # what /models and /readyz show: no server path, whatever raised
+        reason = describe_error(error, spec.artifact_dir)
+        entry.failed(reason, self.settings.registry_poll_s)
 
     def _served(self, spec: ModelSpec) -> None:
         self.active[spec.name] = spec

@@ -82,6 +82,15 @@ class Built(NamedTuple):
     error: str | None
 
 
+def load_error(spec: ModelSpec, exc: Exception) -> str:
+    """Why `spec` did not load, as the API and its clients see it: the model, the version and
+    the problem, never a server path (only the log, written here, has the artifact's)."""
+    from models.artifacts import describe_error
+
+    log.error("could not load %s v%d from %s: %s", spec.name, spec.version, spec.artifact_dir, exc)
+    return f"{spec.name} v{spec.version}: {describe_error(exc, spec.artifact_dir)}"
+
+
 class Worker:
     """Dynamic batches (classification, images) and text-generation steps, interleaved on
     one thread."""
@@ -114,8 +123,7 @@ class Worker:
                 versions[spec.name] = spec.version
                 seconds[spec.name] = round(time.perf_counter() - started, 3)
             except Exception as exc:  # a bad artifact must not take the worker down
-                errors[spec.name] = f"{type(exc).__name__}: {exc}"
-                log.error("could not load %s v%d: %s", spec.name, spec.version, exc)
+                errors[spec.name] = load_error(spec, exc)
         self.outbox.send(Ready(os.getpid(), versions, errors, seconds))
 
     def build(self, spec: ModelSpec) -> Any:
@@ -155,9 +163,7 @@ class Worker:
             try:
                 self.inbox.put(Built(request.request_id, spec, self.build(spec), None))
             except Exception as exc:
-                log.error("could not load %s v%d: %s", spec.name, spec.version, exc)
-                error = f"{type(exc).__name__}: {exc}"
-                self.inbox.put(Built(request.request_id, spec, None, error))
+                self.inbox.put(Built(request.request_id, spec, None, load_error(spec, exc)))
 
         threading.Thread(target=run, name=f"load-{spec.name}", daemon=True).start()
 
