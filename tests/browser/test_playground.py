@@ -67,7 +67,8 @@ def test_streamed_text_appears_token_by_token(page: Any, screenshot: Any) -> Non
         """() => {
         window.tokenUpdates = 0;
         new MutationObserver((records) => { window.tokenUpdates += records.length; })
-          .observe(document.querySelector('#text-output'), {subtree: true, characterData: true});
+          .observe(document.querySelector('#text-output'),
+                   {subtree: true, childList: true, characterData: true});  // a span a token
         }"""
     )
     page.select_option("#text-model", "tiny-gpt")

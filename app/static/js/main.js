@@ -2,7 +2,9 @@
 // (the Content-Security-Policy allows only 'self'). A module script runs once the page is
 // parsed, like a deferred one, so the elements below all exist.
 
+import { setupAlternatives } from "./alternatives.js";
 import { apiKey, setApiKey } from "./api.js";
+import { chatKeydown, clearChat, sendChat, stopChat } from "./chat.js";
 import {
   classifyDigit,
   classifyText,
@@ -37,6 +39,11 @@ function wire() {
   }
   onSubmit("#text-form", generateText, $("#text-stats"));
   $("#text-stop").addEventListener("click", stopText);
+  setupAlternatives($("#text-output"));
+  onSubmit("#chat-form", sendChat); // shows its own errors in #chat-status
+  $("#chat-input").addEventListener("keydown", chatKeydown);
+  $("#chat-stop").addEventListener("click", stopChat);
+  $("#chat-clear").addEventListener("click", clearChat);
   onSubmit("#image-form", generateImage, $("#image-caption"));
   const imageResult = $("#classify-image-result");
   onSubmit("#classify-text-form", classifyText, $("#classify-text-result"));

@@ -13,7 +13,8 @@ export async function loadModels() {
 }
 
 // Each <select data-task> offers the served models of its task (and input kind), keeping the
-// user's choice when it is still there.
+// user's choice when it is still there; with data-default-label, first an empty choice that
+// leaves the model to the server's default.
 function fillModelSelects() {
   for (const select of document.querySelectorAll("select[data-task]")) {
     const { task, input } = select.dataset;
@@ -21,7 +22,10 @@ function fillModelSelects() {
       (m) => m.task === task && m.active_version !== null && (!input || m.input === input),
     );
     const previous = select.value;
-    select.replaceChildren(...served.map((m) => h("option", { value: m.name, text: m.name })));
+    const options = served.map((m) => h("option", { value: m.name, text: m.name }));
+    const label = select.dataset.defaultLabel;
+    if (label) options.unshift(h("option", { value: "", text: label }));
+    select.replaceChildren(...options);
     if (served.some((m) => m.name === previous)) select.value = previous;
     showVersion(select);
   }

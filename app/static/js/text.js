@@ -1,9 +1,12 @@
 // Text generation: the request is streamed (stream: true) and each token is appended as it
-// arrives, with a running tokens/s; Stop aborts the fetch.
+// arrives, with a running tokens/s; Stop aborts the fetch. Each token comes with its top
+// alternatives (top_logprobs), shown by alternatives.js.
 
+import { hide as hideAlternatives, tokenSpan } from "./alternatives.js";
 import { api, ApiError, sseEvents } from "./api.js";
 import { $, formValues, h, numbers, showError } from "./dom.js";
 
+const ALTERNATIVES = 5; // top_logprobs asked for each generated token
 let textAbort = null; // the running generation's AbortController
 
 function textRequest(form) {
@@ -13,6 +16,7 @@ function textRequest(form) {
     prompt: form.elements.prompt.value, // sent even when empty, which formValues would drop
     max_new_tokens: Number(v.max_new_tokens),
     stream: true,
+    top_logprobs: ALTERNATIVES,
     ...numbers(v, ["temperature", "top_k", "top_p", "repetition_penalty", "seed"]),
   };
   // Typed escapes, so that a stop such as "\n\n" can be entered in a one-line field.
@@ -28,7 +32,8 @@ function setRunning(running) {
 export async function generateText(form) {
   const body = textRequest(form);
   const out = $("#text-output");
-  const generated = document.createTextNode("");
+  const generated = h("span", { class: "generated" });
+  hideAlternatives();
   out.replaceChildren(h("span", { class: "prompt", text: body.prompt }), generated);
   out.dataset.state = "streaming";
   textAbort = new AbortController();
@@ -50,7 +55,9 @@ export async function generateText(form) {
       const payload = JSON.parse(data);
       if (kind === "error") throw new ApiError(500, payload);
       if (kind === "token") {
-        generated.appendData(payload.text);
+        // A span per token when it came with its alternatives; a stop string may leave none.
+        if (payload.token && payload.text) generated.append(tokenSpan(payload.text, payload.token));
+        else generated.append(payload.text);
         tokens = payload.completion_tokens;
         out.scrollTop = out.scrollHeight;
         stats("");
