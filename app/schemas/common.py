@@ -12,6 +12,26 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, mod
 # so neither storable nor printable in an error message): refused in every text field.
 BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 
+# What a terminal acts on instead of showing: C0 controls (ESC, BEL, CR, TAB...), DEL, C1
+# controls (CSI, OSC), the bidirectional overrides and isolates that reorder what is shown
+# ("Trojan Source"), and the line and paragraph separators. Refused in names a user gives
+# (datasets, labels; model names are already ASCII), escaped by the CLI in stored text.
+CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def escape_controls(text: str, keep: str = "") -> str:
+    """`text` with each control character written as a Python escape (`\\x1b`, `\\u202e`),
+    except those in `keep`: safe to print on a terminal, and still readable."""
+
+    def escaped(match: re.Match[str]) -> str:
+        char = match.group(0)
+        if char in keep:
+            return char
+        code = ord(char)
+        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+    return CONTROL_CHARS.sub(escaped, text)
+
 
 def as_utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; they were written in UTC."""

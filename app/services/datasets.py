@@ -34,7 +34,7 @@ from app.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from app.schemas.common import BAD_TEXT
+from app.schemas.common import BAD_TEXT, CONTROL_CHARS, escape_controls
 from app.settings import Settings
 from app.tables import Dataset
 from models.artifacts import write_durably
@@ -116,6 +116,12 @@ class DatasetService:
             raise InvalidInput("the uploaded file has no name; its extension tells its format")
         if BAD_TEXT.search(filename) or (name and BAD_TEXT.search(name)):
             raise InvalidInput("the file name or dataset name holds a NUL or a lone surrogate")
+        if CONTROL_CHARS.search(filename) or (name and CONTROL_CHARS.search(name)):
+            # names end up on terminals: an escape sequence in one would act, not show
+            raise InvalidInput(
+                "the file name or dataset name holds a control character (an escape, tab, "
+                "newline or bidirectional override); rename it or pass `name`"
+            )
         limit = self.settings.max_uploads_in_flight
         if self.uploading >= limit:
             raise Overloaded(f"{limit} upload(s) are being processed; retry shortly", retry_after=5)
@@ -137,6 +143,7 @@ class DatasetService:
             try:
                 fmt, data = await run_in_threadpool(parse_upload, tmp.path, filename)
                 meta = await run_in_threadpool(describe, data)
+                _check_labels(getattr(data, "label_names", None) or [])
             except UnsupportedFormat as e:
                 raise UnsupportedMediaType(str(e), code="unsupported_format") from None
             except DatasetError as e:
@@ -264,6 +271,16 @@ class DatasetService:
         if dataset.builtin or dataset.path.startswith(BUILTIN_PREFIX):
             return None
         return self.settings.state_dir / dataset.path
+
+
+def _check_labels(labels: list[str]) -> None:
+    """Labels are names too (a CSV column, zip folders): shown by the API, the playground and
+    terminals, so no control character either."""
+    bad = [escape_controls(label) for label in labels if CONTROL_CHARS.search(label)]
+    if bad:
+        raise InvalidInput(
+            f"{len(bad)} label(s) hold a control character: {bad[:5]}", code="invalid_dataset"
+        )
 
 
 def _alive(pid: int) -> bool:

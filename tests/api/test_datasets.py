@@ -222,3 +222,31 @@ def test_upload_needs_admin_scope(bare: TestClient) -> None:
     reader = {"Authorization": "Bearer reader-key-123"}
     response = bare.post("/datasets", files=files, headers=reader)
     assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
+
+
+HOSTILE = ["\x1b[2Jwiped", "title\x1b]0;pwned\x07", "bell\x07", "tab\there", "del\x7f", "c1\x9b2J"]
+HOSTILE += ["rtl\u202eexe.txt", "isolate\u2066x", "line\u2028break"]
+
+
+@pytest.mark.parametrize("bad", HOSTILE)
+def test_names_with_control_characters_are_refused(client: TestClient, bad: str) -> None:
+    """A name reaches terminals (the CLI, logs, a curl): no escape sequence may be stored in
+    one, whether it is given as `name`, comes from the file name, or names a label."""
+    corpus = f"a corpus named {bad!r}\n"
+    named = upload(client, "fine.txt", corpus, name=bad)
+    assert named.status_code == 422, named.text
+    assert named.json()["error"]["code"] == "invalid_input"
+    assert "control character" in named.json()["error"]["message"]
+    # by hand: httpx percent-encodes most controls in a file name, a hostile client need not
+    part = f'Content-Disposition: form-data; name="file"; filename="{bad}.txt"\r\n\r\n'
+    body = f"--B\r\n{part}{corpus}\r\n--B--\r\n".encode()
+    headers = {"Content-Type": "multipart/form-data; boundary=B"}
+    from_file = client.post("/datasets", content=body, headers=headers)
+    assert from_file.status_code == 422, from_file.text
+    rows = "text,label\n" + "".join(f"t{i},{bad if i % 2 else 'ok'}\n" for i in range(4))
+    labels = upload(client, "labels.csv", rows)
+    assert labels.status_code == 422 and "label" in labels.json()["error"]["message"], labels.text
+    job = {"kind": "text-ngram", "dataset": "tinyshakespeare", "name": bad}
+    assert client.post("/train", json=job).status_code == 422
+    names = [d["name"] for d in client.get("/datasets").json()["data"]]
+    assert not any(bad in name for name in names)
