@@ -71,6 +71,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0  # received while waiting for the current request's headers
         self._refused = False  # answered and half-closed: what still arrives is dropped
+        # Between a request's headers and the end of its body: what arrives is body, even
+        # after an early answer (a 413 sent before the body was read), not the next headers.
+        self._in_body = False
         # Connections with no request in progress, oldest first (shared by the server's).
         idle: dict[GuardedHttpTools, None] | None = getattr(self.server_state, "idle", None)
         if idle is None:
@@ -154,6 +157,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._idle.pop(self, None)
+        self._in_body = True
         super().on_headers_complete()
         self._arm(self.body_timeout_s)  # cancelled once the body is complete
 
@@ -162,12 +166,17 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._arm(self.body_timeout_s)
 
     def on_message_complete(self) -> None:
+        self._in_body = False
         super().on_message_complete()
         self._arm(None)
+        cycle = self.cycle
+        answered = cycle is not None and cycle.response_complete
+        if answered and self not in self._idle and not self.transport.is_closing():
+            self._waiting_for_request()  # answered early: the body's end starts the wait
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
+        if not self.transport.is_closing() and not self._in_body:
             self._waiting_for_request()
 
 
