@@ -21,7 +21,7 @@ from app.services.generate_image import GenerateImageService
 from app.services.openai import OpenAIService
 from app.services.registry import ModelRegistry
 from app.services.training import TrainingService
-from app.settings import Settings
+from app.settings import ApiKey, Settings
 
 
 def from_state(name: str):  # type: ignore[no-untyped-def]
@@ -46,12 +46,16 @@ GenerateImageServiceDep = Annotated[GenerateImageService, from_state("generate_i
 
 
 def require_scope(scope: Literal["read", "admin"]):  # type: ignore[no-untyped-def]
-    """Checks `Authorization: Bearer <key>` when GENSERVE_API_KEYS is set; admin implies read."""
+    """Checks `Authorization: Bearer <key>` when GENSERVE_API_KEYS is set; admin implies read.
 
-    async def check(request: Request) -> None:
+    The dependency's value is the matching key (None with auth off), for handlers that record
+    who asked (`AdminKey`); FastAPI runs it once per request however often it is named.
+    """
+
+    async def check(request: Request) -> ApiKey | None:
         keys = request.app.state.settings.keys
         if not keys:
-            return
+            return None
         header = request.headers.get("authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
         if not token:
@@ -68,9 +72,11 @@ def require_scope(scope: Literal["read", "admin"]):  # type: ignore[no-untyped-d
             raise Unauthorized("invalid API key", headers={"WWW-Authenticate": "Bearer"})
         if scope == "admin" and match.scope != "admin":
             raise Forbidden("this API key has read scope; this action needs admin")
+        return match
 
     return Depends(check)
 
 
 ReadScope = require_scope("read")
 AdminScope = require_scope("admin")
+AdminKey = Annotated[ApiKey | None, AdminScope]  # the admin key of the request, if auth is on

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 from functools import cached_property
 from pathlib import Path
@@ -18,14 +19,30 @@ PRETRAINED_DIR = REPO_ROOT / "models" / "pretrained"
 class ApiKey:
     """A parsed `key:scope` pair; the key itself never appears in repr or logs."""
 
-    __slots__ = ("key", "scope")
+    __slots__ = ("_fingerprint", "key", "scope")
 
     def __init__(self, key: str, scope: Literal["read", "admin"]) -> None:
         self.key = key
         self.scope = scope
+        self._fingerprint = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """What jobs record as their owner: 16 hex digits that name the key without revealing
+        it. PBKDF2 (100,000 rounds), so a reader of /train cannot test guesses at a short
+        key quickly; an operator recomputes it with `fingerprint(key)`."""
+        if not self._fingerprint:
+            self._fingerprint = fingerprint(self.key)
+        return self._fingerprint
 
     def __repr__(self) -> str:
         return f"ApiKey(scope={self.scope!r})"
+
+
+def fingerprint(key: str) -> str:
+    """The owner fingerprint of an API key (see ApiKey.fingerprint)."""
+    salt = b"genserve api key fingerprint"
+    return hashlib.pbkdf2_hmac("sha256", key.encode(), salt, 100_000, dklen=8).hex()
 
 
 class Settings(BaseSettings):

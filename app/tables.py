@@ -52,6 +52,7 @@ class TrainingJob(Base):
         Index("ix_training_jobs_status", "status"),
         Index("ix_training_jobs_name", "name"),
         Index("ix_training_jobs_kind", "kind"),
+        Index("ix_training_jobs_owner_started", "owner", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -60,6 +61,8 @@ class TrainingJob(Base):
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     activate: Mapped[bool] = mapped_column(Boolean, default=False)
+    # who submitted it: the fingerprint of its API key ('' without one), never the key itself
+    owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
     status: Mapped[str] = mapped_column(String(16), default="queued")
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)  # latest values

@@ -17,9 +17,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.db import Database, db_now
 from app.services import versions
@@ -52,14 +52,19 @@ def add_job(
     dataset_id: int,
     params: dict[str, Any],
     activate: bool,
+    owner: str | None = None,
 ) -> TrainingJob:
-    """Queues a job inside the caller's session, so its admission checks share the transaction."""
+    """Queues a job inside the caller's session, so its admission checks share the transaction.
+
+    `owner` is the fingerprint of the submitting API key (None: no key), for fair claiming.
+    """
     job = TrainingJob(
         kind=kind,
         name=name,
         dataset_id=dataset_id,
         params=params,
         activate=activate,
+        owner=owner or "",
         status="queued",
         created_at=db_now(),
         progress=0.0,
@@ -96,13 +101,30 @@ class JobStore:
         )
 
     def claim(self, runner_id: str) -> TrainingJob | None:
-        """The oldest claimable job, now ours; None when there is none."""
+        """The next claimable job, now ours; None when there is none.
+
+        Stale jobs first (they hold checkpoints). Then queued jobs round-robin by owner: the
+        owner served least recently (latest start among its jobs, never served first) gets
+        its oldest job. Concurrent runners may both see an owner as unserved, so the turn
+        order is fair up to the number of runners.
+        """
         with self.db.session() as session:
             claimable = self._claimable()
+            earlier = aliased(TrainingJob)
+            last_served = (
+                select(func.max(earlier.started_at))
+                .where(earlier.owner == TrainingJob.owner)
+                .correlate(TrainingJob)
+                .scalar_subquery()
+            )
             job_id = session.scalar(
                 select(TrainingJob.id)
                 .where(claimable)
-                .order_by(TrainingJob.id)
+                .order_by(
+                    case((TrainingJob.status == "running", 0), else_=1),
+                    last_served.asc().nulls_first(),
+                    TrainingJob.id,
+                )
                 .limit(1)
                 .with_for_update(skip_locked=True)  # PostgreSQL; SQLite serialises writers
             )

@@ -4,7 +4,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.deps import AdminScope, ReadScope, TrainingServiceDep
+from app.deps import AdminKey, AdminScope, ReadScope, TrainingServiceDep
 from app.schemas.errors import error_responses
 from app.schemas.train import JobDetail, JobPublic, JobsPublic, KindsPublic, TrainRequest
 
@@ -19,9 +19,11 @@ JobId = Path(ge=1, le=2**31 - 1)
     dependencies=[AdminScope],
     responses=error_responses(400, 401, 403, 404, 409, 422, 429),  # 400: a body that is not JSON
 )
-def submit_job(body: TrainRequest, service: TrainingServiceDep, response: Response) -> JobPublic:
+def submit_job(
+    body: TrainRequest, service: TrainingServiceDep, response: Response, key: AdminKey
+) -> JobPublic:
     """Queue a training job; poll the `Location` it answers with."""
-    job = service.submit(body)
+    job = service.submit(body, owner=key.fingerprint if key is not None else None)
     response.headers["Location"] = f"/train/{job.id}"
     return job
 

@@ -41,6 +41,9 @@ class JobPublic(BaseModel):
     dataset_id: int | None
     params: dict[str, Any]
     activate: bool
+    owner: str | None = Field(
+        None, description="fingerprint of the API key that submitted it (never the key)"
+    )
     status: str  # queued | running | succeeded | failed | cancelled
     progress: float
     metrics: dict[str, Any]

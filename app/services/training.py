@@ -110,6 +110,7 @@ def job_public(job: TrainingJob, version: tuple[str, int] | None) -> JobPublic:
         dataset_id=job.dataset_id,
         params=job.params,
         activate=job.activate,
+        owner=job.owner or None,
         status=job.status,
         progress=job.progress,
         metrics=job.metrics,
@@ -134,7 +135,8 @@ class TrainingService:
     def kinds(self) -> list[KindPublic]:
         return [kind_public(k) for k in KINDS.values()]
 
-    def submit(self, request: TrainRequest) -> JobPublic:
+    def submit(self, request: TrainRequest, owner: str | None = None) -> JobPublic:
+        """Validates and queues a job; `owner` is the submitting key's fingerprint."""
         kind = KINDS.get(request.kind)
         if kind is None:
             raise InvalidInput(
@@ -159,7 +161,9 @@ class TrainingService:
                     f"model {request.name!r} is a {model.task} model; {kind.name} makes "
                     f"{kind.task} models: choose another name"
                 )
-            job = add_job(session, kind.name, request.name, dataset.id, params, request.activate)
+            job = add_job(
+                session, kind.name, request.name, dataset.id, params, request.activate, owner
+            )
             return job_public(job, None)
 
     @staticmethod
