@@ -25,19 +25,22 @@ def wait_served(client: GenserveClient, job_id: int | str) -> int:
     produced = poll(client, job_id).get("model_version") or {}
     name, version = produced.get("name"), produced.get("version")
     if name is None or version is None:
-        console.print(f"job {job_id} registered no version to serve", markup=False)
+        console.print(render.safe(f"job {job_id} registered no version to serve"), markup=False)
         return 1
     deadline = time.monotonic() + SERVE_TIMEOUT_S
     reported = None
     while time.monotonic() < deadline:
         model = retrying(client.get_model, name)
         if model.get("served_version") == version:
-            console.print(f"{name} v{version} is served by {model.get('replica')}", markup=False)
+            served = f"{name} v{version} is served by {model.get('replica')}"
+            console.print(render.safe(served), markup=False)
             return 0
         if model.get("active_version") != version:
             console.print(
-                f"{name} v{version} is no longer the active version "
-                f"(v{model.get('active_version')} is); not waiting for it",
+                render.safe(
+                    f"{name} v{version} is no longer the active version "
+                    f"(v{model.get('active_version')} is); not waiting for it"
+                ),
                 markup=False,
             )
             return 1
@@ -45,12 +48,15 @@ def wait_served(client: GenserveClient, job_id: int | str) -> int:
         if degraded and degraded.get("error") != reported:
             reported = degraded.get("error")
             console.print(
-                f"{model.get('replica')} still serves v{degraded.get('served_version')}: "
-                f"{reported}; it retries",
+                render.safe(
+                    f"{model.get('replica')} still serves v{degraded.get('served_version')}: "
+                    f"{reported}; it retries"
+                ),
                 markup=False,
             )
         time.sleep(POLL_INTERVAL_S)
-    console.print(f"{name} v{version} was not served within {SERVE_TIMEOUT_S:g} s", markup=False)
+    late = f"{name} v{version} was not served within {SERVE_TIMEOUT_S:g} s"
+    console.print(render.safe(late), markup=False)
     return 1
 
 

@@ -299,7 +299,7 @@ def jobs_kinds(ctx: typer.Context, url: UrlOption = None, api_key: ApiKeyOption 
                 cell(kind["kind"]),
                 cell(kind.get("task")),
                 cell(", ".join(kind.get("dataset_kinds") or [])),
-                cell("\n".join(render.describe_param(p) for p in kind.get("params") or [])),
+                render.lines(render.describe_param(p) for p in kind.get("params") or []),
                 cell(kind.get("description")),
             )
             for kind in kinds
@@ -362,8 +362,10 @@ def datasets_upload(
     what = "uploaded as" if created else "already stored as"
     unit = "characters" if ds.get("kind") == "text" else "examples"  # what num_records counts
     console.print(
-        f"{what} dataset {ds['id']} {ds['name']!r}: {ds.get('kind')}, {ds.get('format')}, "
-        f"{ds.get('num_records')} {unit}, {ds.get('size_bytes')} bytes",
+        render.safe(
+            f"{what} dataset {ds['id']} {ds['name']!r}: {ds.get('kind')}, {ds.get('format')}, "
+            f"{ds.get('num_records')} {unit}, {ds.get('size_bytes')} bytes"
+        ),
         markup=False,
         highlight=False,
     )

@@ -1,6 +1,9 @@
 """How the CLI shows what a server answered: tables, numbers, times, statuses, progress.
 
-Nothing here talks HTTP or reads a database, so every command renders the same way.
+Nothing here talks HTTP or reads a database, so every command renders the same way. Every
+string from a server goes through `safe` (control characters escaped: a stored name may
+hold an escape sequence, rows from before names were checked can) and into a `Text` or a
+markup-free print (a name may hold brackets rich would read as markup).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -22,6 +26,8 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from app.schemas.common import escape_controls
 
 console = Console()
 err_console = Console(stderr=True)
@@ -36,10 +42,21 @@ STATUS_STYLES = {
 METRIC_ORDER = ("loss", "val_loss", "val_accuracy", "step", "samples_per_s")
 
 
+def safe(value: Any, keep: str = "") -> str:
+    """`value` as text the terminal shows rather than obeys: control characters other than
+    those in `keep` are written as escapes (`\\x1b`), so ESC[2J clears no screen."""
+    return escape_controls("" if value is None else str(value), keep)
+
+
 def print_error(message: str) -> None:
-    """In red on stderr, verbatim: a server's message may hold brackets rich would eat."""
+    """In red on stderr, verbatim: a server's message may hold brackets rich would eat, and
+    only its line breaks act."""
     err_console.print(
-        f"error: {message}", style="red", markup=False, highlight=False, soft_wrap=True
+        f"error: {safe(message, keep=chr(10))}",
+        style="red",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -49,13 +66,14 @@ def print_table(
     rows: Iterable[Sequence[RenderableType]],
     right: Iterable[str] = (),
 ) -> None:
-    """One titled table; `right` names the numeric columns, aligned right."""
+    """One titled table; `right` names the numeric columns, aligned right. Plain strings
+    become plain text (`cell`); a `Text` is taken as built (from `safe` parts)."""
     aligned = set(right)
     table = Table(title=title)
     for column in columns:
         table.add_column(column, justify="right" if column in aligned else "left")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(value if isinstance(value, Text) else cell(value) for value in row))
     console.print(table)
 
 
@@ -70,8 +88,14 @@ def print_details(fields: Mapping[str, Any]) -> None:
 
 
 def cell(value: Any) -> Text:
-    """Plain text cells: names and messages from the server are never read as rich markup."""
-    return Text("" if value is None else str(value))
+    """Plain text cells: names and messages from the server are never read as rich markup,
+    nor their control characters written to the terminal."""
+    return Text(safe(value))
+
+
+def lines(values: Iterable[Any]) -> Text:
+    """One cell of several lines: each value escaped, so only these line breaks act."""
+    return Text("\n".join(safe(value) for value in values))
 
 
 def number(value: Any) -> str:
@@ -116,12 +140,12 @@ def format_metrics(metrics: Mapping[str, Any] | None, sep: str = " ") -> str:
 
 def status(value: str) -> Text:
     """A job status in its colour, so a failed job stands out in a long table."""
-    return Text(value, style=STATUS_STYLES.get(value, ""))
+    return Text(safe(value), style=STATUS_STYLES.get(value, ""))
 
 
 def version_ref(version: Mapping[str, Any] | None) -> str:
     """`name vN` for a model version the server returned, else blank."""
-    return f"{version['name']} v{version['version']}" if version else ""
+    return safe(f"{version['name']} v{version['version']}") if version else ""
 
 
 def describe_param(param: Mapping[str, Any]) -> str:
@@ -151,17 +175,23 @@ def job_progress() -> Progress:
 def show_job_progress(progress: Progress, task: TaskID, job: Mapping[str, Any]) -> None:
     """Moves the bar to the job's latest poll."""
     value = job["status"]
+    shown = escape(safe(value))  # the description is markup: the server's text is escaped
     progress.update(
         task,
         completed=float(job.get("progress") or 0.0),
-        description=f"job {job['id']} [{STATUS_STYLES.get(value, 'default')}]{value}[/]",
-        metrics=format_metrics(job.get("metrics")),
+        description=f"job {escape(safe(job['id']))} "
+        f"[{STATUS_STYLES.get(value, 'default')}]{shown}[/]",
+        metrics=safe(format_metrics(job.get("metrics"))),
     )
 
 
 def job_line(job: Mapping[str, Any], *parts: str | Text) -> Text:
     """`job 7 <status>` followed by `parts`, the opening of every one-line job report."""
-    return Text.assemble(f"job {job['id']} ", status(job["status"]), *parts)
+    return Text.assemble(
+        f"job {safe(job['id'])} ",
+        status(job["status"]),
+        *(part if isinstance(part, Text) else safe(part) for part in parts),
+    )
 
 
 def print_outcome(job: Mapping[str, Any]) -> None:
@@ -169,7 +199,7 @@ def print_outcome(job: Mapping[str, Any]) -> None:
     line = job_line(job, duration(job))
     metrics = format_metrics(job.get("metrics"))
     if metrics:
-        line.append(f": {metrics}")
+        line.append(f": {safe(metrics)}")
     version = job.get("model_version")
     if version:
         line.append(f" -> model {version_ref(version)}")
