@@ -1,4 +1,5 @@
-"""A text artifact's tokenizer as a Hugging Face tokenizer directory.
+"""A text artifact's tokenizer as a Hugging Face tokenizer directory, and a text-gpt artifact
+as a Hugging Face GPT-2 checkpoint (for peers such as vLLM that serve that format).
 
 Evaluation tools that talk to genserve over the OpenAI completions API (lm-evaluation-harness'
 `local-completions`, for one) tokenize on the client: they count the context's tokens to know
@@ -10,8 +11,13 @@ genserve's:
 - `char`: a BPE model whose vocabulary is the characters (same ids) and which has no merges and
   no pre-tokenizer, so every character is one token; `Fuse` decodes by concatenation.
 
-Only plain JSON is written (no code, no pickles), and nothing is downloaded. Usage:
-`python -m models.text.hf_export models/pretrained/shakespeare-gpt /tmp/shakespeare-tokenizer`.
+The GPT is nanoGPT's layout, which is GPT-2's but for biases (none here: written as zeros),
+the exact GELU (GPT-2's `activation_function: "gelu"`, not its tanh approximation) and
+Linear weights stored (out, in) where GPT-2's Conv1D stores (in, out).
+
+Only plain JSON and safetensors are written (no code, no pickles), and nothing is downloaded:
+`python -m models.text.hf_export models/pretrained/shakespeare-gpt /tmp/shakespeare-tokenizer`
+`python -m models.text.hf_export --gpt2 models/pretrained/shakespeare-gpt /tmp/shakespeare-gpt2`
 """
 
 from __future__ import annotations
@@ -67,11 +73,86 @@ def export_artifact_tokenizer(artifact: Path, directory: Path) -> Path:
     return save_hf_tokenizer(meta["tokenizer"], directory, block_size)
 
 
+def gpt2_state_dict(model: Any) -> dict[str, Any]:
+    """GPT-2's parameter names and layouts for a models.text.gpt.GPT."""
+    import torch
+
+    def zeros(n: int) -> torch.Tensor:
+        return torch.zeros(n)
+
+    c = model.config.n_embd
+    out = {
+        "transformer.wte.weight": model.wte.weight,
+        "transformer.wpe.weight": model.wpe.weight,
+        "transformer.ln_f.weight": model.ln_f.weight,
+        "transformer.ln_f.bias": zeros(c),
+    }
+    for i, block in enumerate(model.blocks):
+        h = f"transformer.h.{i}."
+        layers = {
+            "ln_1": (block.ln_1, False),
+            "ln_2": (block.ln_2, False),
+            "attn.c_attn": (block.attn.c_attn, True),
+            "attn.c_proj": (block.attn.c_proj, True),
+            "mlp.c_fc": (block.mlp.c_fc, True),
+            "mlp.c_proj": (block.mlp.c_proj, True),
+        }
+        for name, (layer, conv1d) in layers.items():
+            weight = layer.weight.t() if conv1d else layer.weight
+            out[f"{h}{name}.weight"] = weight
+            bias = layer.bias if layer.bias is not None else zeros(weight.shape[-1])
+            out[f"{h}{name}.bias"] = bias
+    return {k: v.detach().float().contiguous().clone() for k, v in out.items()}
+
+
+def export_gpt2(artifact: Path, directory: Path) -> Path:
+    """A text-gpt artifact as a GPT2LMHeadModel directory: config.json, model.safetensors (the
+    tied lm_head is GPT-2's default) and the tokenizer."""
+    from safetensors.torch import save_file
+
+    from models.artifacts import load_artifact
+
+    lm = load_artifact(artifact, task="text-generation")
+    meta = json.loads((artifact / CONFIG_FILE).read_text(encoding="utf-8"))
+    if meta.get("kind") != "text-gpt":
+        raise ValueError(f"{meta.get('name')!r} is a {meta.get('kind')}, not a text-gpt")
+    config = lm.model.config
+    directory.mkdir(parents=True, exist_ok=True)
+    hf_config = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_ctx": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": 4 * config.n_embd,
+        "activation_function": "gelu",
+        "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "tie_word_embeddings": True,
+        "bos_token_id": lm.tokenizer.start_id,
+        "eos_token_id": lm.tokenizer.start_id,
+        "torch_dtype": "float32",
+    }
+    (directory / "config.json").write_text(json.dumps(hf_config, indent=1) + "\n")
+    save_file(gpt2_state_dict(lm.model), directory / "model.safetensors", {"format": "pt"})
+    save_hf_tokenizer(meta["tokenizer"], directory, config.block_size)
+    return directory
+
+
 def main(argv: list[str]) -> int:
+    gpt2 = argv[:1] == ["--gpt2"]
+    argv = argv[1:] if gpt2 else argv
     if len(argv) != 2:
-        print("usage: python -m models.text.hf_export ARTIFACT_DIR OUT_DIR", file=sys.stderr)
+        usage = "usage: python -m models.text.hf_export [--gpt2] ARTIFACT_DIR OUT_DIR"
+        print(usage, file=sys.stderr)
         return 2
-    print(export_artifact_tokenizer(Path(argv[0]), Path(argv[1])))
+    export = export_gpt2 if gpt2 else export_artifact_tokenizer
+    print(export(Path(argv[0]), Path(argv[1])))
     return 0
 
 
