@@ -26,6 +26,15 @@ def utf8_decoder() -> codecs.IncrementalDecoder:
     return codecs.getincrementaldecoder("utf-8")("replace")
 
 
+def token_text(data: bytes) -> str:
+    """A token shown on its own (an alternative): its text, or OpenAI's `bytes:\\xNN` form
+    for a piece of a UTF-8 character, so that distinct tokens never share a name."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in data)
+
+
 @dataclass
 class Sequence:
     request_id: int
@@ -52,7 +61,7 @@ class GenerationEngine:
         self.running: dict[int, Sequence] = {}  # slot -> sequence; slots are always 0..B-1
         self.pending_logits: dict[int, torch.Tensor] = {}  # slot -> logits after prefill
         self.vocab = lm.tokenizer.vocab_size
-        self.token_text = [b.decode("utf-8", "replace") for b in lm.tokenizer.token_bytes]
+        self.token_text = [token_text(b) for b in lm.tokenizer.token_bytes]
 
     def add(self, request_id: int, prompt: str | list[int], params: dict[str, Any], n: int) -> None:
         # The API checked the vocabulary (characters or token ids) already.

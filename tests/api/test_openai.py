@@ -88,8 +88,12 @@ def test_score_works_for_every_text_family(client: TestClient) -> None:
 
 def test_bpe_model_scores_and_generates_any_utf8(client: TestClient, api: openai.OpenAI) -> None:
     text = "Café “naïve” 🎭 — ½"
-    score = client.post("/score", json={"model": "tiny-bpe-gpt", "text": text}).json()
+    body = {"model": "tiny-bpe-gpt", "text": text, "top_logprobs": 20}
+    score = client.post("/score", json=body).json()
     assert "".join(t["token"] for t in score["tokens"]) == text
+    for token in score["tokens"][1:]:  # pieces of characters are named by their bytes
+        names = [alt["token"] for alt in token["top_logprobs"]]
+        assert len(set(names)) == len(names) == 20
     result = api.completions.create(model="tiny-bpe-gpt", prompt=text, max_tokens=5, seed=0)
     assert result.choices[0].finish_reason == "length"
 
