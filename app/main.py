@@ -88,9 +88,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
-        path_limits={"/datasets": settings.max_upload_bytes},
+        # an upload larger than the whole spool could never be admitted: 413, not 429
+        path_limits={"/datasets": min(settings.max_upload_bytes, settings.max_spool_bytes)},
     )
-    app.add_middleware(UploadGate, paths={"/datasets"}, limit=settings.max_uploads_in_flight)
+    app.add_middleware(
+        UploadGate,
+        paths={"/datasets"},
+        limit=settings.max_uploads_in_flight,
+        max_bytes=settings.max_spool_bytes,
+    )
     app.add_middleware(TextGuard)
     app.add_middleware(DrainGate, drain=drain)
     app.add_middleware(RequestMetrics)

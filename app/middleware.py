@@ -11,7 +11,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.errors import error_response
+from app.errors import AppError, Overloaded, error_response
 from app.schemas.common import BAD_TEXT
 
 
@@ -88,36 +88,109 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-class UploadGate:
-    """Refuses an upload with 429 while `limit` are in flight, before its body is read: a
-    parsed upload may hold its whole file in memory, and reading one only to refuse it costs
-    the bandwidth and disk that the limit protects."""
+class SpoolFull(HTTPException):
+    """Raised by UploadGate's receive when a streamed upload passes the spool limit: an
+    HTTPException, so that FastAPI's body parsing re-raises it; UploadGate answers it."""
 
-    def __init__(self, app: ASGIApp, paths: set[str], limit: int) -> None:
+    def __init__(self) -> None:
+        super().__init__(429, "the upload spool is full")
+
+
+class UploadGate:
+    """Refuses an upload with 429 while `limit` are in flight, or while the bytes being
+    received by all uploads would pass `max_bytes`: a parsed upload may hold its whole file in
+    memory, so the bytes bound the memory that the count alone does not.
+
+    A declared Content-Length is reserved whole and refused before the body is read: reading
+    one only to refuse it costs the bandwidth and disk the limit protects. A chunked upload is
+    counted as it streams and refused once it would pass the limit. An upload larger than
+    `max_bytes` on its own is left to BodySizeLimit (413): waiting would never help it.
+    """
+
+    def __init__(self, app: ASGIApp, paths: set[str], limit: int, max_bytes: int) -> None:
         self.app = app
         self.paths = paths
         self.limit = limit
+        self.max_bytes = max_bytes
         self.inflight = 0
+        self.spooling = 0  # bytes reserved by the uploads in flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
         if self.inflight >= self.limit:
-            response = error_response(
-                429,
-                "overloaded",
+            refusal = Overloaded(
                 f"{self.limit} upload(s) are being processed; retry shortly",
-                {"max_uploads_in_flight": self.limit},
-                {"Retry-After": "5"},  # the connection lives on: what is sent is discarded
+                details={"max_uploads_in_flight": self.limit},
+                retry_after=5,  # the connection lives on: what is sent is discarded
             )
-            await response(scope, receive, send)
+            await _answer(refusal, scope, receive, send)
             return
+        declared = _content_length(scope)
+        if declared is not None and declared <= self.max_bytes:
+            if self.spooling + declared > self.max_bytes:
+                await _answer(self._full(), scope, receive, send)
+                return
+            reserved = declared
+        else:
+            reserved = 0  # counted as it arrives (or too large: BodySizeLimit refuses it)
         self.inflight += 1
+        self.spooling += reserved
+        refused = started = False
+
+        async def counting_receive() -> Message:
+            nonlocal reserved, refused
+            message = await receive()
+            if declared is None and message["type"] == "http.request":
+                size = len(message.get("body", b""))
+                # past the limit on its own: BodySizeLimit's 413, not a 429 to retry forever
+                if self.spooling + size > self.max_bytes and reserved + size <= self.max_bytes:
+                    refused = True
+                    raise SpoolFull
+                reserved += size
+                self.spooling += size
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused and not started:
+                return  # the app's answer to SpoolFull: UploadGate answers instead
+            started = True
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, counting_receive, guarded_send)
+        except SpoolFull:
+            pass
         finally:
             self.inflight -= 1
+            self.spooling -= reserved
+        if refused and not started:
+            await _answer(self._full(), scope, receive, send)
+
+    def _full(self) -> Overloaded:
+        return Overloaded(
+            f"uploads being received hold {self.spooling} of the {self.max_bytes} bytes "
+            "they may; retry shortly",
+            details={"max_spool_bytes": self.max_bytes, "spooling_bytes": self.spooling},
+            retry_after=5,
+        )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _answer(error: AppError, scope: Scope, receive: Receive, send: Send) -> None:
+    response = error_response(error.status, error.code, error.message, error.details, error.headers)
+    await response(scope, receive, send)
 
 
 class TextGuard:

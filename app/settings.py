@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)  # POST /datasets bodies
     max_uploads_in_flight: int = Field(2, ge=1, le=64)  # being parsed at once; beyond: 429
+    max_spool_bytes: int = Field(512 * 1024 * 1024, ge=1024)  # upload bytes being received
+    # at once, all uploads together (declared Content-Length, else counted); beyond: 429. An
+    # upload bigger than this alone is 413: it could never fit
     max_inputs: int = Field(256, ge=1, le=100_000)  # texts or images per /classify request
     max_text_chars: int = Field(10_000, ge=1)
     max_prompt_chars: int = Field(4096, ge=1)
