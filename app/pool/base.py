@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -108,6 +109,43 @@ class Slot:
     inflight: int = 0  # requests
     inflight_rows: int = 0  # what routing balances: a request of 64 rows weighs 64
     restarts: int = 0
+    sequences: dict[str, int] = field(default_factory=dict)  # model -> generations admitted
+    running: dict[str, int] = field(default_factory=dict)  # model -> in its latest step
+
+
+class StreamMeter:
+    """Token counts, time to first token and inter-token latency of one generation, taken
+    where its events arrive in the API process: what a client waits for, less the HTTP hop.
+    (Ray delivers events in polled batches, so its inter-token gaps are lumpier.)"""
+
+    __slots__ = ("counted", "first", "itl", "last", "prompt_tokens", "started", "tokens", "ttft")
+
+    def __init__(self, model: str) -> None:
+        self.started = time.perf_counter()
+        self.first = True  # no generated token yet
+        self.counted = False  # its prompt: once per request, as its usage counts it
+        self.last: dict[int, tuple[int, float]] = {}  # choice -> (its tokens, when the last came)
+        self.prompt_tokens = metrics.PROMPT_TOKENS.labels(model)
+        self.tokens = metrics.COMPLETION_TOKENS.labels(model)
+        self.ttft = metrics.TIME_TO_FIRST_TOKEN.labels(model)
+        self.itl = metrics.INTER_TOKEN_LATENCY.labels(model)
+
+    def observe(self, event: TokenEvent) -> None:
+        if event.prompt_tokens and not self.counted:
+            self.counted = True
+            self.prompt_tokens.inc(event.prompt_tokens)
+        seen, at = self.last.get(event.index, (0, 0.0))
+        new = event.completion_tokens - seen
+        if new <= 0:
+            return  # no token (a scored prompt), or a repeat
+        now = time.perf_counter()
+        self.tokens.inc(new)
+        if self.first:
+            self.first = False
+            self.ttft.observe(now - self.started)
+        elif seen:
+            self.itl.observe((now - at) / new)
+        self.last[event.index] = (event.completion_tokens, now)
 
 
 S = TypeVar("S", bound=Slot)
@@ -166,7 +204,9 @@ class SharedPool(WorkerPool, Generic[S]):
             raise ModelLoadFailed(f"model {model!r} failed to load", details=errors)
         raise ModelLoading(f"model {model!r} is loading; retry shortly")
 
-    def _admit(self, model: str, rows: int, limit: int, units: int = 1) -> S:
+    def _admit(
+        self, model: str, rows: int, limit: int, units: int = 1, generation: bool = False
+    ) -> S:
         """Picks a worker and counts `units` (1 per inference request, n per generation)
         against its model's queue, or refuses them when they would take it past `limit`."""
         slot = self._pick(model)
@@ -176,13 +216,37 @@ class SharedPool(WorkerPool, Generic[S]):
         slot.inflight += 1
         slot.inflight_rows += rows
         metrics.QUEUE_DEPTH.labels(model).set(self._queued[model])
+        if generation:
+            slot.sequences[model] = slot.sequences.get(model, 0) + units
+            self._sequence_gauges(slot, model)
         return slot
 
-    def _release(self, slot: Slot, model: str, rows: int, units: int = 1) -> None:
+    def _release(
+        self, slot: Slot, model: str, rows: int, units: int = 1, generation: bool = False
+    ) -> None:
         self._queued[model] -= units
         slot.inflight -= 1
         slot.inflight_rows -= rows
         metrics.QUEUE_DEPTH.labels(model).set(self._queued[model])
+        if generation:
+            slot.sequences[model] -= units
+            self._sequence_gauges(slot, model)
+
+    def _on_step(self, slot: Slot, model: str, running: int) -> None:
+        """A decoding step of `model` on `slot` ran `running` sequences."""
+        slot.running[model] = running
+        self._sequence_gauges(slot, model)
+
+    @staticmethod
+    def _sequence_gauges(slot: Slot, model: str) -> None:
+        """Running and waiting sequences from the admission count and the latest step: the
+        worker reports steps only while it decodes, so what this replica no longer has in
+        flight (finished, cancelled) is not running, whatever the last step said."""
+        admitted = slot.sequences.get(model, 0)
+        running = min(slot.running.get(model, 0), admitted)
+        worker = str(slot.id)
+        metrics.RUNNING_SEQUENCES.labels(model, worker).set(running)
+        metrics.WAITING_SEQUENCES.labels(model, worker).set(admitted - running)
 
     def _generation_limit(self) -> int:
         """Sequences of one model running or waiting before a generation is refused."""
@@ -227,6 +291,9 @@ class SharedPool(WorkerPool, Generic[S]):
 
     def _on_lost(self, slot: Slot, restarting: bool) -> None:
         slot.ready, slot.pid, slot.models = False, None, {}
+        for model in slot.running:  # nothing runs there now; its requests fail as they learn
+            slot.running[model] = 0
+            self._sequence_gauges(slot, model)
         metrics.WORKERS_READY.set(sum(s.ready for s in self.slots))
         if restarting:
             slot.restarts += 1

@@ -18,7 +18,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from app import metrics
-from app.pool.base import SharedPool, Slot
+from app.pool.base import SharedPool, Slot, StreamMeter
 from app.pool.errors import EngineTimeout, WorkerLost, failure_error
 from app.settings import Settings
 from app.supervision import SupervisedProcess, spawn, stop_all
@@ -130,6 +130,7 @@ class LocalPool(SharedPool[_Worker]):
                     self._resolve(worker, request_id, output, None)
             case msg.Tokens(model=model, running=running, events=events):
                 metrics.BATCH_SIZE.labels(model).observe(running)
+                self._on_step(worker, model, running)
                 for event in events:
                     pending = worker.pending.get(event.request_id)
                     if pending is None or pending.events is None:
@@ -187,14 +188,16 @@ class LocalPool(SharedPool[_Worker]):
         """Takes a request off its worker and its model's queue; None if it was gone."""
         pending = worker.pending.pop(request_id, None)
         if pending is not None:
-            self._release(worker, pending.model, pending.rows, pending.units)
+            generation = pending.events is not None
+            self._release(worker, pending.model, pending.rows, pending.units, generation)
         return pending
 
     # -- the API ---------------------------------------------------------------------------
 
     def _submit(self, message: msg.Infer | msg.Generate, pending: _Pending, limit: int) -> _Worker:
         """Sends `message` to the least loaded worker, or refuses it when the queue is full."""
-        worker = self._admit(pending.model, pending.rows, limit, pending.units)
+        generation = pending.events is not None
+        worker = self._admit(pending.model, pending.rows, limit, pending.units, generation)
         worker.pending[message.request_id] = pending
         if not self._send(worker, message):
             worker.process.exited()  # fails this request with WorkerLost too
@@ -226,11 +229,17 @@ class LocalPool(SharedPool[_Worker]):
         # Submitted now, not on first iteration, so a full queue is an error before streaming.
         pending = _Pending(model, n, events=asyncio.Queue(), remaining=n, units=n)
         request = msg.Generate(next(self._ids), model, prompt, params, n)
+        meter = StreamMeter(model)
         worker = self._submit(request, pending, self._generation_limit())
-        return self._events(worker, request.request_id, pending, self._deadline())
+        return self._events(worker, request.request_id, pending, self._deadline(), meter)
 
     async def _events(
-        self, worker: _Worker, request_id: int, pending: _Pending, deadline: float
+        self,
+        worker: _Worker,
+        request_id: int,
+        pending: _Pending,
+        deadline: float,
+        meter: StreamMeter,
     ) -> AsyncIterator[msg.TokenEvent]:
         """Events until every choice finished, the worker failed, or a timeout."""
         events = pending.events
@@ -240,6 +249,7 @@ class LocalPool(SharedPool[_Worker]):
                 item = await self._next_event(pending.model, events.get, deadline)
                 if isinstance(item, Exception):
                     raise item
+                meter.observe(item)
                 yield item
         finally:
             # The client went away or we failed: stop the work in the worker too.

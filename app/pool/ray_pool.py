@@ -20,7 +20,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from app import metrics
-from app.pool.base import SharedPool, Slot
+from app.pool.base import SharedPool, Slot, StreamMeter
 from app.pool.errors import EngineTimeout, WorkerLost, failure_error
 from app.settings import Settings
 from app.supervision import restart_delay
@@ -157,13 +157,20 @@ class RayPool(SharedPool[_Actor]):
         self, model: str, prompt: str | list[int], params: dict[str, Any], n: int
     ) -> AsyncIterator[TokenEvent]:
         # Submitted now, not on first iteration, so a full queue is an error before streaming.
-        slot = self._admit(model, n, self._generation_limit(), units=n)
+        meter = StreamMeter(model)
+        slot = self._admit(model, n, self._generation_limit(), units=n, generation=True)
         request = Generate(next(self._ids), model, prompt, params, n)
         submitted = slot.actor.generate.remote(request)
-        return self._events(slot, slot.actor, request, submitted, self._deadline())
+        return self._events(slot, slot.actor, request, submitted, self._deadline(), meter)
 
     async def _events(
-        self, slot: _Actor, actor: Any, request: Generate, submitted: Any, deadline: float
+        self,
+        slot: _Actor,
+        actor: Any,
+        request: Generate,
+        submitted: Any,
+        deadline: float,
+        meter: StreamMeter,
     ) -> AsyncIterator[TokenEvent]:
         """Polls the actor for events until every choice finished, it failed, or a timeout."""
         model, remaining = request.model, request.n
@@ -177,14 +184,17 @@ class RayPool(SharedPool[_Actor]):
                 reply: EventsReply = await self._next_event(model, poll, deadline)
                 for running in reply.steps:
                     metrics.BATCH_SIZE.labels(model).observe(running)
+                if reply.steps:
+                    self._on_step(slot, model, reply.steps[-1])
                 for event in reply.events:
                     if event.finish_reason is not None:  # a choice finished
                         remaining -= 1
+                    meter.observe(event)
                     yield event
                 if reply.failure is not None:
                     raise failure_error(reply.failure)
         finally:
-            self._release(slot, model, request.n, units=request.n)
+            self._release(slot, model, request.n, units=request.n, generation=True)
             if remaining > 0:  # the client went away or we failed: stop the work there too
                 actor.cancel.remote(request.request_id)
 

@@ -55,7 +55,34 @@ def test_a_stream_closed_early_frees_its_place(client: TestClient) -> None:
     while client.get("/readyz").json()["workers"][0]["inflight"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert client.get("/readyz").json()["workers"][0]["inflight"] == 0
-    assert 'genserve_queue_depth{model="tiny-gpt"} 0.0' in client.get("/metrics").text
+    text = client.get("/metrics").text
+    assert 'genserve_queue_depth{model="tiny-gpt"} 0.0' in text
+    assert 'genserve_running_sequences{model="tiny-gpt",worker="0"} 0.0' in text
+    assert 'genserve_waiting_sequences{model="tiny-gpt",worker="0"} 0.0' in text
+
+
+def test_tokens_and_their_latencies_are_measured_from_the_actors_events(
+    client: TestClient,
+) -> None:
+    def scrape() -> dict[str, float]:
+        lines = client.get("/metrics").text.splitlines()
+        return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in lines if line[0] != "#")}
+
+    before = scrape()
+    answer = client.post("/generate/text", json={"prompt": "ROMEO:", "max_new_tokens": 20}).json()
+    after = scrape()
+    grew = {
+        name: after[name] - before.get(name, 0)
+        for name in (
+            'genserve_prompt_tokens_total{model="tiny-gpt"}',
+            'genserve_completion_tokens_total{model="tiny-gpt"}',
+            'genserve_time_to_first_token_seconds_count{model="tiny-gpt"}',
+            'genserve_inter_token_latency_seconds_count{model="tiny-gpt"}',
+        )
+    }
+    usage = answer["usage"]
+    assert usage["completion_tokens"] == 20
+    assert list(grew.values()) == [usage["prompt_tokens"], 20, 1, 19]
 
 
 def test_a_killed_actor_fails_its_requests_with_503_then_is_replaced(client: TestClient) -> None:
