@@ -220,15 +220,27 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error")
+        rid = _request_id(request)
+        log.exception(
+            "unhandled error on %s %s (request %s)", request.method, request.url.path, rid
+        )
+        # Starlette answers this one outside every middleware, so the id is added here.
+        return error_response(
+            500, "internal_error", "internal server error", headers={"X-Request-ID": rid}
+        )
 
     async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         """An outage is the client's to retry (503); any other database error is a bug."""
         if not is_transient(exc):
             return await _unexpected(request, exc)
         cause = (str(getattr(exc, "orig", None) or exc) or type(exc).__name__).splitlines()[0]
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, cause)
+        log.warning(
+            "database unavailable on %s %s (request %s): %s",
+            request.method,
+            request.url.path,
+            _request_id(request),
+            cause,
+        )
         return error_response(
             503,
             "database_unavailable",
@@ -238,3 +250,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for db_error in (DBAPIError, DisconnectionError, PoolTimeout):
         app.add_exception_handler(db_error, _database_error)
+
+
+def _request_id(request: Request) -> str:
+    """The id app.middleware.RequestContext gave the request, for log lines."""
+    return str(request.scope.get("state", {}).get("request_id", "-"))

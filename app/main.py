@@ -15,7 +15,7 @@ from app.drain import Drain, DrainGate
 from app.errors import install_error_handlers
 from app.jobs.store import JobStore
 from app.jobs.supervisor import RunnerSupervisor
-from app.middleware import BodySizeLimit, RequestMetrics, TextGuard, UploadGate
+from app.middleware import BodySizeLimit, RequestContext, RequestMetrics, TextGuard, UploadGate
 from app.pool.base import WorkerPool
 from app.pool.local import LocalPool
 from app.routers import classify, datasets, docs, generate, health, models, openai, score, train, ui
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(TextGuard)
     app.add_middleware(DrainGate, drain=drain)
     app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestContext)  # outermost: refusals by the others get an id too
     for router in (
         health.router,
         classify.router,

@@ -1,18 +1,30 @@
 """Pure ASGI middleware, cheap on the hot path: body size limit, uploads in flight, text that
-no database stores (NUL) in the path or query, and per-endpoint metrics."""
+no database stores (NUL) in the path or query, per-endpoint metrics, and each response's
+request id and model headers."""
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import re
 import time
+import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 from app.errors import AppError, Overloaded, error_response
 from app.schemas.common import BAD_TEXT
+from app.worker.protocol import ModelSpec
+
+# A client's X-Request-ID is kept when it cannot forge a log line or a header: short, and
+# only characters that need no quoting anywhere. Anything else is replaced, not cleaned.
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
 class BodyTooLarge(HTTPException):
@@ -236,12 +248,16 @@ class RequestMetrics:
         finally:
             endpoint = _route_template(scope)
             if endpoint != "/metrics":
-                model = scope.get("state", {}).get("model", "")
+                state = scope.get("state", {})
+                model = state.get("model", "")
                 method = scope["method"]
                 metrics.REQUESTS.labels(method, endpoint, model, str(status)).inc()
                 metrics.LATENCY.labels(method, endpoint, model).observe(
                     time.perf_counter() - started
                 )
+                if "version" in state:
+                    version = str(state["version"])
+                    metrics.MODEL_REQUESTS.labels(model, version, str(status)).inc()
 
 
 def _route_template(scope: Scope) -> str:
@@ -254,3 +270,63 @@ def _route_template(scope: Scope) -> str:
         if match == Match.FULL and hasattr(candidate, "path"):  # FastAPI's included routers
             return candidate.path  # have none; a refused body never reached routing to say
     return "unmatched"  # keeps label cardinality bounded for 404s
+
+
+def serve_model(request: Request, spec: ModelSpec) -> None:
+    """Names the model version that serves this request: the per-version request counters
+    and the X-Model / X-Model-Version response headers read it."""
+    request.state.model = spec.name
+    request.state.version = spec.version
+
+
+def request_id(scope: Scope) -> str:
+    """The client's X-Request-ID when it is safe to echo and log, else a new uuid4."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if SAFE_REQUEST_ID.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+class RequestContext:
+    """Outermost: gives every request an id (scope state `request_id`, and REQUEST_ID for log
+    lines written while it runs), and every response `X-Request-ID`, plus `X-Model` and
+    `X-Model-Version` once a handler named the version serving it (`serve_model`): the
+    headers exist before a stream's body, so they are on SSE and PNG answers too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        REQUEST_ID.set(rid)  # each request runs in its own task: no reset needed, and the
+        # access log line, written as the response starts, still sees it
+
+        async def add_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    headers.append((b"x-request-id", rid.encode()))
+                if "model" in state and "version" in state:
+                    headers.append((b"x-model", str(state["model"]).encode()))
+                    headers.append((b"x-model-version", str(state["version"]).encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, add_headers)
+
+
+class RequestIdFilter(logging.Filter):
+    """Gives a log record `request_id`, the id of the request it was written for ("-" outside
+    one), for a format that shows it (uvicorn's access log: app/cli/server.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True

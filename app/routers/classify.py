@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.deps import ClassifyServiceDep, ReadScope
+from app.middleware import serve_model
 from app.schemas.classify import ClassifyRequest, ClassifyResponse
 from app.schemas.errors import SERVING_ERRORS
 
@@ -19,7 +20,7 @@ async def create_classification(
 ) -> Response:
     """Classify texts or base64 PNG images; omit `model` for the default of that input type."""
     spec = service.resolve(body)
-    request.state.model = spec.name
+    serve_model(request, spec)
     result = await service.classify(body, spec)
     # Built by us from the response model: pydantic-core writes the JSON in one pass, where
     # FastAPI would validate the object again and encode it through the stdlib.

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
 from app.deps import GenerateImageServiceDep, GenerateServiceDep, ReadScope
+from app.middleware import serve_model
 from app.schemas.errors import serving_responses
 from app.schemas.generate import GenerateTextRequest, GenerateTextResponse
 from app.schemas.images import GenerateImageRequest, GenerateImageResponse
@@ -23,7 +24,7 @@ async def create_text(
 ) -> GenerateTextResponse | EventSourceResponse:
     """Sample text; with `stream: true`, one SSE `token` event per token, then `done`."""
     spec = service.resolve(body.model)
-    request.state.model = spec.name
+    serve_model(request, spec)
     events = service.start_text(spec, body)
     if body.stream:
         return EventSourceResponse(service.stream_text(spec, events, body), ping=15)
@@ -40,7 +41,7 @@ async def create_image(
 ) -> GenerateImageResponse | Response:
     """Generate images; with `Accept: image/png`, one PNG holding a grid of the n images."""
     spec = service.resolve(body.model)
-    request.state.model = spec.name
+    serve_model(request, spec)
     labels, pixels = await service.generate(spec, body)
     if "image/png" in request.headers.get("accept", ""):
         return Response(await service.to_png_grid(pixels), media_type="image/png")

@@ -7,6 +7,7 @@ from sse_starlette import EventSourceResponse
 
 from app.deps import OpenAIServiceDep, ReadScope, RegistryDep
 from app.errors import NotFound
+from app.middleware import serve_model
 from app.schemas.chat import ChatCompletionRequest, ChatCompletionResponse
 from app.schemas.errors import error_responses, serving_responses
 from app.schemas.openai import CompletionRequest, CompletionResponse, ModelCard, ModelList
@@ -25,7 +26,7 @@ async def create_completion(
     """OpenAI-compatible completions; `stream: true` ends with `data: [DONE]`. `echo` with
     `max_tokens: 0` and `logprobs` scores a prompt, as lm-evaluation-harness does."""
     spec = service.resolve(body.model)
-    request.state.model = spec.name
+    serve_model(request, spec)
     if body.stream:
         return EventSourceResponse(service.stream_completion(spec, body), ping=15)
     return await service.complete(spec, body)
@@ -42,7 +43,7 @@ async def create_chat_completion(
     """OpenAI-compatible chat: the messages become a prompt through the model's chat
     template (docs/api.md); the reply ends at the end of the assistant's turn."""
     spec = service.resolve(body.model)
-    request.state.model = spec.name
+    serve_model(request, spec)
     if body.stream:
         return EventSourceResponse(service.stream_chat(spec, body), ping=15)
     return await service.chat(spec, body)

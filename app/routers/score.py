@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from app.deps import GenerateServiceDep, ReadScope
+from app.middleware import serve_model
 from app.schemas.errors import SERVING_ERRORS
 from app.schemas.generate import ScoreRequest, ScoreResponse
 
@@ -22,5 +23,5 @@ async def create_score(
     """The text's total log-probability, nats per character and perplexity, and per token
     its logprob (P(token | the text before it)) with the top-k next tokens if asked."""
     spec = service.resolve(body.model)
-    request.state.model = spec.name
+    serve_model(request, spec)
     return await service.score(spec, body)
