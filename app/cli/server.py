@@ -36,6 +36,7 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         access_log=access_log,
+        log_config=_log_config(),
         log_level="info",
         http=guarded_protocol(settings),
         limit_concurrency=limit + 1,  # requests beyond the connection bound: 503
@@ -50,6 +51,19 @@ def serve(
 
 
 AFTER_DRAIN_S = 10.0
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with each access line ending in its request's X-Request-ID."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"request_id": {"()": "app.middleware.RequestIdFilter"}}
+    config["formatters"]["access"]["fmt"] += " request_id=%(request_id)s"
+    config["handlers"]["access"]["filters"] = ["request_id"]
+    return config
 
 
 def _draining_server() -> type:
