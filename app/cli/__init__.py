@@ -8,6 +8,7 @@ print. Commands are registered here, in the order `--help` lists them.
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import typer
 
@@ -16,6 +17,32 @@ from app.cli import remote, server
 cli = typer.Typer(
     help="genserve: train and serve generative models over HTTP.", no_args_is_help=True
 )
+
+# Loggers that speak per request or per migration step: one line each would bury a table
+# and break the `train --follow` bar (it polls twice a second), so only -v shows them.
+CHATTY_LOGGERS = ("httpx", "httpcore", "alembic")
+
+
+@cli.callback()
+def options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Log each HTTP request and each database migration step"
+        ),
+    ] = False,
+) -> None:
+    """genserve: train and serve generative models over HTTP."""
+    configure_logging(verbose)
+
+
+def configure_logging(verbose: bool) -> None:
+    """INFO logs for the server commands; the chatty libraries only with --verbose."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 cli.command()(server.serve)
 cli.command("migrate")(server.migrate_database)
 cli.command()(remote.models)
@@ -25,9 +52,7 @@ cli.add_typer(remote.datasets_app, name="datasets")
 
 
 def main() -> None:
-    """The console script: INFO logs for the server commands, none per HTTP request."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    """The console script."""
     cli()
 
 

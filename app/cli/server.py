@@ -1,11 +1,14 @@
 """Commands that run on the server machine and own its database: `serve` and `migrate`.
 
 The database layer is imported inside each command, so the HTTP-client commands never load
-SQLAlchemy or Alembic, and never log a migration.
+SQLAlchemy or Alembic, and never log a migration. Alembic's own log (a line per plugin and
+step) shows only with `genserve -v`; without it a migration is one line saying what changed.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from types import FrameType
 from typing import Annotated, Any
 
@@ -13,6 +16,8 @@ import typer
 
 from app.cli.render import console, err_console
 from app.settings import get_settings
+
+log = logging.getLogger("genserve.migrate")
 
 
 def serve(
@@ -28,7 +33,7 @@ def serve(
     from app.main import create_app
 
     settings = get_settings()
-    migrate(settings.db_url)
+    migrate_logged(settings.db_url, migrate)
     app = create_app(settings)
     limit = connection_limit(settings)
     config = uvicorn.Config(
@@ -107,11 +112,10 @@ def migrate_database(
     ] = False,
 ) -> None:
     """Bring the database schema to REVISION (default: the newest); back up before --downgrade."""
-    from app.db import current_revision, downgrade, head_revision, migrate
+    from app.db import downgrade, head_revision, migrate
 
     settings = get_settings()
-    (downgrade if back else migrate)(settings.db_url, revision)
-    current = current_revision(settings.db_url)
+    current = migrate_logged(settings.db_url, downgrade if back else migrate, revision)
     wanted = head_revision() if revision == "head" else revision
     if current != wanted and revision != "base":
         err_console.print(
@@ -120,3 +124,18 @@ def migrate_database(
         )
         raise typer.Exit(1)
     console.print(f"[green]database at {current or 'base (empty)'}[/green]")
+
+
+def migrate_logged(
+    url: str, step: Callable[[str, str], None], revision: str = "head"
+) -> str | None:
+    """Runs `step` (migrate or downgrade) to `revision`; logs one line if the schema moved,
+    so a quiet start still says that it changed the database. Returns the new revision."""
+    from app.db import current_revision
+
+    before = current_revision(url)
+    step(url, revision)
+    after = current_revision(url)
+    if after != before:
+        log.info("database migrated from %s to %s", before or "empty", after or "empty")
+    return after
