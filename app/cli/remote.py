@@ -55,8 +55,14 @@ def default_url() -> str:
 
 
 @contextmanager
-def connect(ctx: typer.Context, url: str | None, api_key: str | None) -> Iterator[GenserveClient]:
-    """A client for the command; any `ClientError` prints its message in red and exits 1.
+def connect(
+    ctx: typer.Context,
+    url: str | None,
+    api_key: str | None,
+    sent: dict[str, Any] | None = None,
+) -> Iterator[GenserveClient]:
+    """A client for the command; any `ClientError` prints its message in red, then a line
+    per field it names (with the value from `sent`, the body the command sent), and exits 1.
 
     Options given to a subcommand win over those given to its group (`genserve jobs --url U`).
     """
@@ -67,6 +73,7 @@ def connect(ctx: typer.Context, url: str | None, api_key: str | None) -> Iterato
             yield client
     except ClientError as exc:
         render.print_error(exc.message)
+        render.print_field_errors(exc.details, sent)
         raise typer.Exit(1) from None
 
 
@@ -164,7 +171,8 @@ def train(
     """Start a training job on a running server; with --follow, exit 0 only if it succeeds
     (and, with --activate, only once the server answers with the new version)."""
     params = parse_params(param or [])
-    with connect(ctx, url, api_key) as client:
+    sent = {"kind": kind, "dataset": dataset, "name": name, "params": params}
+    with connect(ctx, url, api_key, sent) as client:
         job = client.train(kind, _dataset_ref(dataset), name, params, activate)
         console.print(render.job_line(job, f": {kind} -> {name}"))
         if not follow:

@@ -60,6 +60,47 @@ def print_error(message: str) -> None:
     )
 
 
+def print_field_errors(details: Any, sent: Mapping[str, Any] | None = None) -> None:
+    """One red line per field a 422 names (`params.lr: Input should be ... (got 5)`), under
+    the error's message: a bare "invalid params" leaves the user guessing which one."""
+    for line in field_errors(details, sent):
+        err_console.print(
+            f"  {safe(line)}", style="red", markup=False, highlight=False, soft_wrap=True
+        )
+
+
+def field_errors(details: Any, sent: Mapping[str, Any] | None = None) -> list[str]:
+    """`where: msg (got value)` for each `{loc, msg}` in a server's error details; the value
+    is looked up in `sent`, the body the CLI sent (the server does not echo inputs)."""
+    if not isinstance(details, list):
+        return []
+    lines = []
+    for item in details:
+        if not isinstance(item, Mapping) or "msg" not in item:
+            continue
+        loc = [str(part) for part in item.get("loc") or []]
+        if loc[:1] in (["body"], ["query"], ["path"]):
+            loc = loc[1:]
+        line = f"{'.'.join(loc) or 'request'}: {item['msg']}"
+        found, value = _lookup(sent, loc)
+        if found:
+            line += f" (got {json.dumps(value)})"
+        lines.append(line)
+    return lines
+
+
+def _lookup(body: Any, loc: Sequence[str]) -> tuple[bool, Any]:
+    """The value at `loc` in a JSON body, and whether there is one."""
+    for part in loc:
+        if isinstance(body, Mapping) and part in body:
+            body = body[part]
+        elif isinstance(body, list) and part.isdigit() and int(part) < len(body):
+            body = body[int(part)]
+        else:
+            return False, None
+    return bool(loc), body
+
+
 def print_table(
     title: str,
     columns: Sequence[str],
