@@ -63,9 +63,11 @@ def wait_served(client: GenserveClient, job_id: int | str) -> int:
 def follow_job(client: GenserveClient, job: dict[str, Any]) -> int:
     """Polls the job into a progress bar; Ctrl-C stops following, never the job."""
     job_id = job["id"]
+    progress = render.job_progress()
+    task = progress.add_task("", total=1.0, metrics="")
+    render.show_job_progress(progress, task, job)  # before the first frame: never a blank one
     try:
-        with render.job_progress() as progress:
-            task = progress.add_task("", total=1.0, metrics="")
+        with progress:
             while True:
                 render.show_job_progress(progress, task, job)
                 if job["status"] in FINAL_STATUSES:

@@ -24,7 +24,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from app.schemas.common import escape_controls
@@ -40,6 +40,7 @@ STATUS_STYLES = {
     "cancelled": "magenta",
 }
 METRIC_ORDER = ("loss", "val_loss", "val_accuracy", "step", "samples_per_s")
+BAR_WIDTH = 24  # the progress bar's cells: room at 80 columns for the status and a loss
 
 
 def safe(value: Any, keep: str = "") -> str:
@@ -201,15 +202,24 @@ def describe_param(param: Mapping[str, Any]) -> str:
 
 
 def job_progress() -> Progress:
-    """The bar `train --follow` draws: status, progress, elapsed time, latest metrics."""
+    """The bar `train --follow` draws: status, progress, elapsed time, latest metrics.
+
+    One line at any width from 60 columns: every column keeps its size and the metrics take
+    what is left, cut short with `…` (loss first). Left to rich, a long metrics line squeezed
+    the bar and the status to nothing at 100 columns and wrapped the line at 80."""
     return Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
+        TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+        BarColumn(bar_width=BAR_WIDTH),
+        TaskProgressColumn(table_column=Column(no_wrap=True)),
         TimeElapsedColumn(),
-        TextColumn("{task.fields[metrics]}", markup=False),
+        TextColumn(
+            "{task.fields[metrics]}",
+            markup=False,
+            table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+        ),
         console=console,
+        expand=True,
     )
 
 
