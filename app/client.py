@@ -11,6 +11,7 @@ import httpx
 
 # Statuses a follower may wait out: the server is restarting, overloaded or not ready yet.
 TRANSIENT_STATUSES = frozenset({0, 429, 502, 503, 504})
+ACTIVATE_TIMEOUT_S = 300.0  # a large version's verification and load on every worker
 
 
 class ClientError(Exception):
@@ -59,6 +60,12 @@ class GenserveClient:
     def get_model(self, name: str) -> dict[str, Any]:
         """One model as GET /models/{name} answers: desired and served version, replicas."""
         return self._request("GET", f"/models/{_segment(name)}").json()
+
+    def activate_version(self, name: str, version: int) -> dict[str, Any]:
+        """Makes `version` the one served; the server answers once this replica serves it
+        (verified and hot-loaded), which can take longer than a read, hence the timeout."""
+        path = f"/models/{_segment(name)}/versions/{_segment(version)}/activate"
+        return self._request("POST", path, timeout=ACTIVATE_TIMEOUT_S).json()
 
     # training jobs
 

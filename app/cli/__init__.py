@@ -45,7 +45,7 @@ def configure_logging(verbose: bool) -> None:
 
 cli.command()(server.serve)
 cli.command("migrate")(server.migrate_database)
-cli.command()(remote.models)
+cli.add_typer(remote.models_app, name="models")
 cli.command()(remote.train)
 cli.add_typer(remote.jobs_app, name="jobs")
 cli.add_typer(remote.datasets_app, name="datasets")

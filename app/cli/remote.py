@@ -41,6 +41,12 @@ ApiKeyOption = Annotated[
         show_default=False,
     ),
 ]
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print the records as a JSON array, as the API returns them (scripts)"
+    ),
+]
 
 
 def default_url() -> str:
@@ -121,27 +127,107 @@ def _dataset_ref(value: str) -> int | str:
 
 # models
 
+models_app = typer.Typer()
+ModelName = Annotated[str, typer.Argument(metavar="NAME", help="Model name")]
 
-def models(ctx: typer.Context, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
-    """List the server's models, their versions and which one is active."""
+
+@models_app.callback(invoke_without_command=True)
+@models_app.command("list")
+def models_list(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """The server's models and versions; `models` and `models list` list them.
+
+    A version's state: active (desired, served by the replica that answered),
+    pending (desired, not served there yet) or served (still served there, no
+    longer desired)."""
+    if isinstance(ctx.command, typer.core.TyperGroup) and not group_options(ctx, url, api_key):
+        return  # `models --url ... activate NAME V`: the options are kept for the subcommand
     page = fetch(ctx, url, api_key, GenserveClient.list_models)
+    if as_json:
+        render.print_json(page["data"])
+        return
     render.print_table(
         "models",
-        ("model", "task", "version", "kind", "active", "metrics", "sha256"),
+        ("model", "v", "state", "kind", "metrics"),
         (
             (
                 cell(model["name"]),
-                cell(model.get("task")),
                 cell(v["version"]),
+                version_state(v, model.get("served_version")),
                 cell(v.get("kind")),
-                "*" if v.get("is_active") else "",
-                render.format_metrics(v.get("metrics"), sep=", "),
-                cell((v.get("sha256") or "")[:12]),
+                render.format_metrics(render.scalar_metrics(v.get("metrics")), sep=" "),
             )
             for model in page["data"]
-            for v in model.get("versions") or []
+            for v in sorted(model.get("versions") or [], key=lambda v: v["version"])
         ),
+        right=("v",),
+        clip=("metrics",),
     )
+
+
+def version_state(version: dict[str, Any], served: int | None) -> str:
+    """`active`, `pending` or `served` (see `models_list`), blank for the others."""
+    if version.get("is_active"):
+        return "active" if version["version"] == served else "pending"
+    return "served" if version["version"] == served else ""
+
+
+@models_app.command("activate")
+def models_activate(
+    ctx: typer.Context,
+    name: ModelName,
+    version: Annotated[int, typer.Argument(min=1, help="Version number (`genserve models`)")],
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Serve VERSION of NAME; returns once the answering replica serves it (an admin key)."""
+    with connect(ctx, url, api_key) as client:
+        before = client.get_model(name).get("active_version")
+        model = client.activate_version(name, version)
+    print_switch(model, before)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    ctx: typer.Context, name: ModelName, url: UrlOption = None, api_key: ApiKeyOption = None
+) -> None:
+    """Serve the version below the active one: the highest-numbered older version.
+
+    The server keeps no history of activations, so this is not "the version served before"
+    when versions were activated out of order; `models activate` picks any version."""
+    with connect(ctx, url, api_key) as client:
+        model = client.get_model(name)
+        target = rollback_target(model)
+        if target is None:
+            active = model.get("active_version")
+            why = "no active version" if active is None else f"no version below v{active}"
+            render.print_error(f"{name} has {why}: nothing to roll back to")
+            raise typer.Exit(1)
+        switched = client.activate_version(name, target)
+    print_switch(switched, model.get("active_version"))
+
+
+def rollback_target(model: dict[str, Any]) -> int | None:
+    """The highest version below the active one; None with no active version or none older."""
+    active = model.get("active_version")
+    if active is None:
+        return None
+    older = [v["version"] for v in model.get("versions") or [] if v["version"] < active]
+    return max(older, default=None)
+
+
+def print_switch(model: dict[str, Any], before: int | None) -> None:
+    """`NAME v1 -> v2, served by r1` after an activation."""
+    name, active = model["name"], model.get("active_version")
+    moved = f"v{before} -> v{active}" if before not in (None, active) else f"v{active}"
+    line = f"{name} {moved}, served by {model.get('replica')}"
+    if model.get("served_version") != active:  # the server answers once it is; but say so
+        line = f"{name} {moved}, but {model.get('replica')} serves v{model.get('served_version')}"
+    console.print(render.safe(line), markup=False, highlight=False)
 
 
 # training
@@ -168,8 +254,10 @@ def train(
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Start a training job on a running server; with --follow, exit 0 only if it succeeds
-    (and, with --activate, only once the server answers with the new version)."""
+    """Start a training job on a running server.
+
+    With --follow, exit 0 only if it succeeds (and, with --activate, only once the server
+    answers with the new version)."""
     params = parse_params(param or [])
     sent = {"kind": kind, "dataset": dataset, "name": name, "params": params}
     with connect(ctx, url, api_key, sent) as client:
@@ -203,6 +291,7 @@ def jobs_list(
     kind: KindFilter = None,
     name: NameFilter = None,
     limit: Limit = 20,
+    as_json: JsonOption = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -215,22 +304,24 @@ def jobs_list(
         api_key,
         lambda c: c.list_jobs(status=status, kind=kind, name=name, limit=limit),
     )
+    if as_json:
+        render.print_json(page["data"])
+        return
     render.print_table(
         "training jobs",
-        ("id", "kind", "name", "status", "progress", "loss", "created"),
+        ("id", "kind", "name", "status", "loss", "created"),
         (
             (
                 cell(job["id"]),
                 cell(job["kind"]),
                 cell(job["name"]),
-                render.status(job["status"]),
-                percent(job.get("progress")),
+                render.status_progress(job),
                 number((job.get("metrics") or {}).get("loss")),
-                timestamp(job.get("created_at")),
+                render.short_time(job.get("created_at")),
             )
             for job in page["data"]
         ),
-        right=("progress", "loss"),
+        right=("loss",),
     )
     if page.get("count", 0) > len(page["data"]):
         console.print(f"{len(page['data'])} of {page['count']} jobs (raise --limit for more)")
@@ -296,39 +387,75 @@ def jobs_cancel(
 
 
 @jobs_app.command("kinds")
-def jobs_kinds(ctx: typer.Context, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
-    """The model families a server trains, with their parameters and defaults."""
+def jobs_kinds(
+    ctx: typer.Context,
+    kind: Annotated[
+        str | None, typer.Argument(metavar="[KIND]", help="Show this kind's parameters")
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """The model families a server trains; with KIND, its parameters, defaults and bounds."""
     kinds = fetch(ctx, url, api_key, GenserveClient.list_kinds)
-    render.print_table(
-        "trainable kinds",
-        ("kind", "task", "datasets", "parameters", "description"),
-        (
+    if kind is None:
+        if as_json:
+            render.print_json(kinds)
+            return
+        render.print_table(
+            "trainable kinds",
+            ("kind", "task", "datasets", "description"),
             (
-                cell(kind["kind"]),
-                cell(kind.get("task")),
-                cell(", ".join(kind.get("dataset_kinds") or [])),
-                render.lines(render.describe_param(p) for p in kind.get("params") or []),
-                cell(kind.get("description")),
-            )
-            for kind in kinds
-        ),
+                (
+                    cell(k["kind"]),
+                    cell(k.get("task")),
+                    cell(", ".join(k.get("dataset_kinds") or [])),
+                    cell(k.get("description")),
+                )
+                for k in kinds
+            ),
+            clip=("description",),
+        )
+        console.print("`genserve jobs kinds KIND` lists a kind's parameters", markup=False)
+        return
+    found = next((k for k in kinds if k["kind"] == kind), None)
+    if found is None:
+        known = ", ".join(k["kind"] for k in kinds)
+        render.print_error(f"unknown kind {kind!r}; known: {known}")
+        raise typer.Exit(1)
+    if as_json:
+        render.print_json(found)
+        return
+    render.print_details(
+        {
+            "kind": found["kind"],
+            "task": found.get("task"),
+            "datasets": ", ".join(found.get("dataset_kinds") or []),
+            "description": found.get("description"),
+        }
     )
+    console.print("parameters (--param NAME=VALUE):", markup=False)
+    render.print_params(found.get("params") or [])
 
 
 datasets_app = typer.Typer()
 
 
 @datasets_app.callback(invoke_without_command=True)
-def datasets_main(ctx: typer.Context, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
-    """Datasets on a running server; without a subcommand, list them."""
-    if group_options(ctx, url, api_key):
-        datasets_list(ctx, url, api_key)
-
-
 @datasets_app.command("list")
-def datasets_list(ctx: typer.Context, url: UrlOption = None, api_key: ApiKeyOption = None) -> None:
-    """List uploaded and built-in datasets."""
+def datasets_list(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Uploaded and built-in datasets: `datasets` and `datasets list` list them."""
+    if isinstance(ctx.command, typer.core.TyperGroup) and not group_options(ctx, url, api_key):
+        return  # `datasets --url ... show ID`: the options are kept for the subcommand
     page = fetch(ctx, url, api_key, GenserveClient.list_datasets)
+    if as_json:
+        render.print_json(page["data"])
+        return
     render.print_table(
         "datasets",
         ("id", "name", "kind", "format", "records", "builtin"),

@@ -9,12 +9,14 @@ markup-free print (a name may hold brackets rich would read as markup).
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from rich.console import Console, RenderableType
 from rich.markup import escape
+from rich.padding import Padding
 from rich.progress import (
     BarColumn,
     Progress,
@@ -102,18 +104,34 @@ def _lookup(body: Any, loc: Sequence[str]) -> tuple[bool, Any]:
     return bool(loc), body
 
 
+def print_json(value: Any) -> None:
+    """For scripts: plain JSON on stdout, no colours or wrapping; `json.dumps` writes every
+    control character and non-ASCII letter as a `\\u` escape, so it is terminal-safe too."""
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+    sys.stdout.flush()
+
+
 def print_table(
     title: str,
     columns: Sequence[str],
     rows: Iterable[Sequence[RenderableType]],
     right: Iterable[str] = (),
+    clip: Iterable[str] = (),
 ) -> None:
-    """One titled table; `right` names the numeric columns, aligned right. Plain strings
-    become plain text (`cell`); a `Text` is taken as built (from `safe` parts)."""
-    aligned = set(right)
-    table = Table(title=title)
+    """One titled table; `right` names the numeric columns, aligned right. `clip` names
+    those that take the width the others leave and are cut short with `…` there, rather than
+    wrapped into rows ten lines tall at 80 columns (a table with one spans the terminal).
+    Plain strings become plain text (`cell`); a `Text` is taken as built."""
+    aligned, clipped = set(right), set(clip)
+    table = Table(title=title, expand=bool(clipped))
     for column in columns:
-        table.add_column(column, justify="right" if column in aligned else "left")
+        table.add_column(
+            column,
+            justify="right" if column in aligned else "left",
+            no_wrap=column in clipped,
+            overflow="ellipsis" if column in clipped else "fold",
+            ratio=1 if column in clipped else None,
+        )
     for row in rows:
         table.add_row(*(value if isinstance(value, Text) else cell(value) for value in row))
     console.print(table)
@@ -185,20 +203,63 @@ def status(value: str) -> Text:
     return Text(safe(value), style=STATUS_STYLES.get(value, ""))
 
 
+def status_progress(job: Mapping[str, Any]) -> Text:
+    """A job's status, with its progress while it runs (`running 42%`): one column, not two,
+    so a jobs table fits 80 columns."""
+    text = status(job["status"])
+    if job["status"] == "running":
+        text.append(f" {percent(job.get('progress'))}")
+    return text
+
+
+def short_time(value: str | None) -> str:
+    """`12-01 14:05`: a timestamp in a table, to the minute and without the year."""
+    return timestamp(value)[5:16]
+
+
 def version_ref(version: Mapping[str, Any] | None) -> str:
     """`name vN` for a model version the server returned, else blank."""
     return safe(f"{version['name']} v{version['version']}") if version else ""
 
 
 def describe_param(param: Mapping[str, Any]) -> str:
-    """`name: type = default [min..max] {a|b}`, skipping what a parameter does not have."""
+    """`name: type = default [min..max] {a|b}`, skipping what a parameter does not have; an
+    exclusive minimum opens with `(`: `(0..1]` takes 1 but not 0."""
     text = f"{param['name']}: {param.get('type', '')} = {json.dumps(param.get('default'))}"
     low, high = param.get("minimum"), param.get("maximum")
-    if low is not None or high is not None:
-        text += f" [{number(low)}..{number(high)}]"
+    above = param.get("exclusive_minimum")
+    if low is not None or high is not None or above is not None:
+        opening = f"({bound(above)}" if above is not None else f"[{bound(low)}"
+        text += f" {opening}..{bound(high)}]"
     if param.get("enum"):
         text += " {" + "|".join(str(v) for v in param["enum"]) + "}"
     return text
+
+
+def bound(value: Any) -> str:
+    """A parameter's bound as a user would type it: 65536, not 6.554e+04 (JSON Schema gives
+    integer bounds as floats); blank for none."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return number(value)
+
+
+def print_params(params: Iterable[Mapping[str, Any]]) -> None:
+    """A kind's parameters, one `describe_param` line each with its description indented
+    under it: the long lines wrap at any width instead of folding a table's narrow cells."""
+    grid = Table.grid()
+    grid.add_column(overflow="fold")
+    for param in params:
+        grid.add_row(Text(safe(describe_param(param)), style="bold"))
+        if param.get("description"):
+            grid.add_row(Padding(Text(safe(param["description"])), (0, 0, 0, 4)))
+    console.print(Padding(grid, (0, 0, 0, 2)))
+
+
+def scalar_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The metrics that fit in a cell: numbers and words, not the nested per-epoch records
+    some kinds keep (those are in `--json`)."""
+    return {k: v for k, v in (metrics or {}).items() if not isinstance(v, Mapping | list)}
 
 
 def job_progress() -> Progress:

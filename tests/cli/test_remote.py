@@ -385,8 +385,16 @@ def test_jobs_show_cancel_and_kinds(server: FakeServer) -> None:
     assert f"job {job['id']} cancelled" in result.output
     result = invoke(server, "jobs", "kinds")
     assert result.exit_code == 0, result.output
-    assert "text-gpt" in result.output and "max_steps: int = 1000 [1..1000000]" in result.output
+    assert "text-gpt" in result.output and "A small character-level GPT." in result.output
+    assert "max_steps" not in result.output  # the list is one line per kind
+    result = invoke(server, "jobs", "kinds", "text-gpt")
+    assert result.exit_code == 0, result.output
+    assert "max_steps: int = 1000 [1..1000000]" in result.output
+    assert "lr: float = 0.001 [0..1]" in result.output
     assert "mode: str = " in result.output and "{fast|slow}" in result.output
+    result = invoke(server, "jobs", "kinds", "text-nope")
+    assert result.exit_code == 1
+    assert "unknown kind 'text-nope'; known: text-gpt" in result.output
 
 
 def test_group_options_reach_the_subcommand(server: FakeServer) -> None:
