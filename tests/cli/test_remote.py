@@ -23,7 +23,8 @@ from fastapi import Depends, FastAPI, File, Form, Header, Response, UploadFile
 from typer.testing import CliRunner
 
 from app.cli import cli, follow
-from app.cli.remote import default_url, parse_params
+from app.cli.remote import default_url, parse_params, rollback_target
+from app.cli.render import field_errors
 from app.client import ClientError, GenserveClient, _error_from
 from app.errors import InvalidInput, NotFound, Unauthorized, Unavailable, install_error_handlers
 
@@ -441,3 +442,30 @@ def test_an_error_without_the_json_shape_keeps_its_status() -> None:
     assert isinstance(error, ClientError)
     assert (error.status, error.code, error.transient) == (502, "http_error", True)
     assert "Bad Gateway from the proxy" in error.message
+
+
+def test_field_errors_name_the_field_and_the_value_sent() -> None:
+    details = [
+        {"loc": ["params", "lr"], "msg": "Input should be less than or equal to 1", "type": "x"},
+        {"loc": ["body", "name"], "msg": "String should have at most 200 characters"},
+        {"loc": ["body", "params", "sizes", 1], "msg": "Input should be a valid integer"},
+        {"loc": ["params", "missing"], "msg": "Field required", "type": "missing"},
+        "not a detail",
+    ]
+    sent = {"name": "n" * 3, "params": {"lr": 5, "sizes": [64, "x"]}}
+    assert field_errors(details, sent) == [
+        "params.lr: Input should be less than or equal to 1 (got 5)",
+        'name: String should have at most 200 characters (got "nnn")',
+        'params.sizes.1: Input should be a valid integer (got "x")',
+        "params.missing: Field required",
+    ]
+    assert field_errors({"limit_bytes": 1}, sent) == []  # details that name no field
+
+
+def test_rollback_goes_to_the_highest_version_below_the_active_one() -> None:
+    def model(active: int | None, *versions: int) -> dict[str, Any]:
+        return {"active_version": active, "versions": [{"version": v} for v in versions]}
+
+    assert rollback_target(model(5, 1, 3, 5, 6)) == 3
+    assert rollback_target(model(1, 1, 2)) is None
+    assert rollback_target(model(None, 1, 2)) is None
