@@ -9,12 +9,14 @@ ever saw the other's data, and no discriminator is involved. It is cached in var
 
 For every models/pretrained/mnist-* artifact, loaded exactly as the service loads it:
 - class accuracy (conditional models): 10 classes x 100 samples, the fraction the evaluator
-  labels as the asked-for class (target >= 0.90);
+  labels as the asked-for class (target >= 0.90; >= 0.98 for diffusion);
 - Fréchet distance between 1,000 samples and the 2,000 held-out images in the evaluator's
   128-d penultimate-layer features, next to its floor: 1,000 real training images vs the same
   held-out images (what a perfect generator would score), and two held-out halves;
 - negative ELBO in nats/image on the held-out images (VAEs).
-z is drawn from N(0, I) with a fixed seed, temperature 1. The figures are written into each
+z is drawn from N(0, I) with a fixed seed, temperature 1. A diffusion model (noise: x_T, a full
+image) is sampled with its default DDIM steps, at its default guidance and again at guidance 0
+(the unconditional model: class mix instead of class accuracy). The figures are written into each
 model card (README.md, which the artifact digest does not cover; config.json is left alone).
 """
 
@@ -25,6 +27,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,6 +147,70 @@ def write_card_section(path: Path, lines: list[str]) -> None:
     tmp.replace(card_path)
 
 
+def measure(
+    path: Path,
+    gen: Any,  # an ImageGenerator
+    setting: str,
+    options: dict,
+    model: ImageCNN,
+    held_feats: np.ndarray,
+    floor: float,
+    halves: float,
+    args: argparse.Namespace,
+) -> list[str]:
+    """Samples one setting of one generator; prints its figures, returns the card's lines."""
+    z = gen.noise.sample(NUM_SAMPLES, torch.Generator().manual_seed(SEED))
+    labels = None
+    if gen.num_classes:
+        labels = torch.arange(gen.num_classes).repeat_interleave(SAMPLES_PER_CLASS)
+        z = z[: len(labels)]
+    conditional = gen.num_classes and options.get("guidance", 1) != 0
+    t1 = time.perf_counter()
+    images = gen.generate(z, labels, **options).numpy()  # (N, 28, 28) in [0, 1]
+    gen_seconds = time.perf_counter() - t1
+    tag = f"-{setting.replace(' ', '')}" if setting else ""
+    grid_path = args.eval_dir / f"{path.name}{tag}-samples.png"
+    save_grid(images[:: max(1, len(images) // 100)], grid_path)
+    feats, preds = features(model, images)
+    fd = frechet_distance(feats, held_feats)
+    target = 0.98 if gen.__class__.__name__ == "DiffusionImageGenerator" else 0.90
+    head = f"{setting}: " if setting else ""
+    lines = []
+    print(
+        f"{path.name}{' ' + setting if setting else ''} ({gen.__class__.__name__}, "
+        f"{len(images)} samples in {gen_seconds:.2f} s)"
+    )
+    if conditional:
+        asked = labels.numpy()
+        accuracy = float((preds == asked).mean())
+        per_class = [float((preds[asked == c] == c).mean()) for c in range(gen.num_classes)]
+        status = "meets" if accuracy >= target else "BELOW"
+        print(
+            f"  class accuracy {accuracy:.3f} ({status} target {target:.2f}); per class "
+            + " ".join(f"{c}:{a:.2f}" for c, a in enumerate(per_class))
+        )
+        lines.append(
+            f"- {head}**Class accuracy**: **{accuracy:.3f}** of {len(images)} samples "
+            f"({SAMPLES_PER_CLASS} per class) labelled as the asked-for class "
+            f"(per class: {', '.join(f'{a:.2f}' for a in per_class)})."
+        )
+    else:
+        counts = np.bincount(preds, minlength=10) / len(preds)
+        print("  predicted class mix " + " ".join(f"{c}:{p:.2f}" for c, p in enumerate(counts)))
+        lines.append(
+            f"- {head}**Class mix** (evaluator's labels of the samples): "
+            + ", ".join(f"{c}: {p:.2f}" for c, p in enumerate(counts))
+            + "."
+        )
+    print(f"  Fréchet distance {fd:.2f} (floor {floor:.2f}, held-out halves {halves:.2f})")
+    lines.append(
+        f"- {head}**Fréchet distance** (evaluator's penultimate features, 1,000 samples "
+        f"vs the 2,000 held-out images): **{fd:.2f}**; floor, 1,000 real training "
+        f"images vs the same: {floor:.2f}; two held-out halves: {halves:.2f}."
+    )
+    return lines
+
+
 def main() -> None:
     default_data = os.environ.get("GENSERVE_DATA_DIR", REPO_ROOT.parent / "shared" / "data")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -179,55 +246,22 @@ def main() -> None:
         if not (path / "config.json").is_file():
             continue
         gen = load_artifact(path)
-        z = gen.noise.sample(NUM_SAMPLES, torch.Generator().manual_seed(SEED))
-        labels = None
-        if gen.num_classes:
-            labels = torch.arange(gen.num_classes).repeat_interleave(SAMPLES_PER_CLASS)
-            z = z[: len(labels)]
-        t1 = time.perf_counter()
-        images = gen.generate(z, labels).numpy()  # (N, 28, 28) in [0, 1]
-        gen_seconds = time.perf_counter() - t1
-        save_grid(images[:: max(1, len(images) // 100)], args.eval_dir / f"{path.name}-samples.png")
-        feats, preds = features(model, images)
-        fd = frechet_distance(feats, held_feats)
+        # a diffusion model is measured at its default guidance and, unguided, at guidance 0
+        diffusion = gen.__class__.__name__ == "DiffusionImageGenerator"
         lines = [
             f"Run {time.strftime('%Y-%m-%d')}; `python bench/image_quality.py`. Evaluator: "
             f"a small CNN trained only on the held-out images 8,000-9,999 (random 2-pixel "
-            f"shifts), {eval_acc:.4f} accuracy on the 8,000 real training images; z ~ N(0, I) "
-            f"with seed {SEED}, temperature 1.",
+            f"shifts), {eval_acc:.4f} accuracy on the 8,000 real training images; "
+            f"{'x_T (1x28x28)' if diffusion else 'z'} ~ N(0, I) with seed {SEED}, temperature 1.",
             "",
         ]
-        print(
-            f"{path.name} ({gen.__class__.__name__}, {len(images)} samples in {gen_seconds:.2f} s)"
-        )
-        if gen.num_classes:
-            asked = labels.numpy()
-            accuracy = float((preds == asked).mean())
-            per_class = [float((preds[asked == c] == c).mean()) for c in range(gen.num_classes)]
-            status = "meets" if accuracy >= 0.90 else "BELOW"
-            print(
-                f"  class accuracy {accuracy:.3f} ({status} target 0.90); per class "
-                + " ".join(f"{c}:{a:.2f}" for c, a in enumerate(per_class))
-            )
-            lines.append(
-                f"- **Class accuracy**: **{accuracy:.3f}** of {len(images)} samples "
-                f"({SAMPLES_PER_CLASS} per class) labelled as the asked-for class "
-                f"(per class: {', '.join(f'{a:.2f}' for a in per_class)})."
-            )
-        else:
-            counts = np.bincount(preds, minlength=10) / len(preds)
-            print("  predicted class mix " + " ".join(f"{c}:{p:.2f}" for c, p in enumerate(counts)))
-            lines.append(
-                "- **Class mix** (evaluator's labels of the samples): "
-                + ", ".join(f"{c}: {p:.2f}" for c, p in enumerate(counts))
-                + "."
-            )
-        print(f"  Fréchet distance {fd:.2f} (floor {floor:.2f}, held-out halves {halves:.2f})")
-        lines.append(
-            f"- **Fréchet distance** (evaluator's penultimate features, 1,000 samples "
-            f"vs the 2,000 held-out images): **{fd:.2f}**; floor, 1,000 real training "
-            f"images vs the same: {floor:.2f}; two held-out halves: {halves:.2f}."
-        )
+        settings: list[tuple[str, dict]] = [("", {})]
+        if diffusion:
+            lines[0] += f" DDIM, {gen.steps} steps."
+            if gen.num_classes:
+                settings = [(f"guidance {gen.guidance:g}", {}), ("guidance 0", {"guidance": 0.0})]
+        for setting, options in settings:
+            lines += measure(path, gen, setting, options, model, held_feats, floor, halves, args)
         if gen.__class__.__name__ == "VAEImageGenerator":
             nelbo = held_out_negative_elbo(gen.model, x_held, y_held, gen.device)
             print(f"  negative ELBO {nelbo:.2f} nats/image on the held-out images")

@@ -126,6 +126,32 @@ class GANParams(ImageGenParams):
 
 
 @dataclass
+class DiffusionParams:
+    conditional: bool | None = doc(None, "condition on labels; default: when the data has them")
+    channels: Annotated[int, Ge(8), Le(256)] = doc(
+        16, "U-Net base width C (a multiple of 8): C, 2C, 4C channels at H, H/2, H/4"
+    )
+    blocks: Annotated[int, Ge(1), Le(4)] = doc(1, "residual blocks per U-Net level")
+    attention: bool = doc(True, "a self-attention block at H/4")
+    dropout: Dropout = doc(0.1, "dropout in the residual blocks while training")
+    p_uncond: Annotated[float, Ge(0), Le(1)] = doc(
+        0.1, "probability of dropping the label (trains the unguided model for guidance)"
+    )
+    ema: Annotated[float, Ge(0), Le(0.99999)] = doc(0.999, "> 0: serve an EMA of the weights")
+    epochs: Epochs = doc(20, "passes over the training images")
+    batch_size: BatchSize = doc(64, "images per step")
+    lr: LearningRate = doc(1e-3, "AdamW learning rate, constant after the warm-up")
+    warmup_steps: Annotated[int, Ge(0), Le(1_000_000)] = doc(200, "linear warm-up steps")
+    max_seconds: Seconds = doc(0.0, "wall-clock budget in seconds, 0 for none")
+    seed: Seed = doc(0, "initialisation, shuffling, time steps and noise")
+    test_fraction: TestFraction = doc(0.2, "uploads: held-out fraction for the final metrics")
+
+    def __post_init__(self) -> None:
+        if self.channels % 8:
+            raise ValueError(f"channels ({self.channels}) must be a multiple of 8")
+
+
+@dataclass
 class TextPipelineParams:
     word_ngram_max: Annotated[int, Ge(1), Le(3)] = doc(2, "word n-grams 1..this")
     char_ngrams: bool = doc(True, "add char_wb 2-5-grams (catches misspellings and stems)")
@@ -294,6 +320,17 @@ KINDS: dict[str, Kind] = {
             "models.image.gan:GANImageGenerator",
             f"{_IMAGE}:train_image_gan",
             "DCGAN; class-conditional (AC-GAN) with conditional=true.",
+            size_multiple=4,
+        ),
+        Kind(
+            "image-diffusion",
+            "image-generation",
+            "images",
+            DiffusionParams,
+            "models.image.diffusion:DiffusionImageGenerator",
+            "models.training.diffusion:train_image_diffusion",
+            "Small U-Net DDPM (v-prediction), DDIM sampling; classifier-free guidance when "
+            "conditional.",
             size_multiple=4,
         ),
         Kind(

@@ -19,6 +19,16 @@ class GenerateImageRequest(RequestBody):
     truncation: float = Field(
         1.0, gt=0, le=2, description="Scales the latent noise: lower is tamer, higher is wilder"
     )
+    steps: int | None = Field(
+        None, ge=1, le=1000, description="image-diffusion only: DDIM denoising steps (default 50)"
+    )
+    guidance: float | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="image-diffusion only, class-conditional: classifier-free guidance scale "
+        "(default 3; 0 = unconditional, the label is then ignored)",
+    )
 
 
 class GeneratedImage(BaseModel):

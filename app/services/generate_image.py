@@ -16,6 +16,7 @@ from app.worker.protocol import ModelSpec
 from models.image.png import grid, png_bytes
 
 INLINE_ENCODE_IMAGES = 16  # more PNGs than this are encoded off the event loop
+SAMPLING_OPTIONS_KINDS = {"image-diffusion"}  # kinds whose generate() takes steps, guidance
 
 
 class GenerateImageService:
@@ -45,7 +46,22 @@ class GenerateImageService:
                 f"label must be an integer from 0 to {classes - 1} for {spec.name!r}",
                 code="invalid_label",
             )
+        options = {"steps": request.steps, "guidance": request.guidance}
+        options = {k: v for k, v in options.items() if v is not None}
+        if options and spec.kind not in SAMPLING_OPTIONS_KINDS:
+            raise InvalidInput(
+                f"{'/'.join(options)} apply to image-diffusion models only; "
+                f"{spec.name!r} is {spec.kind}",
+                code="invalid_param",
+            )
+        if "guidance" in options and not classes:
+            raise InvalidInput(
+                f"guidance applies to class-conditional models only; {spec.name!r} is "
+                "unconditional",
+                code="invalid_param",
+            )
         params = {"seed": request.seed, "label": request.label, "truncation": request.truncation}
+        params.update(options)  # only when asked: the executor passes them to generate()
         return await self.pool.infer(spec.name, params, request.n)
 
     async def to_json(

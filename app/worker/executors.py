@@ -35,11 +35,17 @@ class ClassifierExecutor:
         return split_rows(probs, batch)
 
 
+SAMPLING_OPTIONS = ("steps", "guidance")  # image-diffusion's generate() options
+
+
 class ImageExecutor:
-    """{seed, label, truncation} requests -> (labels, uint8 images (n, H, W)) per request.
+    """{seed, label, truncation[, steps, guidance]} requests -> (labels, uint8 images (n, H, W))
+    per request.
 
     Each request draws its latents (and labels, when none is asked for) from its own seeded
-    CPU generator, so its pixels do not depend on what else shares the batch.
+    CPU generator, so its pixels do not depend on what else shares the batch. Requests with
+    sampling options (diffusion's steps and guidance) run in one generate() call per distinct
+    set of options.
     """
 
     def __init__(self, generator: Any) -> None:
@@ -64,7 +70,21 @@ class ImageExecutor:
                     labels.append(torch.full((request.rows,), params["label"]))
         z = torch.cat(zs)
         y = torch.cat(labels) if labels else None
-        images = self.generator.generate(z, y)  # (N, H, W) in [0, 1]
+        groups: dict[tuple, list[int]] = {}  # options -> the batch's rows that asked for them
+        start = 0
+        for request in batch:
+            params = request.inputs
+            key = tuple((k, params[k]) for k in SAMPLING_OPTIONS if params.get(k) is not None)
+            groups.setdefault(key, []).extend(range(start, start + request.rows))
+            start += request.rows
+        if len(groups) == 1:
+            images = self.generator.generate(z, y, **dict(next(iter(groups))))  # (N, H, W)
+        else:
+            images = torch.empty(len(z), *self.generator.image_size)
+            for key, rows in groups.items():
+                idx = torch.tensor(rows)
+                part = self.generator.generate(z[idx], None if y is None else y[idx], **dict(key))
+                images[idx] = part
         pixels = (images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
         names = y.tolist() if y is not None else None
         out, start = [], 0

@@ -1,6 +1,6 @@
 """Train the default MNIST image generators and write their artifacts and cards.
 
-    python -m models.build {mnist-cvae,mnist-cgan,mnist-vae,mnist-gan}
+    python -m models.build {mnist-cvae,mnist-cgan,mnist-vae,mnist-gan,mnist-diffusion}
         [--max-seconds N] [--epochs N] [--device auto] [--fresh]
 
 Data: the MNIST t10k files under ../shared/data (or GENSERVE_DATA_DIR); images 0-7,999 train,
@@ -23,8 +23,10 @@ import torch
 from models.artifacts import save_artifact
 from models.build import environment, work_dir
 from models.data.idx import load_mnist
+from models.image.diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS, DiffusionConfig, UNet
 from models.image.gan import Discriminator, GANConfig, Generator
 from models.image.vae import VAE, VAEConfig, held_out_negative_elbo
+from models.training.diffusion import DiffusionTrainConfig, held_out_loss, train_diffusion
 from models.training.hooks import TrainHooks
 from models.training.image import GANTrainConfig, VAETrainConfig, train_gan, train_vae
 
@@ -33,9 +35,9 @@ SPLIT = "MNIST t10k: images 0-7,999 train, 8,000-9,999 held out (never trained o
 
 @dataclass
 class Recipe:
-    kind: str  # "image-vae" or "image-gan"
-    model: VAEConfig | GANConfig
-    train: VAETrainConfig | GANTrainConfig
+    kind: str  # "image-vae", "image-gan" or "image-diffusion"
+    model: VAEConfig | GANConfig | DiffusionConfig
+    train: VAETrainConfig | GANTrainConfig | DiffusionTrainConfig
     description: str
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -65,6 +67,16 @@ RECIPES: dict[str, Recipe] = {
         GANTrainConfig(epochs=30, ema=0.999),
         "Unconditional DCGAN: a 28x28 handwritten digit.",
     ),
+    # sized for one busy CPU core (~25-50 images/s): the 28x28 level dominates the cost
+    "mnist-diffusion": Recipe(
+        "image-diffusion",
+        DiffusionConfig(
+            channels=(16, 32, 64), blocks=1, attention=True, dropout=0.0, num_classes=10
+        ),
+        DiffusionTrainConfig(epochs=40, batch_size=32, lr=1e-3, p_uncond=0.1, ema=0.999),
+        "Class-conditional diffusion model (DDPM, DDIM sampling, classifier-free guidance): "
+        "a 28x28 handwritten digit of the requested class; guidance 0 samples unconditionally.",
+    ),
 }
 
 
@@ -87,7 +99,15 @@ def build(name: str, args: argparse.Namespace, device: torch.device) -> Path:
     hooks = TrainHooks(on_epoch=report, work_dir=work)
     torch.manual_seed(train_cfg.seed)
     metrics: dict[str, Any] = {}
-    if recipe.kind == "image-vae":
+    if recipe.kind == "image-diffusion":
+        module = UNet(recipe.model)
+        result = train_diffusion(module, x_train, labels, train_cfg, device, hooks)
+        metrics["held_out_loss"] = round(held_out_loss(module, x_held, y_held, device), 4)
+        metrics["train_loss_fixed_noise"] = round(
+            held_out_loss(module, x_train[:2000], y_train[:2000], device), 4
+        )
+        metrics["final_epoch"] = {k: result[k] for k in ("loss",) if k in result}
+    elif recipe.kind == "image-vae":
         module = VAE(recipe.model)
         result = train_vae(module, x_train, labels, train_cfg, device, hooks)
         metrics["held_out_neg_elbo"] = round(
@@ -112,7 +132,7 @@ def build(name: str, args: argparse.Namespace, device: torch.device) -> Path:
         "description": recipe.description,
         "image_size": list(recipe.model.image_size),
         "num_classes": recipe.model.num_classes,
-        "latent_dim": recipe.model.latent_dim,
+        **({"latent_dim": recipe.model.latent_dim} if hasattr(recipe.model, "latent_dim") else {}),
         "model_args": asdict(recipe.model),
         "metrics": metrics,
         "training": {
@@ -137,6 +157,8 @@ def card(config: dict[str, Any], module: torch.nn.Module) -> str:
     name, kind, t, m = config["name"], config["kind"], config["training"], config["metrics"]
     params = sum(p.numel() for p in module.parameters())
     conditional = config["num_classes"] > 0
+    if kind == "image-diffusion":
+        return diffusion_card(config, params)
     if kind == "image-vae":
         model = (
             "Convolutional VAE (Kingma & Welling 2014): two stride-2 conv stages to a "
@@ -187,6 +209,43 @@ def card(config: dict[str, Any], module: torch.nn.Module) -> str:
 - **Training**: {t["epochs"]} epochs ({t["steps"]} steps of {t["params"]["batch_size"]} images),
   {loss}, lr {t["params"]["lr"]}, seed {t["params"]["seed"]}, {t["seconds"]} s on {t["device"]}.
 {figures}
+Reproduce:
+
+```
+python -m models.build {name}
+python bench/image_quality.py
+```
+"""
+
+
+def diffusion_card(config: dict[str, Any], params: int) -> str:
+    name, t, m = config["name"], config["training"], config["metrics"]
+    a, p = config["model_args"], t["params"]
+    c = a["channels"]
+    return f"""# {name} (image-diffusion)
+
+{config["description"]}
+
+- **Interface**: `models.artifacts.load_artifact(path).generate(noise, labels, steps=, guidance=)`
+  with noise float32 (N, 1, 28, 28) ~ N(0, I) (the starting image x_T) and labels (N,) in 0-9
+  -> float32 (N, 28, 28) in [0, 1], ink = 1. DDIM with eta = 0, so the noise fixes the image;
+  steps 1-1000 (default {DEFAULT_STEPS}), classifier-free guidance w in 0-20 (default
+  {DEFAULT_GUIDANCE}): v = v_uncond + w (v_cond - v_uncond); w = 0 runs only the unconditional
+  model (the label is then ignored), w = 1 only the conditional one.
+- **Model**: U-Net (28 -> 14 -> 7, widths {c[0]}, {c[1]}, {c[2]}; {a["blocks"]} residual
+  block(s) per level down, one more up; self-attention at 7x7: {a["attention"]}), sinusoidal
+  time embedding plus a class embedding of 11 rows (the 11th = "no label"); predicts
+  v = sqrt(a_t) eps - sqrt(1 - a_t) x0 (v-prediction) under a cosine schedule, T =
+  {a["timesteps"]}. {params / 1e6:.2f} M parameters; config `{json.dumps(a)}`.
+- **Data**: MNIST (LeCun, Cortes & Burges; CC BY-SA 3.0), the t10k files (10,000 digits).
+- **Split**: {t["split"]}.
+- **Training**: DDPM objective (v MSE at uniform t), label dropped with probability
+  {p["p_uncond"]}; {t["epochs"]} epochs ({t["steps"]} steps of {p["batch_size"]} images), AdamW
+  lr {p["lr"]} constant after {p["warmup_steps"]} warm-up steps, grad clip {p["clip"]}; served
+  weights an EMA ({p["ema"]}); seed {p["seed"]}, {t["seconds"]} s on {t["device"]}.
+- **Loss** (v MSE, fixed t and noise, labels kept): held-out {m["held_out_loss"]}, 2,000
+  training images {m["train_loss_fixed_noise"]}.
+
 Reproduce:
 
 ```

@@ -22,6 +22,7 @@ def test_kinds_list_every_family_with_typed_bounded_params(client: TestClient) -
         "text-gru",
         "text-gpt",
         "image-gan",
+        "image-diffusion",
         "image-vae",
         "classify-nb",
         "classify-logreg",

@@ -31,6 +31,7 @@ TINY: dict[str, dict] = {
     },
     "image-vae": {"epochs": 1, "latent_dim": 4, "hidden": 16, "conditional": True},
     "image-gan": {"epochs": 1, "latent_dim": 4, "channels": 8, "batch_size": 16},
+    "image-diffusion": {"epochs": 1, "channels": 8, "batch_size": 16},
     "classify-nb": {"min_df": 1},
     "classify-logreg": {"min_df": 1},
     "classify-mlp": {"min_df": 1, "max_iter": 5},

@@ -1,0 +1,171 @@
+"""The training loop of the diffusion model (models/image/diffusion.py) and its kind's function.
+
+DDPM training: every step draws t uniformly from 0..T-1 and Gaussian noise per image, noises
+the batch to x_t and regresses the U-Net's output on v (mean squared error); labels are
+replaced by the "no label" row with probability p_uncond so the same network learns the
+unconditional model that classifier-free guidance needs. AdamW at a constant learning rate
+after a linear warm-up, gradients clipped at norm 1; an exponential moving average of the
+weights (decay `ema`, ramped up as min(ema, (1 + s) / (10 + s)) over the first steps) is what
+gets served. Like the other image loops: whole epochs over an in-memory (N, H, W) array, a
+checkpoint (weights, EMA, optimizer moments, counters) after every epoch, resumed by a restarted
+run; each epoch's shuffling, t, noise, label drops and dropout come from generators seeded by
+(seed, epoch), so a resumed run computes what an uninterrupted one would.
+"""
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from models.data.uploads import ImageSet
+from models.image.diffusion import DiffusionConfig, UNet
+from models.kinds import DiffusionParams
+from models.training.checkpoint import load_checkpoint
+from models.training.hooks import TrainHooks
+from models.training.image import _as_tensors, _end_epoch, _image_labels, _image_result
+from models.training.precision import autocast, grad_scaler
+from models.training.result import TrainResult
+
+
+@dataclass
+class DiffusionTrainConfig:
+    epochs: int = 100  # passes over the training images
+    batch_size: int = 64
+    lr: float = 1e-3  # AdamW, constant after the warm-up (the EMA does the averaging)
+    warmup_steps: int = 200  # linear learning-rate warm-up
+    weight_decay: float = 0.0
+    p_uncond: float = 0.1  # probability of dropping the label (classifier-free guidance)
+    ema: float = 0.999  # > 0: serve an exponential moving average of the weights
+    clip: float = 1.0  # gradient norm clip
+    max_seconds: float = 0.0  # stop early after this much training time (0: no limit)
+    seed: int = 0
+
+
+def train_diffusion(
+    model: UNet,
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    cfg: DiffusionTrainConfig,
+    device: torch.device,
+    hooks: TrainHooks | None = None,
+) -> dict[str, Any]:
+    """DDPM (v-prediction) on float32 (N, H, W) images in [0, 1]; labels (N,) if conditional.
+
+    Trains `model` in place; with cfg.ema > 0 it ends up holding the averaged weights.
+    Returns the last epoch's figures.
+    """
+    torch.manual_seed(cfg.seed)
+    hooks = hooks or TrainHooks()
+    # channels-last: oneDNN's convolutions run ~30% faster on CPUs in that layout
+    model.to(device, memory_format=torch.channels_last).train()
+    x, y = _as_tensors(images, labels if model.config.num_classes else None, device)
+    x = (x * 2 - 1).contiguous(memory_format=torch.channels_last)  # pixels in [-1, 1]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    modules: dict[str, nn.Module] = {"unet": model}
+    ema = copy.deepcopy(model).eval() if cfg.ema else None
+    if ema is not None:
+        ema.requires_grad_(False)
+        modules["unet_ema"] = ema
+    optimizers = {"unet": opt}
+    scaler = grad_scaler(device)  # a no-op unless autocast runs in fp16
+    state: dict[str, Any] = {"epoch": 0, "seconds": 0.0, "history": []}
+    if hooks.work_dir is not None and (
+        saved := load_checkpoint(hooks.work_dir, modules, optimizers)
+    ):
+        state = saved
+        print(f"resumed from {hooks.work_dir} at epoch {state['epoch']}", flush=True)
+    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    while state["epoch"] < cfg.epochs and not (0 < cfg.max_seconds <= state["seconds"]):
+        t0 = time.perf_counter()
+        epoch = state["epoch"]
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # shuffling, t, noise
+        torch.manual_seed(10**6 + cfg.seed * 1000 + epoch)  # dropout: its own, as resumable
+        order = torch.randperm(len(x), generator=gen).to(device)
+        loss_sum = torch.zeros((), device=device)
+        stopped = False
+        for i in range(steps_per_epoch):
+            if hooks.should_stop is not None and hooks.should_stop():
+                stopped = True
+                break
+            step = epoch * steps_per_epoch + i  # optimizer steps before this one
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            with autocast(device):
+                loss = model.loss(x[idx], None if y is None else y[idx], cfg.p_uncond, gen)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss.float()).backward()
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            scaler.step(opt)
+            scaler.update()
+            if ema is not None:
+                decay = min(cfg.ema, (1 + step) / (10 + step))
+                with torch.no_grad():
+                    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+                        p_ema.lerp_(p.detach(), 1 - decay)
+            loss_sum += loss.detach() * len(idx)
+            if hooks.on_step is not None:
+                hooks.on_step(step + 1, total, loss.detach())
+        if stopped:
+            break  # mid-epoch: the last checkpoint stays the last finished epoch
+        losses = {"loss": float(loss_sum) / len(x)}
+        _end_epoch(state, t0, steps_per_epoch, len(x), losses, hooks, modules, optimizers)
+    if ema is not None:
+        model.load_state_dict(ema.state_dict())
+    model.to(memory_format=torch.contiguous_format).eval()
+    last = state["history"][-1] if state["history"] else {}
+    return {**last, "steps": state.get("steps", 0), "config": asdict(cfg)}
+
+
+@torch.no_grad()
+def held_out_loss(
+    model: UNet, images: np.ndarray, labels: np.ndarray | None, device: torch.device
+) -> float:
+    """The training objective (v MSE, labels kept) on held-out images, fixed t and noise."""
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    x, y = _as_tensors(images, labels if model.config.num_classes else None, device)
+    total = 0.0
+    for i in range(0, len(x), 500):
+        yb = None if y is None else y[i : i + 500]
+        total += model.loss(x[i : i + 500] * 2 - 1, yb, 0.0, gen).item() * len(x[i : i + 500])
+    return total / max(1, len(x))
+
+
+def train_image_diffusion(
+    kind: str, train: ImageSet, test: ImageSet, p: DiffusionParams, hooks: TrainHooks, device
+) -> TrainResult:
+    labels, num_classes = _image_labels(train, p.conditional)
+    torch.manual_seed(p.seed)
+    c = p.channels
+    model = UNet(
+        DiffusionConfig(
+            tuple(train.images.shape[1:]),
+            (c, 2 * c, 4 * c),  # the recipe's widths at C = 16
+            p.blocks,
+            p.attention,
+            p.dropout,
+            num_classes,
+        )
+    )
+    cfg = DiffusionTrainConfig(
+        p.epochs,
+        p.batch_size,
+        p.lr,
+        p.warmup_steps,
+        p_uncond=p.p_uncond,
+        ema=p.ema,
+        max_seconds=p.max_seconds,
+        seed=p.seed,
+    )
+    result = train_diffusion(model, train.images, labels, cfg, device, hooks)
+    held = test.labels[:2000] if (test.labels is not None and num_classes) else None
+    loss = held_out_loss(model, test.images[:2000], held, device)
+    return _image_result(kind, train, model, result, {"held_out_loss": round(loss, 4)})

@@ -1,0 +1,136 @@
+"""The diffusion family (models/image/diffusion.py) on a tiny U-Net trained for a few steps on
+real MNIST digits: DDIM determinism, batch independence, guidance 0 = the unconditional model,
+the option bounds, and a resumed training run that equals an uninterrupted one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.artifacts import load_artifact, save_artifact
+from models.data.idx import load_mnist
+from models.data.uploads import ImageSet
+from models.image.diffusion import DiffusionConfig, DiffusionImageGenerator, UNet
+from models.kinds import KINDS, DiffusionParams
+from models.training.diffusion import DiffusionTrainConfig, train_diffusion
+from models.training.hooks import TrainHooks
+from models.training.result import card
+from tests.conftest import DATA_DIR
+
+TINY = DiffusionConfig(channels=(8, 16, 16), num_classes=10, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    x, y, _, _ = load_mnist(DATA_DIR)
+    return x[:64], y[:64]
+
+
+@pytest.fixture(scope="module")
+def generator(digits: tuple[np.ndarray, np.ndarray]) -> DiffusionImageGenerator:
+    torch.manual_seed(0)
+    model = UNet(TINY)
+    cfg = DiffusionTrainConfig(epochs=2, batch_size=16, warmup_steps=1, ema=0.9)
+    train_diffusion(model, *digits, cfg, torch.device("cpu"))
+    return DiffusionImageGenerator(model)
+
+
+def noise(gen: DiffusionImageGenerator, n: int, seed: int = 0) -> torch.Tensor:
+    return gen.noise.sample(n, torch.Generator().manual_seed(seed))
+
+
+def test_noise_is_a_full_gaussian_image(generator: DiffusionImageGenerator) -> None:
+    assert generator.noise.shape == (1, 28, 28) and generator.noise.distribution == "normal"
+    z, y = noise(generator, 3), torch.tensor([1, 2, 3])
+    images = generator.generate(z, y, steps=4)
+    assert images.shape == (3, 28, 28) and images.dtype == torch.float32
+    assert images.min() >= 0 and images.max() <= 1
+    assert images.std() > 0.01, "a few steps of training already give non-constant images"
+
+
+def test_ddim_is_deterministic_and_batch_independent(generator: DiffusionImageGenerator) -> None:
+    z, y = noise(generator, 5), torch.tensor([0, 4, 4, 9, 2])
+    batched = generator.generate(z, y, steps=6)
+    assert torch.equal(batched, generator.generate(z, y, steps=6))
+    for i in range(5):
+        alone = generator.generate(z[i : i + 1], y[i : i + 1], steps=6)
+        assert torch.allclose(alone[0], batched[i], atol=1e-5)
+    assert not torch.allclose(batched, generator.generate(z, y, steps=3), atol=1e-3)
+
+
+def test_guidance_zero_is_the_unconditional_model(generator: DiffusionImageGenerator) -> None:
+    z = noise(generator, 4, seed=1)
+    a = generator.generate(z, torch.tensor([1, 2, 3, 4]), steps=5, guidance=0)
+    b = generator.generate(z, torch.tensor([7, 7, 7, 7]), steps=5, guidance=0)
+    unconditional = ((generator.model.sample(z, None, steps=5) + 1) / 2).squeeze(1).clamp(0, 1)
+    assert torch.equal(a, b) and torch.equal(a, unconditional)
+    # guidance 1 is the plain conditional model; other scales mix the two
+    y = torch.tensor([1, 2, 3, 4])
+    conditional = ((generator.model.sample(z, y, steps=5, guidance=1) + 1) / 2).squeeze(1)
+    assert torch.equal(generator.generate(z, y, steps=5, guidance=1), conditional.clamp(0, 1))
+    guided = generator.generate(z, y, steps=5, guidance=3)
+    assert not torch.allclose(guided, a, atol=1e-4)
+    assert not torch.allclose(guided, generator.generate(z, y, steps=5, guidance=1), atol=1e-4)
+
+
+def test_the_options_are_bounded(generator: DiffusionImageGenerator) -> None:
+    z, y = noise(generator, 1), torch.tensor([3])
+    for bad in ({"steps": 0}, {"steps": 1001}, {"guidance": -1}, {"guidance": 21}):
+        with pytest.raises(ValueError):
+            generator.generate(z, y, **bad)
+    with pytest.raises(ValueError, match="needs labels"):
+        generator.generate(z)
+    assert generator.generate(z, y, steps=1).shape == (1, 28, 28)
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(
+    digits: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    cfg = DiffusionTrainConfig(epochs=2, batch_size=32, warmup_steps=1, ema=0.9)
+
+    def fresh() -> UNet:
+        torch.manual_seed(0)
+        return UNet(TINY)
+
+    whole = fresh()
+    train_diffusion(whole, *digits, cfg, torch.device("cpu"))
+    first = fresh()
+    hooks = TrainHooks(work_dir=tmp_path)
+    train_diffusion(
+        first,
+        *digits,
+        DiffusionTrainConfig(**{**cfg.__dict__, "epochs": 1}),
+        torch.device("cpu"),
+        hooks,
+    )
+    resumed = fresh()
+    result = train_diffusion(resumed, *digits, cfg, torch.device("cpu"), hooks)
+    assert result["epoch"] == 2
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_the_kind_trains_saves_and_serves(
+    digits: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    x, y = digits
+    train = ImageSet(x[:48], y[:48], [str(i) for i in range(10)])
+    test = ImageSet(x[48:], y[48:], [str(i) for i in range(10)])
+    params = DiffusionParams(channels=8, epochs=1, batch_size=16)
+    kind = KINDS["image-diffusion"]
+    result = kind.trainer()(
+        "image-diffusion", train, test, params, TrainHooks(), torch.device("cpu")
+    )
+    assert np.isfinite(result.metrics["held_out_loss"]) and result.config["num_classes"] == 10
+    config = {**result.config, "name": "t-diffusion"}
+    sha256, _ = save_artifact(
+        tmp_path, config, module=result.module, card=card("t", config, "d", {})
+    )
+    gen = load_artifact(tmp_path, expected_sha256=sha256)
+    assert isinstance(gen, DiffusionImageGenerator)
+    assert gen.generate(noise(gen, 2), torch.tensor([0, 1]), steps=2).shape == (2, 28, 28)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        DiffusionParams(channels=12)
