@@ -27,6 +27,23 @@ SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
+class HTTPMiddleware:
+    """Pure ASGI middleware that acts on HTTP requests only: lifespan and other scopes pass
+    straight through, and subclasses write `handle` for the rest."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
 class BodyTooLarge(HTTPException):
     """An HTTPException so that FastAPI's body parsing re-raises it (as a 413), not a 400."""
 
@@ -34,7 +51,7 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body exceeds the {max_bytes}-byte limit")
 
 
-class BodySizeLimit:
+class BodySizeLimit(HTTPMiddleware):
     """Refuses bodies over the limit by Content-Length, or while streaming chunked ones.
 
     `path_limits` maps a path prefix to its own limit (uploads get more than JSON requests).
@@ -43,7 +60,7 @@ class BodySizeLimit:
     def __init__(
         self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None
     ) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
         self.path_limits = path_limits or {}
 
@@ -53,10 +70,7 @@ class BodySizeLimit:
                 return limit
         return self.max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         max_bytes = self.limit_for(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -205,35 +219,23 @@ async def _answer(error: AppError, scope: Scope, receive: Receive, send: Send) -
     await response(scope, receive, send)
 
 
-class TextGuard:
+class TextGuard(HTTPMiddleware):
     """Refuses a path or query string holding a NUL with 422: PostgreSQL cannot store one and
     answered 500. (Bodies are checked by the schemas: app/schemas/common.py.)"""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            query = scope.get("query_string", b"")
-            if BAD_TEXT.search(scope["path"]) or b"\x00" in query or b"%00" in query:
-                response = error_response(
-                    422, "invalid_text", "the path or query holds a NUL character"
-                )
-                await response(scope, receive, send)
-                return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = scope.get("query_string", b"")
+        if BAD_TEXT.search(scope["path"]) or b"\x00" in query or b"%00" in query:
+            message = "the path or query holds a NUL character"
+            await error_response(422, "invalid_text", message)(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
-class RequestMetrics:
+class RequestMetrics(HTTPMiddleware):
     """Counts and times requests by route template and by the model the handler resolved."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
 
@@ -290,19 +292,13 @@ def request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
-class RequestContext:
+class RequestContext(HTTPMiddleware):
     """Outermost: gives every request an id (scope state `request_id`, and REQUEST_ID for log
     lines written while it runs), and every response `X-Request-ID`, plus `X-Model` and
     `X-Model-Version` once a handler named the version serving it (`serve_model`): the
     headers exist before a stream's body, so they are on SSE and PNG answers too."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = request_id(scope)
         state = scope.setdefault("state", {})
         state["request_id"] = rid

@@ -59,6 +59,26 @@ def text_config(name: str, kind: str, description: str, tok: CharTokenizer, mode
 # -- LSTM / GRU ------------------------------------------------------------------------------
 
 
+# Many small steps: on a CPU nn.LSTM reads about as many characters per second at batch 8 as
+# at 64, so small batches make far more updates in the same budget. In 150 s trials on 2 busy
+# cores (noisy: the load varied) batch 8 x 64 reached 1.64 nats/char where 64 x 128 reached
+# 2.57; hidden 256 made twice the steps of 384 and won; lr 3e-3 beat 2e-3 and 6e-3.
+RNN_RECIPE = {
+    "max_steps": 100_000,  # the time budget ends training first on a CPU
+    "batch_size": 8,
+    "block_size": 64,
+    "lr": 3e-3,
+    "min_lr": 1e-4,
+    "warmup_steps": 100,
+    "weight_decay": 0.01,
+    "grad_clip": 1.0,
+    "eval_every": 500,
+    "eval_batches": 40,
+    "checkpoint_every": 500,
+    "cpu_bf16": False,  # measured slower than fp32 for nn.LSTM on this CPU (AVX512-BF16)
+}
+
+
 def train_shakespeare_rnn(
     cell: str, data_dir: Path, work: Path, device: torch.device, max_seconds: float, seed: int
 ) -> tuple[RNNModel, CharTokenizer, dict, TrainConfig]:
@@ -66,26 +86,7 @@ def train_shakespeare_rnn(
     config = RNNConfig(
         vocab_size=tok.vocab_size, cell=cell, n_embd=64, hidden=256, n_layer=2, dropout=0.0
     )
-    # Many small steps: on a CPU nn.LSTM reads about as many characters per second at batch 8
-    # as at 64, so small batches make far more updates in the same budget. In 150 s trials on
-    # 2 busy cores (noisy: the load varied) batch 8 x 64 reached 1.64 nats/char where 64 x 128
-    # reached 2.57; hidden 256 made twice the steps of 384 and won; lr 3e-3 beat 2e-3 and 6e-3.
-    cfg = TrainConfig(
-        max_steps=100_000,  # the time budget ends training first on a CPU
-        max_seconds=max_seconds,
-        batch_size=8,
-        block_size=64,
-        lr=3e-3,
-        min_lr=1e-4,
-        warmup_steps=100,
-        weight_decay=0.01,
-        grad_clip=1.0,
-        eval_every=500,
-        eval_batches=40,
-        checkpoint_every=500,
-        seed=seed,
-        cpu_bf16=False,  # measured slower than fp32 for nn.LSTM on this CPU (AVX512-BF16)
-    )
+    cfg = TrainConfig(**RNN_RECIPE, max_seconds=max_seconds, seed=seed)
     torch.manual_seed(seed)
     model = RNNModel(config)
     result = train_lm_printing(model, train_ids, val_ids, cfg, device, work)
