@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     job_heartbeat_s: float = Field(2.0, gt=0, le=600)
     job_stale_after_s: float = Field(30.0, gt=0)  # a running job silent this long is reclaimed
     job_max_attempts: int = Field(3, ge=1, le=100)  # runner deaths a job may cause, then failed
+    job_max_seconds: float = Field(86_400.0, ge=0)  # wall-clock per job from its first start;
+    # past it the job stops at its next step and registers what it trained (0: no limit)
     max_queued_jobs: int = Field(1000, ge=1, le=1_000_000)  # POST /train beyond: 429
     storage_retry_s: float = Field(300.0, ge=0, le=86_400)  # a checkpoint or artifact write
     # failing with ENOSPC, EACCES, EIO, ... is retried this long before the job fails

@@ -6,6 +6,8 @@ training loop itself never waits on the database. Stops are cooperative: the loo
 `should_stop()` before every step, which raises here to unwind them.
 
     cancel requested  -> JobCancelled  -> status cancelled, checkpoints deleted
+    job_max_seconds   -> should_stop() is True: the loop ends early, the model as trained so
+                         far is registered (succeeded, `stopped_reason` in its metrics)
     SIGTERM / SIGINT  -> JobInterrupted -> back to the queue, resumes from its checkpoint
     the API died      -> the same (EOF on the pipe the supervisor holds)
     SIGKILL, OOM, ... -> the supervisor requeues it; heartbeats going stale do as well
@@ -111,17 +113,28 @@ class JobExecution:
         self.progress = float(job.progress or 0.0)
         self.loss: Any = None  # the last step's loss tensor, read once per heartbeat
         self.started = time.monotonic()
+        self.deadline = math.inf  # monotonic time past which the job stops (job_max_seconds)
+        self.stopped_reason: str | None = None
 
     # -- hooks the training loops call ------------------------------------------------------
 
     def should_stop(self) -> bool:
+        """Raises to abandon the job; True asks the loop to end early and keep its model."""
         if self.cancelled.is_set():
             raise JobCancelled
         if self.lost.is_set():
             raise JobLost(f"job {self.job.id} was taken over")
         if self.stop.is_set():
             raise JobInterrupted
-        return False
+        if self.stopped_reason is None and time.monotonic() >= self.deadline:
+            limit = self.settings.job_max_seconds
+            self.stopped_reason = f"time limit (GENSERVE_JOB_MAX_SECONDS={limit:g})"
+            log.info(
+                "job %d: %s: registering it as trained so far", self.job.id, self.stopped_reason
+            )
+            with self.lock:
+                self.latest["stopped_reason"] = self.stopped_reason
+        return self.stopped_reason is not None
 
     def on_step(self, done: int, total: int, loss: Any) -> None:
         self.progress = min(1.0, done / max(total, 1))
@@ -172,6 +185,7 @@ class JobExecution:
         beat.start()
         outcome = "failed"
         try:
+            self._set_deadline()
             new = self._finished() or self._train()
             version = self._record(self.store.complete, job.id, self.runner_id, new, self._rows())
             if version is None:  # cancelled before its version was registered: recorded so
@@ -198,6 +212,21 @@ class JobExecution:
             beat.join()
         if outcome in ("succeeded", "cancelled", "failed"):
             shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def _set_deadline(self) -> None:
+        """job_max_seconds counts from the job's first start by the database's clock, so a
+        resumed job does not get a fresh budget (a database outage here: from now)."""
+        limit = self.settings.job_max_seconds
+        if not limit:
+            return
+        try:
+            spent = self.store.running_for(self.job.id)
+        except Exception as exc:
+            log.warning(
+                "job %d: its running time is unknown (%s); counting from now", self.job.id, exc
+            )
+            spent = 0.0
+        self.deadline = time.monotonic() + limit - spent
 
     def _rows(self) -> list[tuple[int, dict[str, Any]]]:
         return self._snapshot()[2]
@@ -282,6 +311,8 @@ class JobExecution:
 
         job = self.job
         config = {**result.config, "name": job.name}
+        if self.stopped_reason is not None:  # in the version's metrics and model card too
+            config["metrics"] = {**config.get("metrics", {}), "stopped_reason": self.stopped_reason}
         config["training"] = {
             "job": job.id,
             "dataset": dataset.name,

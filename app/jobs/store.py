@@ -180,6 +180,14 @@ class JobStore:
                 session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job_id))
             )
 
+    def running_for(self, job_id: int) -> float:
+        """Seconds since the job first started, by the database's clock (0 if it has not)."""
+        with self.db.session() as session:
+            started, current = session.execute(
+                select(TrainingJob.started_at, db_now()).where(TrainingJob.id == job_id)
+            ).one()
+        return max(0.0, (current - started).total_seconds()) if started else 0.0
+
     def _update(self, *where: ColumnElement[bool], **values: Any) -> int:
         """`_set` in its own transaction."""
         with self.db.session() as session:

@@ -48,6 +48,9 @@ class JobPublic(BaseModel):
     progress: float
     metrics: dict[str, Any]
     error: str | None
+    stopped_reason: str | None = Field(
+        None, description="why a succeeded job ended before its steps or epochs were done"
+    )
     attempts: int
     cancel_requested: bool
     runner_id: str | None

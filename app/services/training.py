@@ -115,6 +115,7 @@ def job_public(job: TrainingJob, version: tuple[str, int] | None) -> JobPublic:
         progress=job.progress,
         metrics=job.metrics,
         error=job.error,
+        stopped_reason=(job.metrics or {}).get("stopped_reason"),
         attempts=job.attempts,
         cancel_requested=job.cancel_requested,
         runner_id=job.runner_id,

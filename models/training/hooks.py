@@ -20,5 +20,7 @@ class TrainHooks:
 
     on_step: Callable[[int, int, torch.Tensor], None] | None = None  # (steps done, total, loss)
     on_epoch: Callable[[dict[str, Any]], None] | None = None  # one history row per epoch
-    should_stop: Callable[[], bool] | None = None  # checked every step; may raise to cancel
+    # checked every step: True ends the fit early, keeping the model trained so far (a time
+    # limit); raising abandons it (a cancel)
+    should_stop: Callable[[], bool] | None = None
     work_dir: Path | None = None  # checkpoint after every epoch here and resume from it

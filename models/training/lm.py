@@ -122,8 +122,10 @@ def train(
 ) -> dict:
     """Trains in place; returns the final metrics. Resumes from `checkpoint_dir` if it holds one.
 
-    `hooks.should_stop` is asked before every step (it may raise to abort); `on_step(done, total,
-    loss)` gets the loss as a tensor so that a caller who only samples it forces no sync.
+    `hooks.should_stop` is asked before the first step and after every step (it may raise to
+    abort; True ends the run there, that step evaluated and checkpointed); `on_step(done,
+    total, loss)` gets the loss as a tensor so that a caller who only samples it forces no
+    sync.
     """
     hooks = hooks or TrainHooks()
     checkpoint_dir, on_step = hooks.work_dir, hooks.on_step
@@ -145,7 +147,8 @@ def train(
     for step in range(start, cfg.max_steps):
         elapsed_all = time.perf_counter() - began
         out_of_time = cfg.max_seconds > 0 and elapsed_all >= cfg.max_seconds
-        if (hooks.should_stop is not None and hooks.should_stop()) or out_of_time:
+        first = step == start  # later steps were asked at the end of the one before
+        if (first and hooks.should_stop is not None and hooks.should_stop()) or out_of_time:
             break
         time_fraction = elapsed_all / cfg.max_seconds if cfg.max_seconds else 0.0
         lr = lr_at(step, cfg, time_fraction)
@@ -164,8 +167,12 @@ def train(
         tokens += x.numel()
         if on_step is not None:
             on_step(step + 1, cfg.max_steps, loss.detach())
-        last = step + 1 == cfg.max_steps or (
-            cfg.max_seconds > 0 and time.perf_counter() - began >= cfg.max_seconds
+        # asked to stop early (a time limit): this step is the last, evaluated and saved
+        stopping = hooks.should_stop is not None and hooks.should_stop()
+        last = (
+            step + 1 == cfg.max_steps
+            or stopping
+            or (cfg.max_seconds > 0 and time.perf_counter() - began >= cfg.max_seconds)
         )
         if (step + 1) % cfg.eval_every == 0 or last:
             elapsed = time.perf_counter() - t0
@@ -186,6 +193,8 @@ def train(
         if checkpoint_dir is not None and due:
             state = {"step": step + 1, "history": history, "train_config": asdict(cfg)}
             save_checkpoint(checkpoint_dir, {"model": model}, {"opt": opt}, state)
+        if stopping:
+            break
     model.eval()
     return {"history": history, **metrics}
 

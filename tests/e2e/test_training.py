@@ -307,3 +307,32 @@ def test_runner_killed_mid_job_resumes_from_its_checkpoint(db_url: str, tmp_path
         wait_served(srv, "/generate/text", body, 1)
     finally:
         srv.stop()
+
+
+def test_a_job_past_the_time_limit_stops_and_registers_what_it_trained(tmp_path: Path) -> None:
+    """GENSERVE_JOB_MAX_SECONDS=3: a GPT job asked for ten million steps ends in seconds,
+    succeeded, with a servable version and the reason in its metrics."""
+    srv = start(tmp_path, GENSERVE_JOB_MAX_SECONDS="3")
+    try:
+        params = {**TINY_GPT_PARAMS, "max_steps": 10_000_000, "eval_every": 50}
+        job = submit(
+            srv, kind="text-gpt", dataset="tinyshakespeare", name="e2e-capped", params=params
+        )
+        began = time.monotonic()
+        done = wait_job(srv, job["id"], timeout=90)
+        assert time.monotonic() - began < 60
+        assert done["status"] == "succeeded", done["error"]
+        reason = "time limit (GENSERVE_JOB_MAX_SECONDS=3)"
+        assert done["stopped_reason"] == reason
+        assert done["metrics"]["stopped_reason"] == reason
+        assert len(done["history"]) < 10_000_000 // 50  # (on a slow machine, maybe none)
+        assert done["model_version"] == {"name": "e2e-capped", "version": 1}
+        model = srv.client.get("/models/e2e-capped").json()
+        assert model["versions"][0]["metrics"]["stopped_reason"] == reason
+        verify_artifact(srv, tmp_path, "e2e-capped", 1)
+        activated = srv.client.post("/models/e2e-capped/versions/1/activate")
+        assert activated.status_code == 200, activated.text
+        body = {"model": "e2e-capped", "prompt": "ROMEO:", "max_new_tokens": 4, "seed": 0}
+        assert wait_served(srv, "/generate/text", body, 1)["choices"][0]["completion_tokens"] == 4
+    finally:
+        srv.stop()
