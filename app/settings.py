@@ -5,7 +5,8 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from functools import cached_property
+import subprocess
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -91,6 +92,8 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(3, ge=1, le=100)  # runner deaths a job may cause, then failed
     job_max_seconds: float = Field(86_400.0, ge=0)  # wall-clock per job from its first start;
     # past it the job stops at its next step and registers what it trained (0: no limit)
+    job_max_memory_bytes: int = Field(0, ge=0)  # POST /train refuses (422) a job whose
+    # estimated peak training memory is larger; 0: half the runners' device memory
     max_queued_jobs: int = Field(1000, ge=1, le=1_000_000)  # POST /train beyond: 429
     storage_retry_s: float = Field(300.0, ge=0, le=86_400)  # a checkpoint or artifact write
     # failing with ENOSPC, EACCES, EIO, ... is retried this long before the job fails
@@ -174,6 +177,15 @@ class Settings(BaseSettings):
             return "cuda"
         return "cpu"
 
+    def job_memory_limit(self) -> int:
+        """The most memory one job may need: GENSERVE_JOB_MAX_MEMORY_BYTES, else half of what
+        its runner trains on (the GPU's memory on CUDA; else the machine's, or the
+        container's limit): the other half is for the service, the workers and the OS."""
+        if self.job_max_memory_bytes:
+            return self.job_max_memory_bytes
+        gpu = gpu_memory_bytes() if self.runner_device_name() == "cuda" else 0
+        return (gpu or system_memory_bytes()) // 2
+
     def runner_torch_threads(self) -> int:
         if self.runner_threads:
             return self.runner_threads
@@ -186,6 +198,37 @@ def _cuda_device_nodes() -> int:
     if visible is not None:
         return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
     return len(glob.glob("/dev/nvidia[0-9]*"))
+
+
+@cache
+def system_memory_bytes() -> int:
+    """Physical memory, or the cgroup's limit when the process runs in a smaller container."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limit = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit():
+            total = min(total, int(limit))
+    return total
+
+
+@cache
+def gpu_memory_bytes() -> int:
+    """The smallest GPU's memory, from nvidia-smi (the API process has no torch); 0 if unknown."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        sizes = [int(line) * 2**20 for line in out.split() if line.strip().isdigit()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return 0
+    return min(sizes, default=0)
 
 
 def get_settings() -> Settings:

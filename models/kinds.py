@@ -2,13 +2,17 @@
 
 The parameter dataclasses are the single source of names, defaults and bounds
 (annotated_types metadata): the API builds its request schemas and GET /train/kinds from
-them, and library users pass them to the training functions. `KINDS` is the one table keyed
-by kind: each row names its params, task, data, the class that serves it and the function
-that trains it, the last two as lazy "module:attr" strings. This module imports no torch,
-scikit-learn or Ray, so the API process can validate jobs without loading them.
+them, and library users pass them to the training functions; each also estimates what a
+job with those params needs (`footprint`: parameters and peak training memory, from the data
+set's metadata), so POST /train refuses a job the machine cannot hold before queueing it.
+`KINDS` is the one table keyed by kind: each row names its params, task, data, the class
+that serves it and the function that trains it, the last two as lazy "module:attr" strings.
+This module imports no torch, scikit-learn or Ray, so the API process can validate jobs
+without loading them.
 """
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -31,6 +35,74 @@ TestFraction = Annotated[float, Ge(0.01), Le(0.5)]
 BlockSize = Annotated[int, Ge(8), Le(4096)]
 WeightDecay = Annotated[float, Ge(0), Le(1)]
 Dropout = Annotated[float, Ge(0), Le(0.9)]
+
+
+# -----------------------------------------------------------------------------
+# memory: what a job needs, in plain arithmetic (the API process has no torch)
+#
+# Torch kinds train in fp32 with Adam(W): 16 bytes per parameter (weight, gradient, two
+# moments). Beside them, at different moments, one of: a training step's activations (the
+# tensors the forward pass saves for backward, counted per sample below, times SLACK for
+# backward's own buffers and the blocks the allocator keeps); an evaluation batch (no
+# gradients, but often many samples); a checkpoint's copies. Each formula was checked
+# against measured runs by bench/job_memory.py (peak RSS on a CPU; on a GPU, autocast halves
+# most activations).
+
+F32 = 4  # bytes per float32
+ADAM = 16  # bytes per trainable parameter while training
+CHECKPOINT = 28  # bytes per parameter while a checkpoint is written: the weights cloned,
+# then the weights and moments as one bytes object per tensor and once more joined
+SLACK = 1.5  # peak resident memory of a training step over the tensors it saves
+RUNTIME = 64 * 2**20  # buffers torch allocates on first use, interpreter garbage
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What an estimate knows of a data set before it is loaded: its row's metadata."""
+
+    records: int = 0  # characters of a corpus; texts or images otherwise (all splits)
+    vocab: int = 256  # distinct characters of a corpus
+    image_size: tuple[int, int] = (28, 28)
+    classes: int = 0  # labels; 0 when unlabelled
+    mean_chars: float = 100.0  # characters per text (labelled texts)
+
+    @classmethod
+    def from_meta(cls, records: int | None, meta: dict[str, Any]) -> "DataShape":
+        """From a dataset row (`num_records`, `meta` as models.data.describe writes it)."""
+        size = meta.get("image_size") or (28, 28)
+        return cls(
+            records=int(records or 0),
+            vocab=int(meta.get("vocab_size") or 256),
+            image_size=(int(size[0]), int(size[1])),
+            classes=len(meta.get("labels") or []),
+            mean_chars=float(meta.get("mean_chars") or 100.0),
+        )
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A job's trainable parameters and its peak training memory, an upper-ish estimate."""
+
+    params: int
+    bytes: int
+    parts: dict[str, int]  # bytes: model (+ optimizer, checkpoint), activations, data, runtime
+
+
+def torch_footprint(
+    params: int, activations: int, data: int, *, evaluation: int = 0, extra: int = 0
+) -> Footprint:
+    """A torch fit: Adam's states and `extra` (weights outside the optimizer, such as an
+    EMA copy); the largest of a step's saved `activations` (with SLACK), an `evaluation`
+    batch and a checkpoint's copies, which are never alive together; the data it holds."""
+    model = ADAM * params + extra
+    peak = max(int(SLACK * activations), evaluation, CHECKPOINT * params)
+    parts = {"model": model, "activations": peak, "data": data, "runtime": RUNTIME}
+    return Footprint(params, sum(parts.values()), parts)
+
+
+def conv_out(h: int, w: int, stride_stages: int) -> int:
+    """Pixels of a map after `stride_stages` halvings."""
+    return (h >> stride_stages) * (w >> stride_stages)
 
 
 TokenizerKind = Literal["char", "bpe"]
@@ -56,6 +128,14 @@ class NGramParams(ChatParams):
     vocab_size: VocabSize = doc(512, VOCAB_DOC)
     test_fraction: TestFraction = doc(0.1, "uploads: the last fraction of characters validates")
 
+    def footprint(self, data: DataShape, kind: str) -> Footprint:
+        """Counting sorts int64 codes per order and keeps each order's distinct n-grams (at
+        most one per position): `params` is that bound on the table entries."""
+        n = data.records
+        entries = self.order * n
+        parts = {"tables": 16 * entries, "counting": 48 * n, "data": 20 * n, "runtime": RUNTIME}
+        return Footprint(entries, sum(parts.values()), parts)
+
 
 @dataclass
 class LMParams(ChatParams):
@@ -75,6 +155,20 @@ class LMParams(ChatParams):
     tokenizer: TokenizerKind = doc("char", TOKENIZER_DOC)
     vocab_size: VocabSize = doc(2048, VOCAB_DOC)
 
+    def network(self, vocab: int, kind: str) -> tuple[int, int, int]:
+        """`kind`'s (parameters, bytes saved per token of a training step, bytes of the
+        final validation's batch: 64 windows without gradients)."""
+        raise NotImplementedError
+
+    def footprint(self, data: DataShape, kind: str) -> Footprint:
+        """The corpus is held as text, token lists and int64 tensors (BPE ids are Python
+        ints of their own)."""
+        vocab = self.vocab_size if self.tokenizer == "bpe" else data.vocab
+        params, per_token, evaluation = self.network(vocab, kind)
+        train = self.batch_size * self.block_size * per_token
+        per_char = 20 if self.tokenizer == "char" else 36
+        return torch_footprint(params, train, per_char * data.records, evaluation=evaluation)
+
 
 @dataclass
 class GPTParams(LMParams):
@@ -86,6 +180,18 @@ class GPTParams(LMParams):
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+    def network(self, vocab: int, kind: str) -> tuple[int, int, int]:
+        """Tied embeddings, positions, 12 C^2 + 2 C per block (no biases), the last norm.
+        A block saves about 17 C floats per token for backward (the attention itself is a
+        fused kernel); with dropout, attention falls back to T x T matrices per head.
+        Evaluation holds about one block's worth per token, and the logits."""
+        c, t = self.n_embd, self.block_size
+        params = vocab * c + t * c + self.n_layer * (12 * c * c + 2 * c) + c
+        block = 17 * c * F32 + (9 * self.n_head * t if self.dropout else 0)
+        head = (3 * c + 4 * vocab) * F32  # embeddings, final norm; logits and their softmax
+        evaluation = 64 * t * (17 * c + 3 * vocab) * F32
+        return params, self.n_layer * block + head, evaluation
 
 
 @dataclass
@@ -99,6 +205,23 @@ class RNNParams(LMParams):
     n_layer: Annotated[int, Ge(1), Le(8)] = doc(2, "stacked recurrent layers")
     dropout: Dropout = doc(0.0, "dropout while training")
 
+    def network(self, vocab: int, kind: str) -> tuple[int, int, int]:
+        """Embedding, gates x H x (input + H) + 2 biases per layer (4 gates for the LSTM, 3
+        for the GRU), a linear head. Per token, a training step keeps about 16 H floats of
+        each LSTM layer (gates, states, output) and 13 H of a GRU's (8 H saved, but its
+        backward allocates more). Evaluation (windows of 256) runs a layer at a time: about
+        5 H floats per token for the LSTM, 9 H for the GRU (measured)."""
+        gates = 3 if kind == "text-gru" else 4
+        e, h = self.n_embd, self.hidden
+        layers = sum(
+            gates * h * ((e if i == 0 else h) + h) + 2 * gates * h for i in range(self.n_layer)
+        )
+        params = vocab * e + layers + h * vocab + vocab
+        saved = 16 * h if gates == 4 else 13 * h  # per layer
+        per_token = (2 * e + self.n_layer * saved + 2 * h + 4 * vocab) * F32
+        evaluation = 64 * 256 * ((5 if gates == 4 else 9) * h + 3 * vocab) * F32
+        return params, per_token, evaluation
+
 
 @dataclass
 class ImageGenParams:
@@ -111,10 +234,35 @@ class ImageGenParams:
     seed: Seed = doc(0, "initialisation, shuffling and noise")
     test_fraction: TestFraction = doc(0.2, "uploads: held-out fraction for the final metrics")
 
+    def labels(self, data: DataShape) -> int:
+        """Classes the model conditions on (0: unconditional), as the training function picks."""
+        return data.classes if self.conditional is not False and data.classes else 0
+
+    def images(self, data: DataShape) -> int:
+        """The float32 images in memory, twice: loaders convert them from bytes to floats."""
+        h, w = data.image_size
+        return 2 * data.records * h * w * F32
+
 
 @dataclass
 class VAEParams(ImageGenParams):
     hidden: Annotated[int, Ge(8), Le(8192)] = doc(256, "fully connected width around z")
+
+    def footprint(self, data: DataShape, kind: str) -> Footprint:
+        """Convs 1 -> 32 -> 64 (4x4, stride 2) and back, a hidden layer on both sides of z,
+        16-wide label embeddings if conditional. Per image, backward keeps the feature maps
+        and the loss's terms (about 32 floats per pixel) and the fully connected layers'."""
+        h, w = data.image_size
+        k = self.labels(data)
+        cond = 16 if k else 0
+        flat = 64 * conv_out(h, w, 2)
+        convs = (1 * 32 * 16 + 32) + (32 * 64 * 16 + 64) + (64 * 32 * 16 + 32) + (32 * 16 + 1)
+        fcs = (flat + cond) * self.hidden + self.hidden + 2 * (self.hidden * self.latent_dim)
+        fcs += 2 * self.latent_dim + (self.latent_dim + cond) * self.hidden + self.hidden
+        fcs += self.hidden * flat + flat
+        params = convs + fcs + k * 16
+        per_image = (32 * h * w + 2 * (self.hidden + flat)) * F32
+        return torch_footprint(params, self.batch_size * per_image, self.images(data))
 
 
 @dataclass
@@ -123,6 +271,29 @@ class GANParams(ImageGenParams):
     lr: LearningRate = doc(2e-4, "Adam learning rate for both networks (beta1 0.5)")
     channels: Annotated[int, Ge(4), Le(512)] = doc(32, "base width of both networks")
     ema: Annotated[float, Ge(0), Le(0.99999)] = doc(0.0, "> 0: serve an EMA of G's weights")
+
+    def footprint(self, data: DataShape, kind: str) -> Footprint:
+        """G: z (+ a 16-wide label embedding) -> 2C x H/4 x W/4 (BatchNorm) -> C -> 1 with
+        4x4 transposed convs; D mirrors it into 256 features, plus a projection and a class
+        head if conditional. One step runs G once and D three times, keeping their maps for
+        backward (about 4 C floats per pixel per image); the EMA is one more G. The fit
+        rescales the images to [-1, 1]: one more copy."""
+        h, w = data.image_size
+        c, k = self.channels, self.labels(data)
+        cond = 16 if k else 0
+        grid = 2 * c * conv_out(h, w, 2)
+        generator = (self.latent_dim + cond) * grid + 2 * grid + k * 16
+        generator += 2 * c * c * 16 + 2 * c + c * 16 + 1
+        discriminator = (c * 16 + c) + (c * 2 * c * 16 + 4 * c) + grid * 256 + 256 + 257
+        discriminator += k * 256 + (256 * k + k if k else 0)
+        per_image = 4 * c * h * w * F32
+        extra = F32 * generator if self.ema else 0
+        return torch_footprint(
+            generator + discriminator,
+            self.batch_size * per_image,
+            self.images(data) * 3 // 2,
+            extra=extra,
+        )
 
 
 @dataclass
@@ -150,6 +321,46 @@ class DiffusionParams:
         if self.channels % 8:
             raise ValueError(f"channels ({self.channels}) must be a multiple of 8")
 
+    def footprint(self, data: DataShape, kind: str) -> Footprint:
+        """The U-Net of models/image/diffusion.py (widths C, 2C, 4C), counted layer by layer.
+        A training step saves about (34 + 30 x blocks) floats per pixel per image and per C;
+        the held-out loss runs 500 images at once, about (12 + 4 x blocks) floats each. The
+        EMA is one more copy of the weights; the fit rescales the images (one more copy)."""
+        h, w = data.image_size
+        c0, n = self.channels, self.blocks
+        k = data.classes if self.conditional is not False and data.classes else 0
+        emb = 4 * c0
+
+        def res(c_in: int, c_out: int) -> int:
+            skip = c_in * c_out + c_out if c_in != c_out else 0
+            return 2 * c_in + 9 * c_in * c_out + 9 * c_out * c_out + emb * c_out + 5 * c_out + skip
+
+        params = c0 * emb + emb * emb + 2 * emb + (k + 1) * emb + 10 * c0
+        skips, c = [c0], c0
+        for level, width in enumerate((c0, 2 * c0, 4 * c0)):
+            for _ in range(n):
+                params, c = params + res(c, width), width
+                skips.append(c)
+            if level < 2:
+                params += 9 * c * c + c
+                skips.append(c)
+        params += 2 * res(c, c) + (4 * c * c + 6 * c if self.attention else 0)
+        for level, width in reversed(list(enumerate((c0, 2 * c0, 4 * c0)))):
+            for _ in range(n + 1):
+                params, c = params + res(c + skips.pop(), width), width
+            if level > 0:
+                params += 9 * c * c + c
+        params += 2 * c + 9 * c + 1
+        pixels = c0 * h * w * F32
+        images = 2 * data.records * h * w * F32
+        return torch_footprint(
+            params,
+            self.batch_size * (34 + 30 * n) * pixels,
+            images * 3 // 2,
+            evaluation=500 * (12 + 4 * n) * pixels,
+            extra=F32 * params if self.ema else 0,
+        )
+
 
 @dataclass
 class TextPipelineParams:
@@ -163,6 +374,24 @@ class TextPipelineParams:
         """The unfitted scikit-learn estimator these params describe (the kind's own)."""
         raise NotImplementedError
 
+    def features(self, data: DataShape) -> int:
+        """TF-IDF columns: about 0.4 n-grams per character of text seen once, fewer as
+        min_df rises (measured on the sentiment set; an overestimate for big corpora)."""
+        return max(1, int(0.4 * data.records * data.mean_chars / self.min_df))
+
+    def model(self, features: int, outputs: int) -> tuple[int, int]:
+        """(parameters, bytes while fitting) of the estimator on `features` columns."""
+        raise NotImplementedError
+
+    def footprint(self, data: DataShape, kind: str) -> Footprint:
+        """The vectorisers' vocabularies and the sparse matrices (about 3 non-zeros per
+        character, float64 + int32 index, a few copies), then the estimator's arrays."""
+        chars = data.records * data.mean_chars
+        outputs = 1 if data.classes <= 2 else data.classes  # binary: one column
+        params, fitting = self.model(self.features(data), outputs)
+        parts = {"model": fitting, "data": int(150 * chars), "runtime": RUNTIME}
+        return Footprint(params, sum(parts.values()), parts)
+
 
 @dataclass
 class NBParams(TextPipelineParams):
@@ -173,6 +402,10 @@ class NBParams(TextPipelineParams):
 
         return MultinomialNB(alpha=self.alpha)  # deterministic, seed unused
 
+    def model(self, features: int, outputs: int) -> tuple[int, int]:
+        params = max(outputs, 2) * features  # a count and a log-probability per class
+        return params, 4 * 8 * params
+
 
 @dataclass
 class LogRegParams(TextPipelineParams):
@@ -182,6 +415,10 @@ class LogRegParams(TextPipelineParams):
         from sklearn.linear_model import LogisticRegression
 
         return LogisticRegression(C=self.C, max_iter=2000, random_state=self.seed)
+
+    def model(self, features: int, outputs: int) -> tuple[int, int]:
+        params = outputs * (features + 1)
+        return params, 24 * 8 * params  # L-BFGS keeps 10 pairs of parameter-sized vectors
 
 
 @dataclass
@@ -201,6 +438,10 @@ class MLPParams(TextPipelineParams):
             random_state=self.seed,
         )
 
+    def model(self, features: int, outputs: int) -> tuple[int, int]:
+        params = features * self.hidden + self.hidden + self.hidden * outputs + outputs
+        return params, 5 * 8 * params  # float64 weights, gradients, Adam's moments, the best
+
 
 @dataclass
 class TextRNNParams:
@@ -218,6 +459,27 @@ class TextRNNParams:
     seed: Seed = doc(0, "initialisation and shuffling")
     test_fraction: TestFraction = doc(0.2, "uploads: stratified held-out fraction")
 
+    def footprint(self, data: DataShape, kind: str) -> Footprint:
+        """Vocabulary: tokens seen twice, bounded by half the tokens of the data set (words
+        are about 5 characters). Batches run up to the longest of their texts; the estimate
+        takes 4x the mean length, up to max_len. Per token and direction, the GRU keeps
+        its gates and states (about 8 H floats); padded id matrices are int64."""
+        chars = data.records * data.mean_chars
+        per_token = 1 if self.level == "char" else 5
+        vocab = max(3, min(int(chars / per_token / 2), 200_000) + 2)
+        dirs = 2 if self.bidirectional else 1
+        h, e = self.hidden, self.embed
+        gru = sum(
+            dirs * (3 * h * ((e if i == 0 else dirs * h) + h) + 6 * h)
+            for i in range(self.num_layers)
+        )
+        width = dirs * h
+        params = vocab * e + gru + 2 * width * max(data.classes, 2) + max(data.classes, 2)
+        length = min(self.max_len, max(8, math.ceil(4 * data.mean_chars / per_token)))
+        per_text = length * (2 * e + self.num_layers * dirs * 8 * h + 4 * width) * F32
+        ids = data.records * min(self.max_len, data.mean_chars / per_token * 8) * 8 * 3
+        return torch_footprint(params, self.batch_size * per_text, int(ids + 8 * chars))
+
 
 @dataclass
 class CNNParams:
@@ -230,6 +492,20 @@ class CNNParams:
     dropout: Dropout = doc(0.25, "dropout while training")
     seed: Seed = doc(0, "initialisation, shuffling and augmentation")
     test_fraction: TestFraction = doc(0.2, "uploads: stratified held-out fraction")
+
+    def footprint(self, data: DataShape, kind: str) -> Footprint:
+        """Two stages of two 3x3 convs (32, then 64 channels) and a 2x2 max-pool each, then
+        fc `hidden` and the classes. Backward keeps about 110 floats per input pixel per
+        image plus the pools' int64 indices; evaluation runs 512 images at once."""
+        h, w = data.image_size
+        k = max(data.classes, 2)
+        flat = 64 * conv_out(h, w, 2)
+        convs = (1 * 32 * 9 + 32) + (32 * 32 * 9 + 32) + (32 * 64 * 9 + 64) + (64 * 64 * 9 + 64)
+        params = convs + flat * self.hidden + self.hidden + self.hidden * k + k
+        per_image = (140 * h * w + 2 * self.hidden) * F32
+        evaluation = 512 * 72 * h * w * F32
+        images = 2 * data.records * h * w * F32  # as loaded: bytes, then floats
+        return torch_footprint(params, self.batch_size * per_image, images, evaluation=evaluation)
 
 
 # -----------------------------------------------------------------------------

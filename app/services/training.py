@@ -33,9 +33,13 @@ from app.services.chat import check_template
 from app.services.datasets import DatasetService
 from app.settings import Settings
 from app.tables import Dataset, Model, ModelVersion, TrainingJob
-from models.kinds import KINDS, Kind
+from models.kinds import KINDS, DataShape, Kind
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 @cache
@@ -147,6 +151,7 @@ class TrainingService:
         params = validate_params(kind, request.params)
         dataset = self.datasets.resolve(request.dataset)
         self._check_dataset(kind, dataset, params)
+        self._check_memory(kind, dataset, params)
         with self.db.session() as session:
             queued = session.scalar(
                 select(func.count()).select_from(TrainingJob).where(TrainingJob.status == "queued")
@@ -193,6 +198,29 @@ class TrainingService:
             raise InvalidInput(
                 f"{dataset.name!r} has {chars} characters: too few for block_size {block} "
                 "in its validation split; lower block_size or upload more text"
+            )
+
+    def _check_memory(self, kind: Kind, dataset: Dataset, params: dict[str, Any]) -> None:
+        """Refuses a job whose estimated peak training memory exceeds the per-job limit: it
+        would be killed (or kill its runner) hours later, as an out-of-memory crash loop."""
+        footprint = getattr(kind.params(**params), "footprint", None)
+        if footprint is None:  # a kind without an estimate is admitted
+            return
+        need = footprint(DataShape.from_meta(dataset.num_records, dataset.meta or {}), kind.name)
+        limit = self.settings.job_memory_limit()
+        if need.bytes > limit:
+            raise InvalidInput(
+                f"{kind.name} with these params needs about {_gib(need.bytes)} to train "
+                f"({need.params:,} parameters, on {dataset.name!r}); this server takes jobs "
+                f"up to {_gib(limit)} (GENSERVE_JOB_MAX_MEMORY_BYTES): use a smaller model, "
+                "batch or dataset",
+                code="job_too_large",
+                details={
+                    "params": need.params,
+                    "bytes": need.bytes,
+                    "limit_bytes": limit,
+                    "parts": need.parts,
+                },
             )
 
     def list(
