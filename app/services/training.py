@@ -107,27 +107,14 @@ def _param(name: str, prop: dict[str, Any]) -> ParamPublic:
 
 
 def job_public(job: TrainingJob, version: tuple[str, int] | None) -> JobPublic:
-    return JobPublic(
-        id=job.id,
-        kind=job.kind,
-        name=job.name,
-        dataset_id=job.dataset_id,
-        params=job.params,
-        activate=job.activate,
-        owner=job.owner or None,
-        status=job.status,
-        progress=job.progress,
-        metrics=job.metrics,
-        error=job.error,
-        stopped_reason=(job.metrics or {}).get("stopped_reason"),
-        attempts=job.attempts,
-        cancel_requested=job.cancel_requested,
-        runner_id=job.runner_id,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        model_version=ModelVersionRef(name=version[0], version=version[1]) if version else None,
-    )
+    """A job row as the API shows it: its columns, plus what is derived from them."""
+    derived = {
+        "owner": job.owner or None,
+        "stopped_reason": (job.metrics or {}).get("stopped_reason"),
+        "model_version": ModelVersionRef(name=version[0], version=version[1]) if version else None,
+    }
+    columns = {f: getattr(job, f) for f in JobPublic.model_fields if f not in derived}
+    return JobPublic(**columns, **derived)
 
 
 class TrainingService:
