@@ -288,19 +288,10 @@ class JobStore:
             return None
         session.add_all(JobMetric(job_id=job_id, step=s, values=v) for s, v in rows)
         job = session.get_one(TrainingJob, job_id, populate_existing=True)
-        version = versions.register_trained(
-            session,
-            name=job.name,
-            task=new.task,
-            kind=job.kind,
-            artifact_path=new.artifact_path,
-            sha256=new.sha256,
-            size=new.size,
-            params=job.params,
-            config=new.config,
-            dataset_id=job.dataset_id,
-            activate=job.activate,
-        )
+        # what the job asked for, and what its training produced
+        asked = {k: getattr(job, k) for k in ("name", "kind", "params", "dataset_id", "activate")}
+        made = {k: getattr(new, k) for k in ("task", "artifact_path", "sha256", "size", "config")}
+        version = versions.register_trained(session, **asked, **made)
         job.status, job.progress = "succeeded", 1.0
         job.model_version_id = version.id
         job.metrics = {**job.metrics, **new.config.get("metrics", {})}
