@@ -27,7 +27,7 @@ class GenerateImageRequest(RequestBody):
         ge=0,
         le=20,
         description="image-diffusion only, class-conditional: classifier-free guidance scale "
-        "(default 3; 0 = unconditional, the label is then ignored)",
+        "(default 1.5; 0 = unconditional, the label is then ignored)",
     )
 
 

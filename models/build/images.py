@@ -67,13 +67,14 @@ RECIPES: dict[str, Recipe] = {
         GANTrainConfig(epochs=30, ema=0.999),
         "Unconditional DCGAN: a 28x28 handwritten digit.",
     ),
-    # sized for one busy CPU core (~25-50 images/s): the 28x28 level dominates the cost
+    # sized for one busy CPU core (20-120 images/s): the 28x28 level dominates the cost;
+    # 28 epochs (7,000 steps) took 83 min of training there
     "mnist-diffusion": Recipe(
         "image-diffusion",
         DiffusionConfig(
             channels=(16, 32, 64), blocks=1, attention=True, dropout=0.0, num_classes=10
         ),
-        DiffusionTrainConfig(epochs=40, batch_size=32, lr=1e-3, p_uncond=0.1, ema=0.999),
+        DiffusionTrainConfig(epochs=28, batch_size=32, lr=1e-3, p_uncond=0.1, ema=0.999),
         "Class-conditional diffusion model (DDPM, DDIM sampling, classifier-free guidance): "
         "a 28x28 handwritten digit of the requested class; guidance 0 samples unconditionally.",
     ),
@@ -245,6 +246,11 @@ def diffusion_card(config: dict[str, Any], params: int) -> str:
   weights an EMA ({p["ema"]}); seed {p["seed"]}, {t["seconds"]} s on {t["device"]}.
 - **Loss** (v MSE, fixed t and noise, labels kept): held-out {m["held_out_loss"]}, 2,000
   training images {m["train_loss_fixed_noise"]}.
+- **Default guidance {DEFAULT_GUIDANCE}**: lower guidance gives more varied digits (a lower
+  Fréchet distance), higher guidance more recognisable ones. Chosen at epoch 24 among 1.25,
+  1.5, 1.75 (2 and 3 earlier) on 300 samples of 20 DDIM steps: Fréchet distance against 2,000
+  *training* images in the evaluator's features 156 / 250 / 343, class accuracy 0.980 / 0.990
+  / 1.000; 1.5 keeps a margin on the 0.98 accuracy target.
 
 Reproduce:
 

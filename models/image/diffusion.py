@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from models.image.generator import ImageGenerator, Noise
 
 DEFAULT_STEPS = 50  # DDIM steps when a caller names none
-DEFAULT_GUIDANCE = 3.0  # classifier-free guidance scale w when a caller names none
+DEFAULT_GUIDANCE = 1.5  # classifier-free guidance w when a caller names none (mnist-diffusion card)
 MAX_STEPS = 1000
 
 

@@ -82,7 +82,7 @@ def test_same_seed_same_images_alone_and_in_a_batch(client: TestClient) -> None:
     assert not same(alone, images(client, n=3, seed=8, label=5, steps=8))
     assert not same(alone, images(client, n=3, seed=7, label=5, steps=4))
     assert not same(alone, images(client, n=3, seed=7, label=5, steps=8, guidance=1))
-    assert len(images(client, n=2, seed=1)) == 2, "the defaults (50 steps, guidance 3) serve"
+    assert len(images(client, n=2, seed=1)) == 2, "the defaults (50 steps, guidance 1.5) serve"
 
     # neighbours in the dynamic batch ask for other seeds, labels, steps and guidance
     bodies = [

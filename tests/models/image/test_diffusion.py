@@ -134,3 +134,22 @@ def test_the_kind_trains_saves_and_serves(
     assert gen.generate(noise(gen, 2), torch.tensor([0, 1]), steps=2).shape == (2, 28, 28)
     with pytest.raises(ValueError, match="multiple of 8"):
         DiffusionParams(channels=12)
+
+
+def test_the_committed_default_draws_the_asked_for_digit() -> None:
+    """A loose check of models/pretrained/mnist-diffusion with a classifier independent of its
+    training and of bench/image_quality.py's evaluator (the bench has the real figures)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from app.settings import PRETRAINED_DIR
+
+    path = PRETRAINED_DIR / "mnist-diffusion"
+    if not (path / "config.json").is_file():
+        pytest.skip("no committed mnist-diffusion")
+    _, _, x_held, y_held = load_mnist(DATA_DIR)
+    clf = LogisticRegression(C=0.05, max_iter=300).fit(x_held.reshape(len(x_held), -1), y_held)
+    gen = load_artifact(path)
+    labels = torch.arange(10).repeat_interleave(5)
+    images = gen.generate(noise(gen, 50, seed=1), labels, steps=10).numpy().reshape(50, -1)
+    accuracy = float((clf.predict(images) == labels.numpy()).mean())
+    assert accuracy >= 0.8, f"{accuracy:.2f} of samples recognised as the asked-for class"
