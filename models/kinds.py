@@ -130,10 +130,12 @@ class NGramParams(ChatParams):
 
     def footprint(self, data: DataShape, kind: str) -> Footprint:
         """Counting sorts int64 codes per order and keeps each order's distinct n-grams (at
-        most one per position): `params` is that bound on the table entries."""
+        most one per position, and vocab^k of order k): `params` is that bound on the table
+        entries."""
         n = data.records
-        entries = self.order * n
-        parts = {"tables": 16 * entries, "counting": 48 * n, "data": 20 * n, "runtime": RUNTIME}
+        vocab = self.vocab_size if self.tokenizer == "bpe" else data.vocab
+        entries = sum(min(n, vocab**k) for k in range(1, self.order + 1))
+        parts = {"tables": 16 * entries, "counting": 64 * n, "data": 20 * n, "runtime": RUNTIME}
         return Footprint(entries, sum(parts.values()), parts)
 
 
@@ -323,9 +325,10 @@ class DiffusionParams:
 
     def footprint(self, data: DataShape, kind: str) -> Footprint:
         """The U-Net of models/image/diffusion.py (widths C, 2C, 4C), counted layer by layer.
-        A training step saves about (34 + 30 x blocks) floats per pixel per image and per C;
-        the held-out loss runs 500 images at once, about (12 + 4 x blocks) floats each. The
-        EMA is one more copy of the weights; the fit rescales the images (one more copy)."""
+        A training step saves about (34 + 30 x blocks) floats per pixel per image and per C,
+        and its backward (GroupNorm, convolutions) allocates about 60 % more; the held-out
+        loss runs 500 images at once, about (12 + 4 x blocks) floats each. The EMA is one
+        more copy of the weights; the fit rescales the images (one more copy)."""
         h, w = data.image_size
         c0, n = self.channels, self.blocks
         k = data.classes if self.conditional is not False and data.classes else 0
@@ -355,7 +358,7 @@ class DiffusionParams:
         images = 2 * data.records * h * w * F32
         return torch_footprint(
             params,
-            self.batch_size * (34 + 30 * n) * pixels,
+            self.batch_size * (55 + 48 * n) * pixels,
             images * 3 // 2,
             evaluation=500 * (12 + 4 * n) * pixels,
             extra=F32 * params if self.ema else 0,
@@ -439,8 +442,10 @@ class MLPParams(TextPipelineParams):
         )
 
     def model(self, features: int, outputs: int) -> tuple[int, int]:
+        """float64 weights and gradients, and Adam's moments and update, each computed into
+        new arrays before the old ones are dropped: about 10 copies at the peak (measured)."""
         params = features * self.hidden + self.hidden + self.hidden * outputs + outputs
-        return params, 5 * 8 * params  # float64 weights, gradients, Adam's moments, the best
+        return params, 10 * 8 * params
 
 
 @dataclass
@@ -460,13 +465,17 @@ class TextRNNParams:
     test_fraction: TestFraction = doc(0.2, "uploads: stratified held-out fraction")
 
     def footprint(self, data: DataShape, kind: str) -> Footprint:
-        """Vocabulary: tokens seen twice, bounded by half the tokens of the data set (words
-        are about 5 characters). Batches run up to the longest of their texts; the estimate
-        takes 4x the mean length, up to max_len. Per token and direction, the GRU keeps
-        its gates and states (about 8 H floats); padded id matrices are int64."""
+        """Vocabulary (tokens seen twice): Heaps' law for words, 8 N^0.6 of N tokens (about
+        2x the sentiment set's), at most 1,000 characters; never above N / 2. The GRU runs on
+        packed sequences (real tokens only) in batches of similar lengths: the longest batch
+        averages about twice the mean length (up to max_len). Per token and direction, the
+        GRU keeps its gates and states (about 8 H floats). The texts are held as id lists (a
+        word id is a Python int of its own) and a padded int64 matrix."""
         chars = data.records * data.mean_chars
-        per_token = 1 if self.level == "char" else 5
-        vocab = max(3, min(int(chars / per_token / 2), 200_000) + 2)
+        per_token = 1 if self.level == "char" else 4  # characters; a word is about 4.5
+        tokens = chars / per_token
+        seen = 1_000 if self.level == "char" else 8 * tokens**0.6
+        vocab = int(max(1, min(tokens / 2, seen))) + 2
         dirs = 2 if self.bidirectional else 1
         h, e = self.hidden, self.embed
         gru = sum(
@@ -475,10 +484,11 @@ class TextRNNParams:
         )
         width = dirs * h
         params = vocab * e + gru + 2 * width * max(data.classes, 2) + max(data.classes, 2)
-        length = min(self.max_len, max(8, math.ceil(4 * data.mean_chars / per_token)))
+        mean = data.mean_chars / per_token
+        length = min(self.max_len, max(8, math.ceil(2 * mean)))
         per_text = length * (2 * e + self.num_layers * dirs * 8 * h + 4 * width) * F32
-        ids = data.records * min(self.max_len, data.mean_chars / per_token * 8) * 8 * 3
-        return torch_footprint(params, self.batch_size * per_text, int(ids + 8 * chars))
+        ids = tokens * 36 + data.records * (min(self.max_len, 8 * mean) * 8 + 64)
+        return torch_footprint(params, self.batch_size * per_text, int(ids))
 
 
 @dataclass
@@ -495,14 +505,15 @@ class CNNParams:
 
     def footprint(self, data: DataShape, kind: str) -> Footprint:
         """Two stages of two 3x3 convs (32, then 64 channels) and a 2x2 max-pool each, then
-        fc `hidden` and the classes. Backward keeps about 110 floats per input pixel per
-        image plus the pools' int64 indices; evaluation runs 512 images at once."""
+        fc `hidden` and the classes. Backward keeps about 150 floats per input pixel per
+        image (feature maps, the pools' int64 indices); evaluation runs 512 images at once,
+        about 72 floats per pixel each."""
         h, w = data.image_size
         k = max(data.classes, 2)
         flat = 64 * conv_out(h, w, 2)
         convs = (1 * 32 * 9 + 32) + (32 * 32 * 9 + 32) + (32 * 64 * 9 + 64) + (64 * 64 * 9 + 64)
         params = convs + flat * self.hidden + self.hidden + self.hidden * k + k
-        per_image = (140 * h * w + 2 * self.hidden) * F32
+        per_image = (150 * h * w + 2 * self.hidden) * F32
         evaluation = 512 * 72 * h * w * F32
         images = 2 * data.records * h * w * F32  # as loaded: bytes, then floats
         return torch_footprint(params, self.batch_size * per_image, images, evaluation=evaluation)
