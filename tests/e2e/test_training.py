@@ -120,7 +120,7 @@ def test_text_job_trains_then_serves(server: Server) -> None:
 def test_bpe_job_on_an_uploaded_utf8_corpus_serves_characters_it_never_saw(
     server: Server, tmp_path: Path
 ) -> None:
-    lines = ["Ça va? «Très bien», dit-elle — naïve.", "Zoë’s café: crème brûlée 🍮 ×3."]
+    lines = ["Ça va? «Très bien», dit-elle — naïve.", "Zoë’s café: crème brûlée 🍮 ×3."]  # noqa: RUF001 (the point: characters outside ASCII)
     (tmp_path / "corpus.txt").write_text("\n".join(lines * 200) + "\n", encoding="utf-8")
     with (tmp_path / "corpus.txt").open("rb") as f:
         uploaded = server.client.post("/datasets", files={"file": ("corpus.txt", f)})
