@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -70,3 +71,14 @@ def batch_totals(url: str, model: str) -> tuple[float, float]:
 def mean_batch(before: tuple[float, float], after: tuple[float, float]) -> float:
     passes = after[1] - before[1]
     return (after[0] - before[0]) / passes if passes else float("nan")
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, float]:
+    """`wrk -t1` with a Lua script whose done() prints `JSON {...}` (requests, us, errors and
+    latency percentiles): those figures, plus requests per second."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s"]
+    out = subprocess.run(
+        [*command, "-s", str(script), url], capture_output=True, text=True, check=True
+    ).stdout
+    stats = json.loads(out.split("JSON ", 1)[1].splitlines()[0])
+    return {**stats, "rps": stats["requests"] / (stats["us"] / 1e6)}

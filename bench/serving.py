@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import DATA_DIR, GENSERVE, batch_totals, machine, mean_batch, start, stop
+from bench.common import (
+    DATA_DIR,
+    GENSERVE,
+    batch_totals,
+    machine,
+    mean_batch,
+    run_wrk,
+    start,
+    stop,
+)
 from bench.image_generation import run as image_run
 from bench.text_generation import level as text_level
 from models.data.builtin import load_sentiment
@@ -103,25 +111,9 @@ def load_seconds(url: str) -> dict[str, float]:
 
 
 def wrk_load(url: str, script: Path, clients: int, seconds: float) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{clients}",
-            f"-d{seconds:g}s",
-            "--timeout",
-            "30s",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    stats = json.loads(out.split("JSON ", 1)[1].splitlines()[0])
+    stats = run_wrk(url, script, clients, seconds)
     return {
-        "rps": stats["requests"] / (stats["us"] / 1e6),
+        "rps": stats["rps"],
         "p50": stats["p50"],
         "p95": stats["p95"],
         "p99": stats["p99"],

@@ -8,15 +8,29 @@ strings, streaming, batching, cancellation, labels, PNGs) can be tested on them 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from app.settings import Settings
 from models.artifacts import save_artifact
 from models.data.builtin import load_shakespeare
 from models.image.vae import VAE, VAEConfig
 from models.text.gpt import GPT, GPTConfig
 from models.text.tokenizer import BPETokenizer, CharTokenizer
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, make_settings
+
+
+def tiny_settings(tmp: Path, **overrides: Any) -> Settings:
+    """Settings serving the committed defaults plus the tiny models (tiny-gpt and tiny-cvae
+    the defaults), with no job runners: what the in-process API tests start."""
+    values: dict[str, Any] = {
+        "pretrained_dir": pretrained_with_tiny_models(tmp / "pretrained"),
+        "default_text_model": "tiny-gpt",
+        "default_image_model": "tiny-cvae",
+        "runner_slots": 0,
+    }
+    return make_settings(tmp, **(values | overrides))
 
 
 def make_tiny_gpt(path: Path, name: str = "tiny-gpt", bpe: bool = False) -> Path:

@@ -32,8 +32,13 @@ from app.schemas.openai import (
     CompletionResponse,
 )
 from app.services.chat import chat_prompt
-from app.services.generate import Completion, GenerateService, add_usage, client_error
-from app.services.generate import close_streams as close_streams
+from app.services.generate import (
+    Completion,
+    GenerateService,
+    add_usage,
+    client_error,
+    close_streams,
+)
 from app.worker.protocol import ModelSpec, TokenEvent, TokenInfo
 
 NO_USAGE = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
@@ -159,9 +164,11 @@ class OpenAIService:
         try:
             for p, events in enumerate(streams):
                 completion, started = Completion(body.n), set()
+                echoed: str | None = None  # known from the first event (it carries the prompt)
                 async for event in events:
                     completion.add(event)
-                    echoed = _echo(body, prompts[p], completion)
+                    if echoed is None:
+                        echoed = _echo(body, prompts[p], completion)
                     infos = [] if event.token is None else [_shift(event.token, len(echoed))]
                     text = event.text
                     if event.index not in started:  # the echo goes before the first text

@@ -67,7 +67,6 @@ class GenerationEngine:
         # The API checked the vocabulary (characters or token ids) already.
         ids = self.lm.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         sampling = SamplingParams(**params)
-        sampling.logit_bias = {int(k): v for k, v in sampling.logit_bias.items()}
         for index in range(n):
             gen = make_generator(sampling.seed, index)
             self.waiting.append(Sequence(request_id, index, ids, sampling, gen))

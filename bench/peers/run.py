@@ -55,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import DATA_DIR, machine  # noqa: E402
+from bench.common import DATA_DIR, machine, run_wrk  # noqa: E402
 from models.data.builtin import load_sentiment  # noqa: E402
 
 WORK = HERE / ".work"
@@ -210,25 +210,9 @@ def start_timeout(name: str) -> float:
 
 
 def wrk_classify(url: str, script: Path, connections: int, seconds: float) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds:g}s",
-            "--timeout",
-            "30s",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    stats = json.loads(out.split("JSON ", 1)[1].splitlines()[0])
+    stats = run_wrk(url, script, connections, seconds)
     return {
-        "rps": stats["requests"] / (stats["us"] / 1e6),
+        "rps": stats["rps"],
         "p50": stats["p50"],
         "p99": stats["p99"],
         "errors": stats["errors"],

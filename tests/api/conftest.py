@@ -7,20 +7,17 @@ from fastapi.testclient import TestClient
 
 from app.db import migrate
 from app.main import create_app
-from tests.conftest import make_settings, wait_until_ready
-from tests.tiny_models import pretrained_with_tiny_models
+from tests.conftest import wait_until_ready
+from tests.tiny_models import tiny_settings
 
 
 @pytest.fixture(scope="package")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The app with its real lifespan: migrated SQLite, registry, one spawned worker."""
     tmp = tmp_path_factory.mktemp("api")
-    settings = make_settings(
+    settings = tiny_settings(
         tmp,
         max_body_bytes=64 * 1024,
-        pretrained_dir=pretrained_with_tiny_models(tmp / "pretrained"),
-        default_text_model="tiny-gpt",
-        default_image_model="tiny-cvae",
         max_new_tokens=256,
         runner_slots=0,  # jobs stay queued: training runs in the e2e tests
     )

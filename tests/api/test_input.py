@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from app.db import downgrade, migrate
 from app.main import create_app
-from tests.conftest import POSTGRES_URL, _postgres_skip_reason, make_settings
-from tests.tiny_models import pretrained_with_tiny_models
+from tests.conftest import POSTGRES_URL, _postgres_skip_reason
+from tests.tiny_models import tiny_settings
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -29,13 +29,9 @@ def api(
             pytest.skip(reason)
         url = POSTGRES_URL
         downgrade(url, "base")
-    settings = make_settings(
+    settings = tiny_settings(
         tmp,
         database_url=url,
-        pretrained_dir=pretrained_with_tiny_models(tmp / "pretrained"),
-        default_text_model="tiny-gpt",
-        default_image_model="tiny-cvae",
-        runner_slots=0,
     )
     (tmp / "state").mkdir(exist_ok=True)
     migrate(url)

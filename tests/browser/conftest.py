@@ -88,7 +88,16 @@ def console() -> Console:
 
 
 def open_page(browser: Any, server: Server, console: Console, **context: Any) -> Any:
-    """A fresh context (own sessionStorage) whose only reachable origin is the server."""
+    """The playground in a fresh context whose only reachable origin is the server."""
+    page = offline_page(browser, server, console, **context)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#text-model option", state="attached")  # /models rendered
+    return page
+
+
+def offline_page(browser: Any, server: Server, console: Console, **context: Any) -> Any:
+    """A blank page in a fresh context (own sessionStorage) whose only reachable origin is the
+    server: other requests are blocked and recorded, console errors collected."""
     ctx = browser.new_context(**context)
     page = ctx.new_page()
     page.set_default_timeout(20_000)
@@ -103,8 +112,6 @@ def open_page(browser: Any, server: Server, console: Console, **context: Any) ->
     page.route("**/*", route)
     page.on("console", lambda m: m.type == "error" and console.errors.append(m.text))
     page.on("pageerror", lambda exc: console.errors.append(f"page error: {exc}"))
-    page.goto(server.url + "/")
-    page.wait_for_selector("#text-model option", state="attached")  # /models rendered
     return page
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import Console
+from tests.browser.conftest import Console, offline_page
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.e2e
@@ -17,22 +17,9 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def docs_page(browser: Any, server: Server, console: Console) -> Iterator[Any]:
     """A fresh page whose only reachable origin is the server; nothing loaded yet."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-
-    def route(request: Any) -> None:
-        if request.request.url.startswith(server.url + "/"):
-            request.continue_()
-        else:
-            console.blocked.append(request.request.url)
-            request.abort()
-
-    page.route("**/*", route)
-    page.on("console", lambda m: m.type == "error" and console.errors.append(m.text))
-    page.on("pageerror", lambda exc: console.errors.append(f"page error: {exc}"))
+    page = offline_page(browser, server, console, viewport={"width": 1280, "height": 900})
     yield page
-    context.close()
+    page.context.close()
     assert not console.unexpected(), console.errors
     assert not console.blocked, f"requests outside the server: {console.blocked}"
 

@@ -9,16 +9,11 @@ version is served, and `models activate` / `models rollback` switching what is s
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
-import select
-import struct
 import subprocess
 import sys
-import termios
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +22,7 @@ from typing import Any
 import pytest
 
 from app.settings import REPO_ROOT
+from tests.cli.tty import genserve_on_a_tty
 from tests.e2e.server import Server
 from tests.reliability.conftest import start_server
 
@@ -100,45 +96,8 @@ def genserve(
 
 def on_a_tty(cwd: Path, columns: int, *args: str, url: str) -> tuple[int, str]:
     """`genserve ARGS` on a pseudo-terminal `columns` wide: exit code and all it wrote."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")} | {
-        "TERM": "xterm-256color",
-        "PYTHONPATH": str(REPO_ROOT),
-        "GENSERVE_URL": url,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", *args],
-        cwd=cwd,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        close_fds=True,
-    )
-    os.close(slave)
-    output = bytearray()
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if not ready:
-                if process.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            output += chunk
-        code = process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(master)
-    return code, output.decode("utf-8", errors="replace")
+    env = {"GENSERVE_URL": url}
+    return genserve_on_a_tty(*args, cwd=cwd, columns=columns, rows=40, env=env, timeout=300)
 
 
 def frames(output: str) -> list[str]:

@@ -8,23 +8,18 @@ that reach the terminal are the CLI's own colours, and the hostile text shows es
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
-import select
-import struct
 import subprocess
 import sys
-import termios
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app.db import Database
-from app.settings import REPO_ROOT
 from app.tables import Dataset, Model, ModelVersion, TrainingJob
+from tests.cli.tty import genserve_on_a_tty
 from tests.e2e.server import Server
 from tests.reliability.conftest import start_server
 
@@ -84,47 +79,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, i
         db.dispose()
     yield srv, job_id
     srv.stop()
-
-
-def genserve_on_a_tty(*args: str, timeout: float = 60) -> tuple[int, str]:
-    """Runs `genserve ARGS` with a pseudo-terminal as its stdin, stdout and stderr (400
-    columns, so nothing wraps); its exit code and everything it wrote."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 400, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
-    env |= {"TERM": "xterm-256color", "PYTHONIOENCODING": "utf-8"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", *args],
-        cwd=REPO_ROOT,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        close_fds=True,
-    )
-    os.close(slave)
-    output = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if not ready:
-                if process.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            output += chunk
-        code = process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(master)
-    return code, output.decode("utf-8", errors="replace")
 
 
 @pytest.mark.e2e

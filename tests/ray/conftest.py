@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from app.db import migrate
 from app.main import create_app
-from tests.conftest import make_settings, wait_until_ready
-from tests.tiny_models import pretrained_with_tiny_models
+from tests.conftest import wait_until_ready
+from tests.tiny_models import tiny_settings
 
 
 @pytest.fixture(scope="package")
@@ -18,14 +18,11 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """tests/api's app on GENSERVE_POOL=ray: one CPU actor on a two-CPU Ray instance, started
     and shut down by the pool like in production (once per package: it takes seconds)."""
     tmp = tmp_path_factory.mktemp("ray")
-    settings = make_settings(
+    settings = tiny_settings(
         tmp,
         pool="ray",
         ray_num_cpus=2,
         max_body_bytes=64 * 1024,
-        pretrained_dir=pretrained_with_tiny_models(tmp / "pretrained"),
-        default_text_model="tiny-gpt",
-        default_image_model="tiny-cvae",
         max_new_tokens=256,
         runner_slots=0,  # jobs stay queued, as in tests/api
     )

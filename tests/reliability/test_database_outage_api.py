@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.routers.health import PING_CACHE_S
-from tests.conftest import make_settings, wait_until_ready
+from tests.conftest import wait_until_ready
 from tests.outage import Outage
-from tests.tiny_models import pretrained_with_tiny_models
+from tests.tiny_models import tiny_settings
 
 ENDPOINTS = [("GET", "/train"), ("GET", "/train/1"), ("GET", "/datasets"), ("POST", "/train")]
 
@@ -24,13 +24,9 @@ def test_endpoints_answer_503_while_the_database_is_down(
     db_url: str, tmp_path: Path, requires: str
 ) -> None:
     outage = Outage(db_url)
-    settings = make_settings(
+    settings = tiny_settings(
         tmp_path,
         database_url=outage.url,
-        pretrained_dir=pretrained_with_tiny_models(tmp_path / "pretrained"),
-        default_text_model="tiny-gpt",
-        default_image_model="tiny-cvae",
-        runner_slots=0,
         ready_requires=requires,
     )
     body = {"kind": "text-ngram", "dataset": "tinyshakespeare", "name": "lm"}

@@ -14,10 +14,10 @@ from sqlalchemy import event
 
 from app.main import create_app
 from app.metrics import JOBS, JobCounts
-from tests.conftest import make_settings, wait_until_ready
+from tests.conftest import wait_until_ready
 from tests.e2e.server import metric
 from tests.outage import Outage
-from tests.tiny_models import pretrained_with_tiny_models
+from tests.tiny_models import tiny_settings
 
 QUEUED = 'genserve_training_jobs{status="queued"}'
 
@@ -35,13 +35,9 @@ def test_metrics_answer_without_job_counts_while_the_database_is_down_or_hung(
     db_url: str, tmp_path: Path
 ) -> None:
     outage = Outage(db_url)
-    settings = make_settings(
+    settings = tiny_settings(
         tmp_path,
         database_url=outage.url,
-        pretrained_dir=pretrained_with_tiny_models(tmp_path / "pretrained"),
-        default_text_model="tiny-gpt",
-        default_image_model="tiny-cvae",
-        runner_slots=0,
     )
     hung = threading.Event()
     try:
