@@ -115,7 +115,10 @@ def test_sequence_gauges_show_running_and_waiting_streams(server: Server) -> Non
             c.send(c.build_request("POST", "/generate/text", json=body), stream=True)
             for c in clients
         ]
-        assert next(streams[0].iter_lines()) == "event: token"  # the first is decoding
+        # Kept referenced: a line iterator dropped mid-stream is closed by the garbage
+        # collector, and httpcore closes the connection with it (the first stream would end).
+        lines = streams[0].iter_lines()
+        assert next(lines) == "event: token"  # the first is decoding
         samples = wait_for(server, lambda s: s.get(running) == 1 and s.get(waiting) == 1)
         assert (samples[running], samples[waiting]) == (1, 1)  # one slot: the other waits
     finally:
