@@ -32,8 +32,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, TypeVar
 
 from app.db import Database, is_transient
@@ -306,32 +307,29 @@ class JobExecution:
 
     def _save(self, task: str, dataset: Dataset, result: Any) -> NewVersion:
         """Writes the artifact, then `result.json` naming it: from here on, no retraining."""
-        from models.artifacts import retry_writes, save_artifact, write_durably
-        from models.training.result import card
-
-        job = self.job
-        config = {**result.config, "name": job.name}
-        if self.stopped_reason is not None:  # in the version's metrics and model card too
-            config["metrics"] = {**config.get("metrics", {}), "stopped_reason": self.stopped_reason}
-        config["training"] = {
-            "job": job.id,
-            "dataset": dataset.name,
-            "dataset_sha256": dataset.sha256,
-            "params": job.params,
-            "device": self.device,
-        }
-        relative = f"artifacts/{job.name}/job-{job.id}"
+        relative = f"artifacts/{self.job.name}/job-{self.job.id}"
         target = self.settings.state_dir / relative
         for leftover in target.parent.glob(f".{target.name}.*"):  # an attempt died saving
             shutil.rmtree(leftover, ignore_errors=True)
-        sha256, size = save_artifact(
-            target,
-            config,
-            module=result.module,
-            estimator=result.estimator,
-            card=card(job.name, config, dataset.name, job.params),
+        sha256, size, config = write_job_artifact(target, self.artifact_info(dataset), result)
+        return self._publish(NewVersion(task, relative, sha256, size, config))
+
+    def artifact_info(self, dataset: Dataset) -> ArtifactInfo:
+        job = self.job
+        return ArtifactInfo(
+            job.name,
+            job.id,
+            dict(job.params),
+            dataset.name,
+            dataset.sha256,
+            self.device,
+            self.stopped_reason,
         )
-        new = NewVersion(task, relative, sha256, size, config)
+
+    def _publish(self, new: NewVersion) -> NewVersion:
+        """Names the written artifact in `result.json`: a reclaimed job registers it."""
+        from models.artifacts import retry_writes, write_durably
+
         marker = json.dumps(asdict(new)).encode()
 
         def write_marker() -> None:
@@ -361,6 +359,46 @@ class JobExecution:
             getattr(params, "test_fraction", 0.2),
             getattr(params, "seed", 0),
         )
+
+
+@dataclass
+class ArtifactInfo:
+    """What a job's artifact records of the job, beside what training returned: enough for
+    whichever process finishes the training (a runner, or rank 0 of a Ray Train run)."""
+
+    name: str
+    job_id: int
+    params: dict[str, Any]
+    dataset: str
+    dataset_sha256: str | None
+    device: str
+    stopped_reason: str | None = None
+
+
+def write_job_artifact(target: Path, info: ArtifactInfo, result: Any) -> tuple[str, int, dict]:
+    """Writes a finished job's artifact (config.json with its training record, payload, card)
+    to `target`; returns its digest, size and config."""
+    from models.artifacts import save_artifact
+    from models.training.result import card
+
+    config = {**result.config, "name": info.name}
+    if info.stopped_reason is not None:  # in the version's metrics and model card too
+        config["metrics"] = {**config.get("metrics", {}), "stopped_reason": info.stopped_reason}
+    config["training"] = {
+        "job": info.job_id,
+        "dataset": info.dataset,
+        "dataset_sha256": info.dataset_sha256,
+        "params": info.params,
+        "device": info.device,
+    }
+    sha256, size = save_artifact(
+        target,
+        config,
+        module=result.module,
+        estimator=result.estimator,
+        card=card(info.name, config, info.dataset, info.params),
+    )
+    return sha256, size, config
 
 
 def _describe(exc: Exception) -> str:
