@@ -156,6 +156,17 @@ class LMParams(ChatParams):
     test_fraction: TestFraction = doc(0.1, "uploads: the last fraction of characters validates")
     tokenizer: TokenizerKind = doc("char", TOKENIZER_DOC)
     vocab_size: VocabSize = doc(2048, VOCAB_DOC)
+    num_workers: Annotated[int, Ge(1), Le(256)] = doc(
+        1, "data-parallel workers (DDP; with GENSERVE_TRAIN_BACKEND=ray, Ray Train workers)"
+    )
+    use_gpu: bool = doc(False, "GENSERVE_TRAIN_BACKEND=ray: each worker takes a GPU")
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.num_workers:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) is the global batch: it must be a multiple "
+                f"of num_workers ({self.num_workers})"
+            )
 
     def network(self, vocab: int, kind: str) -> tuple[int, int, int]:
         """`kind`'s (parameters, bytes saved per token of a training step, bytes of the
@@ -180,6 +191,7 @@ class GPTParams(LMParams):
     dropout: Dropout = doc(0.0, "dropout while training")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 

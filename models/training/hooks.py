@@ -24,3 +24,6 @@ class TrainHooks:
     # limit); raising abandons it (a cancel)
     should_stop: Callable[[], bool] | None = None
     work_dir: Path | None = None  # checkpoint after every epoch here and resume from it
+    # after every checkpoint, on every rank of a data-parallel group: the checkpoint dir on
+    # rank 0, None elsewhere (Ray Train's report is collective)
+    on_checkpoint: Callable[[Path | None], None] | None = None

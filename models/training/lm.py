@@ -22,6 +22,7 @@ from models.text.gpt import GPT, GPTConfig
 from models.text.ngram import NGramConfig, NGramModel
 from models.text.rnn import RNNConfig, RNNModel
 from models.text.tokenizer import Tokenizer, train_tokenizer
+from models.training import distributed
 from models.training.checkpoint import load_checkpoint, save_checkpoint
 from models.training.hooks import TrainHooks
 from models.training.precision import autocast, grad_scaler
@@ -125,7 +126,9 @@ def train(
     `hooks.should_stop` is asked before the first step and after every step (it may raise to
     abort; True ends the run there, that step evaluated and checkpointed); `on_step(done,
     total, loss)` gets the loss as a tensor so that a caller who only samples it forces no
-    sync.
+    sync. In a torch.distributed group (models/training/distributed.py) `batch_size` is the
+    global batch, and rank 0 alone asks the hooks and writes checkpoints; every rank resumes
+    from its `work_dir`.
     """
     hooks = hooks or TrainHooks()
     checkpoint_dir, on_step = hooks.work_dir, hooks.on_step
@@ -139,24 +142,37 @@ def train(
         saved = load_checkpoint(checkpoint_dir, {"model": model}, {"opt": opt})
     if saved:
         start, history = saved["step"], saved["history"]
-    gen = torch.Generator().manual_seed(cfg.seed + start)
+    main = distributed.is_main()
+    hooks = (
+        hooks if main else TrainHooks(work_dir=checkpoint_dir, on_checkpoint=hooks.on_checkpoint)
+    )
+    on_step = hooks.on_step
+    net = distributed.wrap(model, device)  # a group's ranks average their gradients
+
+    def agree(flag: bool) -> bool:
+        return distributed.agree(flag, device)
+
+    gen = torch.Generator().manual_seed(cfg.seed + start)  # the global batch: equal on all
     tokens, t0 = 0, time.perf_counter()
     spent = history[-1].get("seconds", 0.0) if history else 0.0  # budget used before a resume
     began = time.perf_counter() - spent
     metrics: dict = history[-1] if history else {}
     for step in range(start, cfg.max_steps):
         elapsed_all = time.perf_counter() - began
-        out_of_time = cfg.max_seconds > 0 and elapsed_all >= cfg.max_seconds
+        out_of_time = cfg.max_seconds > 0 and agree(elapsed_all >= cfg.max_seconds)
         first = step == start  # later steps were asked at the end of the one before
-        if (first and hooks.should_stop is not None and hooks.should_stop()) or out_of_time:
+        if first and agree(hooks.should_stop is not None and hooks.should_stop()):
+            break
+        if out_of_time:
             break
         time_fraction = elapsed_all / cfg.max_seconds if cfg.max_seconds else 0.0
         lr = lr_at(step, cfg, time_fraction)
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = get_batch(train_data, cfg, gen, device)
+        x, y = distributed.local_slice(x), distributed.local_slice(y)
         with autocast(device, cfg.cpu_bf16):
-            _, loss = model(x, y)
+            _, loss = net(x, y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip:
@@ -164,17 +180,17 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         scaler.step(opt)
         scaler.update()
-        tokens += x.numel()
+        tokens += x.numel() * distributed.world_size()
         if on_step is not None:
             on_step(step + 1, cfg.max_steps, loss.detach())
         # asked to stop early (a time limit): this step is the last, evaluated and saved
-        stopping = hooks.should_stop is not None and hooks.should_stop()
+        stopping = agree(hooks.should_stop is not None and hooks.should_stop())
         last = (
             step + 1 == cfg.max_steps
             or stopping
-            or (cfg.max_seconds > 0 and time.perf_counter() - began >= cfg.max_seconds)
+            or (cfg.max_seconds > 0 and agree(time.perf_counter() - began >= cfg.max_seconds))
         )
-        if (step + 1) % cfg.eval_every == 0 or last:
+        if main and ((step + 1) % cfg.eval_every == 0 or last):
             elapsed = time.perf_counter() - t0
             metrics = {
                 "step": step + 1,
@@ -191,8 +207,11 @@ def train(
                 hooks.on_epoch(metrics)
         due = cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or last)
         if checkpoint_dir is not None and due:
-            state = {"step": step + 1, "history": history, "train_config": asdict(cfg)}
-            save_checkpoint(checkpoint_dir, {"model": model}, {"opt": opt}, state)
+            if main:
+                state = {"step": step + 1, "history": history, "train_config": asdict(cfg)}
+                save_checkpoint(checkpoint_dir, {"model": model}, {"opt": opt}, state)
+            if hooks.on_checkpoint is not None:
+                hooks.on_checkpoint(checkpoint_dir if main else None)
         if stopping:
             break
     model.eval()
@@ -265,7 +284,11 @@ def _fit_lm(
         seed=p.seed,
     )
     result = train(model, train_ids, val_ids, cfg, device, hooks)
-    val_loss = full_validation_loss(model, val_ids, min(eval_window, len(val_ids) - 1), device)
+    window = min(eval_window, len(val_ids) - 1)
+    # the other ranks of a data-parallel group hold the same weights and write nothing
+    val_loss = (
+        full_validation_loss(model, val_ids, window, device) if distributed.is_main() else 0.0
+    )
     return TrainResult(
         {
             "kind": kind,
