@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     pool: Literal["local", "ray"] = "local"  # ray: one Ray actor per GPU (or CPU slot)
     ray_address: str = ""  # an existing cluster ("auto", "ray://head:10001"); empty: start one
     ray_num_cpus: int = Field(0, ge=0, le=4096)  # CPUs of a Ray instance started here; 0: all
+    # where training jobs run: `local` runner processes, or `ray`: claimed by the runners as
+    # ever, then trained on the Ray cluster at ray_address (Ray Train, DDP over num_workers)
+    train_backend: Literal["local", "ray"] = "local"
     workers: int = Field(0, ge=0, le=64)  # 0: one per GPU, or 1 on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads_per_worker: int = Field(0, ge=0, le=256)  # 0: half the cores, shared by workers

@@ -551,6 +551,7 @@ class Kind:
     description: str
     needs_labels: bool = False  # images must carry labels
     size_multiple: int = 1  # image sides must be divisible by this
+    torch: bool = True  # trained by a torch loop; False: one fit (scikit-learn, n-gram counts)
 
     def serving_class(self) -> Any:
         return _resolve(self.serve)
@@ -573,6 +574,7 @@ KINDS: dict[str, Kind] = {
             "models.text.ngram:NGramLanguageModel",
             f"{_LM}:train_ngram",
             "Character n-gram language model, interpolated Kneser-Ney.",
+            torch=False,
         ),
         Kind(
             "text-lstm",
@@ -640,6 +642,7 @@ KINDS: dict[str, Kind] = {
             "models.classify.text_pipeline:SklearnTextClassifier",
             "models.training.text_pipeline:train_text_pipeline",
             "TF-IDF word + char n-grams, multinomial naive Bayes.",
+            torch=False,
         ),
         Kind(
             "classify-logreg",
@@ -649,6 +652,7 @@ KINDS: dict[str, Kind] = {
             "models.classify.text_pipeline:SklearnTextClassifier",
             "models.training.text_pipeline:train_text_pipeline",
             "TF-IDF word + char n-grams, logistic regression.",
+            torch=False,
         ),
         Kind(
             "classify-mlp",
@@ -658,6 +662,7 @@ KINDS: dict[str, Kind] = {
             "models.classify.text_pipeline:SklearnTextClassifier",
             "models.training.text_pipeline:train_text_pipeline",
             "TF-IDF word + char n-grams, one-hidden-layer MLP.",
+            torch=False,
         ),
         Kind(
             "classify-rnn",

@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
 import traceback
@@ -116,6 +117,11 @@ class JobExecution:
         self.started = time.monotonic()
         self.deadline = math.inf  # monotonic time past which the job stops (job_max_seconds)
         self.stopped_reason: str | None = None
+        self.placement: dict[str, Any] = {
+            "backend": "local",
+            "nodes": [socket.gethostname()],
+            "devices": [device],
+        }
 
     # -- hooks the training loops call ------------------------------------------------------
 
@@ -162,7 +168,8 @@ class JobExecution:
         while not self.done.wait(self.settings.job_heartbeat_s):
             progress, metrics, rows = self._snapshot()
             try:
-                if self.store.heartbeat(self.job.id, self.runner_id, progress, metrics, rows):
+                job_id, placement = self.job.id, dict(self.placement)
+                if self.store.heartbeat(job_id, self.runner_id, progress, metrics, rows, placement):
                     self.cancelled.set()
             except JobLost:
                 self.lost.set()
@@ -188,7 +195,11 @@ class JobExecution:
         try:
             self._set_deadline()
             new = self._finished() or self._train()
-            version = self._record(self.store.complete, job.id, self.runner_id, new, self._rows())
+            progress, metrics, rows = self._snapshot()  # with where it ran, then the version
+            placement = dict(self.placement)
+            beat = (job.id, self.runner_id, progress, metrics, rows, placement)
+            self._record(self.store.heartbeat, *beat)
+            version = self._record(self.store.complete, job.id, self.runner_id, new, [])
             if version is None:  # cancelled before its version was registered: recorded so
                 shutil.rmtree(self.settings.state_dir / new.artifact_path, ignore_errors=True)
                 outcome = "cancelled"
@@ -229,14 +240,17 @@ class JobExecution:
             spent = 0.0
         self.deadline = time.monotonic() + limit - spent
 
-    def _rows(self) -> list[tuple[int, dict[str, Any]]]:
-        return self._snapshot()[2]
-
     def _end(self, status: str, error: str) -> None:
         """Records a cancelled or failed end, through a database outage if need be."""
         _, metrics, rows = self._snapshot()
         self._quietly(
-            self.store.heartbeat, self.job.id, self.runner_id, self.progress, metrics, rows
+            self.store.heartbeat,
+            self.job.id,
+            self.runner_id,
+            self.progress,
+            metrics,
+            rows,
+            dict(self.placement),
         )
         self._quietly(self._record, self.store.finish, self.job.id, self.runner_id, status, error)
 
@@ -291,6 +305,10 @@ class JobExecution:
         params = kind.params(**job.params)
         dataset = self._dataset()
         train, test = self._load(dataset, params)
+        if self.settings.train_backend == "ray":
+            from app.jobs.ray_train import train_on_ray
+
+            return train_on_ray(self, kind, params, dataset, train, test)
         hooks = TrainHooks(
             on_step=self.on_step,
             on_epoch=self.on_epoch,

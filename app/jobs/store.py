@@ -163,8 +163,11 @@ class JobStore:
         progress: float,
         metrics: dict[str, Any],
         rows: list[tuple[int, dict[str, Any]]],
+        placement: dict[str, Any] | None = None,
     ) -> bool:
-        """Records liveness, progress and new history rows; True if a cancel was asked for."""
+        """Records liveness, progress, new history rows and (when known) where the job runs;
+        True if a cancel was asked for."""
+        where = {} if placement is None else {"placement": placement}
         with self.db.session() as session:
             beat = _set(
                 session,
@@ -172,6 +175,7 @@ class JobStore:
                 heartbeat_at=db_now(),
                 progress=progress,
                 metrics=metrics,
+                **where,
             )
             if beat != 1:
                 raise JobLost(f"job {job_id} is no longer held by {runner_id}")

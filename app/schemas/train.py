@@ -51,6 +51,9 @@ class JobPublic(BaseModel):
     stopped_reason: str | None = Field(
         None, description="why a succeeded job ended before its steps or epochs were done"
     )
+    placement: dict[str, Any] | None = Field(
+        None, description="where it ran: backend (local or ray), node ids, devices"
+    )
     attempts: int
     cancel_requested: bool
     runner_id: str | None

@@ -1,0 +1,347 @@
+"""Training jobs on a Ray cluster (GENSERVE_TRAIN_BACKEND=ray).
+
+A runner claims the job as ever (app/jobs/runner.py) and keeps its heartbeat; the training
+itself runs on the cluster:
+
+    language models (text-gpt, -lstm, -gru)  Ray Train's TorchTrainer, `num_workers` ranks
+                                              under DistributedDataParallel (gloo on CPU, nccl
+                                              with `use_gpu`); batch_size is the global batch
+                                              (models/training/distributed.py)
+    other neural kinds                        a TorchTrainer of one worker
+    scikit-learn and n-gram kinds             one Ray task
+
+The workers talk to the runner through a `JobChannel` actor: rank 0 sends steps, history
+rows and where each rank runs; the runner sends back a stop (a cancel, a lost claim or a
+shutdown abandon the run; the time limit finishes it). Checkpoints are reported to Ray Train,
+which keeps them under `<state dir>/ray-train/job-<id>`, so when a node dies Ray Train restarts
+the worker group (up to `job_max_attempts` times) from the last one, and a job reclaimed after
+its runner died resumes from there too: the run's name is the job's. Rank 0 writes the finished
+artifact and reports it as the last checkpoint; the runner registers it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from app.jobs.store import NewVersion
+
+if TYPE_CHECKING:
+    from app.jobs.runner import JobExecution
+    from app.tables import Dataset
+    from models.kinds import Kind
+
+log = logging.getLogger("genserve.ray_train")
+POLL_S = 0.5  # how often the runner and rank 0 exchange progress and stops
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class JobChannel:
+    """The mailbox between a job's runner and its Ray workers. It holds only what the last
+    poll has not taken yet: a restarted channel loses at most half a second of progress."""
+
+    def __init__(self) -> None:
+        self.step: tuple[int, int, float | None] = (0, 1, None)
+        self.rows: list[dict[str, Any]] = []
+        self.ranks: dict[int, tuple[str, str]] = {}
+        self.stop: str | None = None  # "finish" (keep the model) or "abandon"
+        self.stopped_reason: str | None = None
+
+    def report_step(self, done: int, total: int, loss: float | None) -> None:
+        self.step = (done, total, loss)
+
+    def report_row(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+
+    def started(self, rank: int, node: str, device: str) -> None:
+        self.ranks[rank] = (node, device)
+
+    def ask_stop(self, how: str, reason: str | None = None) -> None:
+        if self.stop != "abandon":
+            self.stop, self.stopped_reason = how, reason
+
+    def stop_asked(self) -> tuple[str | None, str | None]:
+        return self.stop, self.stopped_reason
+
+    def take(self) -> tuple[tuple[int, int, float | None], list[dict[str, Any]], dict]:
+        rows, self.rows = self.rows, []
+        return self.step, rows, dict(self.ranks)
+
+
+def connect(address: str) -> None:
+    """Joins the cluster once per runner process (`address` empty: a local Ray instance)."""
+    if not ray.is_initialized():
+        ray.init(address=address or None, namespace="genserve", log_to_driver=False)
+
+
+def train_on_ray(
+    execution: JobExecution, kind: Kind, params: Any, dataset: Dataset, train: Any, test: Any
+) -> NewVersion:
+    """Runs the job's training on the cluster and registers nothing: returns the artifact,
+    published as a local run's would be."""
+    settings, job = execution.settings, execution.job
+    connect(settings.ray_address)
+    # beside the runner when it can be: a dead worker node must not take the mailbox along
+    here = ray.get_runtime_context().get_node_id()
+    channel = JobChannel.options(  # type: ignore[attr-defined]
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)
+    ).remote()
+    config = {
+        "kind": kind.name,
+        "params": job.params,
+        "data": ray.put((train, test)),
+        "channel": channel,
+        "info": execution.artifact_info(dataset),
+    }
+    workers = int(getattr(params, "num_workers", 1))
+    use_gpu = bool(getattr(params, "use_gpu", False))
+    run = _torch_trainer(execution, config, workers, use_gpu) if kind.torch else _one_task(config)
+    with ThreadPoolExecutor(1, thread_name_prefix=f"ray-job-{job.id}") as pool:
+        future: Future[Path | None] = pool.submit(run)
+        try:
+            _follow(execution, channel, future)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                future.result()  # the workers stop at their next step
+            raise
+        result_dir = future.result()
+    if result_dir is None:
+        raise RuntimeError("the Ray run ended without an artifact")
+    try:
+        return _register_artifact(execution, kind.task, result_dir)
+    finally:
+        shutil.rmtree(result_dir, ignore_errors=True)
+
+
+def _follow(execution: JobExecution, channel: Any, future: Future[Path | None]) -> None:
+    """Relays progress to the runner's heartbeat and its stops to the workers until the run
+    ends; an abandoned run (cancel, lost, shutdown) raises what the runner raised."""
+    placement_nodes: dict[int, tuple[str, str]] = {}
+    asked = False
+    while True:
+        done = future.done()
+        step, rows, ranks = ray.get(channel.take.remote())
+        if step[0]:
+            execution.on_step(step[0], step[1], step[2])
+        for row in rows:
+            execution.on_epoch(row)
+        if ranks != placement_nodes:
+            placement_nodes = ranks
+            execution.placement = {
+                "backend": "ray",
+                "nodes": sorted({node for node, _ in ranks.values()}),
+                "devices": [ranks[r][1] for r in sorted(ranks)],
+                "workers": len(ranks),
+            }
+        if done:
+            return
+        try:
+            finish = execution.should_stop()
+        except BaseException:
+            ray.get(channel.ask_stop.remote("abandon"))
+            raise
+        if finish and not asked:
+            asked = True
+            ray.get(channel.ask_stop.remote("finish", execution.stopped_reason))
+        wait([future], timeout=POLL_S)
+
+
+def _torch_trainer(
+    execution: JobExecution, config: dict[str, Any], workers: int, use_gpu: bool
+) -> Any:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    settings = execution.settings
+    storage = (settings.state_dir / "ray-train").resolve()
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config=config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=f"job-{execution.job.id}",
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=settings.job_max_attempts),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+
+    def run() -> Path | None:
+        result = trainer.fit()
+        if result.checkpoint is None:
+            return None
+        out = Path(tempfile.mkdtemp(prefix=f"genserve-job-{execution.job.id}-"))
+        result.checkpoint.to_directory(str(out / "artifact"))
+        marker = out / "artifact" / FINAL_MARKER
+        if not marker.exists():  # the last checkpoint is a training one: no artifact
+            shutil.rmtree(out, ignore_errors=True)
+            return None
+        marker.unlink()
+        return out / "artifact"
+
+    return run
+
+
+def _one_task(config: dict[str, Any]) -> Any:
+    """scikit-learn and n-gram kinds: one Ray task that returns the artifact's files."""
+
+    def run() -> Path | None:
+        files = ray.get(_train_task.remote(config))
+        if files is None:
+            return None
+        out = Path(tempfile.mkdtemp(prefix="genserve-task-")) / "artifact"
+        out.mkdir()
+        for name, data in files.items():
+            (out / name).write_bytes(data)
+        return out
+
+    return run
+
+
+FINAL_MARKER = "genserve-final"  # in the checkpoint that carries the finished artifact
+
+
+class _WorkerHooks:
+    """TrainHooks for a Ray worker: rank 0 relays to the channel, throttled to POLL_S."""
+
+    def __init__(self, channel: Any, work_dir: Path, report: Any) -> None:
+        self.channel, self.work_dir, self.report = channel, work_dir, report
+        self.sent = 0.0
+        self.asked = 0.0
+        self.stop: tuple[str | None, str | None] = (None, None)
+
+    def on_step(self, done: int, total: int, loss: Any) -> None:
+        now = time.monotonic()
+        if now - self.sent >= POLL_S or done == total:
+            self.sent = now
+            self.channel.report_step.remote(done, total, round(float(loss), 4))
+
+    def on_epoch(self, row: dict[str, Any]) -> None:
+        self.channel.report_row.remote(dict(row))
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self.asked >= POLL_S:
+            self.asked = now
+            self.stop = ray.get(self.channel.stop_asked.remote())
+        return self.stop[0] is not None
+
+    def hooks(self) -> Any:
+        from models.training.hooks import TrainHooks
+
+        return TrainHooks(
+            on_step=self.on_step,
+            on_epoch=self.on_epoch,
+            should_stop=self.should_stop,
+            work_dir=self.work_dir,
+            on_checkpoint=self.report,
+        )
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """One rank of a TorchTrainer run: resumes from Ray Train's last checkpoint, trains the
+    kind's own function, and (rank 0) reports the finished artifact."""
+    import ray.train
+    import ray.train.torch
+    import torch
+    from ray.train import Checkpoint
+
+    from app.jobs.runner import write_job_artifact
+    from models.kinds import KINDS
+
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    device = ray.train.torch.get_device()
+    channel = config["channel"]
+    channel.started.remote(rank, ray.get_runtime_context().get_node_id(), str(device))
+    scratch = Path(tempfile.mkdtemp(prefix=f"genserve-rank{rank}-"))
+    work_dir = scratch / "checkpoint"
+    saved = ray.train.get_checkpoint()
+    if saved is not None:
+        saved.to_directory(str(work_dir))
+        (work_dir / FINAL_MARKER).unlink(missing_ok=True)
+
+    def report(path: Path | None) -> None:
+        checkpoint = Checkpoint.from_directory(str(path)) if path is not None else None
+        ray.train.report({"rank": rank}, checkpoint=checkpoint)
+
+    relay = _WorkerHooks(channel, work_dir, report)
+    kind = KINDS[config["kind"]]
+    params = kind.params(**config["params"])
+    train, test = ray.get(config["data"])
+    torch.manual_seed(getattr(params, "seed", 0))
+    result = kind.trainer()(kind.name, train, test, params, relay.hooks(), device)
+    how, reason = ray.get(channel.stop_asked.remote())
+    final = None
+    if rank == 0 and how != "abandon":
+        info = config["info"]
+        info.stopped_reason = reason
+        out = scratch / "artifact"
+        write_job_artifact(out, info, result)
+        (out / FINAL_MARKER).write_text("")
+        final = Checkpoint.from_directory(str(out))
+    ray.train.report({"rank": rank, "final": True}, checkpoint=final)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+@ray.remote(num_cpus=1)
+def _train_task(config: dict[str, Any]) -> dict[str, bytes] | None:
+    """A kind without steps or ranks, trained in one task: the artifact's files come back."""
+    import torch
+
+    from app.jobs.runner import write_job_artifact
+    from models.kinds import KINDS
+
+    channel = config["channel"]
+    channel.started.remote(0, ray.get_runtime_context().get_node_id(), "cpu")
+    scratch = Path(tempfile.mkdtemp(prefix="genserve-task-"))
+    try:
+        relay = _WorkerHooks(channel, scratch / "checkpoint", None)
+        kind = KINDS[config["kind"]]
+        params = kind.params(**config["params"])
+        train, test = ray.get(config["data"])
+        torch.manual_seed(getattr(params, "seed", 0))
+        result = kind.trainer()(kind.name, train, test, params, relay.hooks(), torch.device("cpu"))
+        how, reason = ray.get(channel.stop_asked.remote())
+        if how == "abandon":
+            return None
+        info = config["info"]
+        info.stopped_reason = reason
+        write_job_artifact(scratch / "artifact", info, result)
+        return {p.name: p.read_bytes() for p in (scratch / "artifact").iterdir()}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _register_artifact(execution: JobExecution, task: str, source: Path) -> NewVersion:
+    """Moves the run's artifact to where a local run writes it, then publishes it."""
+    from models.artifacts import artifact_digest
+
+    job = execution.job
+    relative = f"artifacts/{job.name}/job-{job.id}"
+    target = execution.settings.state_dir / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.ray")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    sha256, size = artifact_digest(target)
+    config = json.loads((target / "config.json").read_text())
+    return execution._publish(NewVersion(task, relative, sha256, size, config))

@@ -1,0 +1,120 @@
+"""A real Ray cluster of several nodes on this machine, started with the `ray` CLI as an
+operator would (`ray start --head`, then `ray start --address=...` per node), with Ray's
+token authentication on: every node and every client gets the cluster's token."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.e2e.server import free_port
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+class RayCluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        # short: Ray's unix sockets live under it, and their paths are limited to 107 bytes
+        self.temp_dir = Path(f"/tmp/gsray-{secrets.token_hex(3)}")
+        self.env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(32),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+        self.env.pop("RAY_ADDRESS", None)
+        self.nodes: list[int] = []  # the raylet pids of the nodes added after the head
+
+    def _ray(self, *args: str, timeout: float = 120) -> str:
+        done = subprocess.run(
+            [RAY, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.root,
+        )
+        if done.returncode:
+            raise RuntimeError(f"ray {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def start_head(self, cpus: int = 1) -> RayCluster:
+        self._ray(
+            "start",
+            "--head",
+            f"--port={self.port}",
+            f"--num-cpus={cpus}",
+            "--include-dashboard=false",
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+        )
+        return self
+
+    def add_node(self, cpus: int = 1, resources: dict[str, float] | None = None) -> str:
+        """Starts one more node; returns its node id once the cluster lists it."""
+        before = {n["NodeID"] for n in self.alive_nodes()}
+        extra = [f"--resources={json.dumps(resources)}"] if resources else []
+        self._ray("start", f"--address={self.address}", f"--num-cpus={cpus}", *extra)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            new = {n["NodeID"] for n in self.alive_nodes()} - before
+            if new:
+                return new.pop()
+            time.sleep(0.5)
+        raise TimeoutError("the new node never joined")
+
+    def alive_nodes(self) -> list[dict]:
+        script = (
+            f"import json, ray; ray.init(address={self.address!r}, log_to_driver=False);"
+            "print(json.dumps([n for n in ray.nodes() if n['Alive']]))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode:
+            raise RuntimeError(done.stderr[-2000:])
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def kill_node(self, node_id: str) -> None:
+        """SIGKILLs a worker node's raylet and everything it started (the node dies)."""
+        for node in self.alive_nodes():
+            if node["NodeID"] == node_id:
+                pid = _raylet_pid(node)
+                subprocess.run(["pkill", "-9", "-P", str(pid)], check=False)
+                os.kill(pid, 9)
+                return
+        raise LookupError(node_id)
+
+    def stop(self) -> None:
+        """Ends this cluster's processes only (`ray stop` would end every Ray on the machine,
+        the other tests' included): each names the temp dir or the head's address."""
+        for sig in ("-TERM", "-KILL"):
+            for pattern in (str(self.temp_dir), self.address):
+                subprocess.run(["pkill", sig, "-f", pattern], check=False)
+            time.sleep(1)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _raylet_pid(node: dict) -> int:
+    """The raylet's pid, found by the node's unique raylet socket name."""
+    socket_name = node["RayletSocketName"]
+    found = subprocess.run(
+        ["pgrep", "-f", f"raylet.*{Path(socket_name).name}"], capture_output=True, text=True
+    )
+    pids = [int(p) for p in found.stdout.split()]
+    if not pids:
+        raise LookupError(f"no raylet for {socket_name}")
+    return pids[0]
