@@ -135,6 +135,14 @@ class Settings(BaseSettings):
                 raise ValueError("API keys must be at least 8 characters long")
         return value
 
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_state_dir(cls, value: Path) -> Path:
+        """Made absolute once, where the service starts: Ray actors, Ray Train workers and
+        job runners run elsewhere (another directory, another node), and a relative path
+        would name a different place in each."""
+        return value.expanduser().resolve()
+
     @field_validator("ready_requires")
     @classmethod
     def _check_ready_requires(cls, value: str) -> str:

@@ -139,6 +139,7 @@ class TrainingService:
         dataset = self.datasets.resolve(request.dataset)
         self._check_dataset(kind, dataset, params)
         self._check_memory(kind, dataset, params)
+        self._check_backend(params)
         with self.db.session() as session:
             queued = session.scalar(
                 select(func.count()).select_from(TrainingJob).where(TrainingJob.status == "queued")
@@ -158,6 +159,19 @@ class TrainingService:
                 session, kind.name, request.name, dataset.id, params, request.activate, owner
             )
             return job_public(job, None)
+
+    def _check_backend(self, params: dict[str, Any]) -> None:
+        """Several data-parallel workers or a GPU per worker are Ray Train's to give: a local
+        runner trains each job in one process."""
+        if self.settings.train_backend == "ray":
+            return
+        for name, alone in (("num_workers", 1), ("use_gpu", False)):
+            if params.get(name, alone) != alone:
+                raise InvalidInput(
+                    f"{name}={params[name]} needs GENSERVE_TRAIN_BACKEND=ray; this server "
+                    "trains each job in one local process",
+                    details={"param": name},
+                )
 
     @staticmethod
     def _check_dataset(kind: Kind, dataset: Dataset, params: dict[str, Any]) -> None:

@@ -52,6 +52,13 @@ def test_bad_jobs_are_refused_before_queueing(client: TestClient) -> None:
     status, body = submit(client, kind="text-gpt", params={"n_embd": 30, "n_head": 4}, **base)
     assert status == 422 and "divisible" in body["error"]["message"]
 
+    # data parallelism is Ray Train's (GENSERVE_TRAIN_BACKEND=ray); the global batch splits
+    status, body = submit(client, kind="text-gpt", params={"num_workers": 2}, **base)
+    assert status == 422 and "GENSERVE_TRAIN_BACKEND=ray" in body["error"]["message"]
+    params = {"num_workers": 3, "batch_size": 16}
+    status, body = submit(client, kind="text-gpt", params=params, **base)
+    assert status == 422 and "multiple of num_workers" in body["error"]["message"]
+
     status, body = submit(client, kind="text-gpt", dataset="digits", name="lm")
     assert status == 422
     assert "text datasets" in body["error"]["message"] and "images" in body["error"]["message"]
