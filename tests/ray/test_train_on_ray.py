@@ -4,6 +4,7 @@ costs the steps since the last checkpoint, not the job."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,3 +79,29 @@ def test_a_two_worker_gpt_job_trains_across_both_nodes_and_is_served(
     body = {"model": "ray-gpt", "prompt": "ROMEO:", "max_new_tokens": 8}
     served = wait_served(server, "/generate/text", body, version)
     assert len(served["choices"][0]["text"]) > 0
+
+
+def test_a_node_killed_mid_job_costs_the_steps_since_its_last_checkpoint(
+    server: Server, cluster: RayCluster
+) -> None:
+    job_id = gpt_job(server, "ray-gpt-resume", max_steps=200, eval_every=20)["id"]
+    running = wait_job(server, job_id, until=lambda j: j["metrics"].get("step", 0) >= 45)
+    victim = next(n for n in running["placement"]["nodes"] if n != cluster.head_id)
+    killed = time.monotonic()
+    cluster.kill_node(victim)
+    joined = cluster.add_node(cpus=1)  # the replacement an autoscaler would bring
+    resumed = wait_job(server, job_id, until=lambda j: joined in j["placement"]["nodes"])
+    print(f"\nnode death to the job's workers running again: {time.monotonic() - killed:.1f} s")
+    assert resumed["status"] == "running" and victim not in resumed["placement"]["nodes"]
+    assert running["metrics"]["step"] < 200  # it was killed mid-job
+    job = wait_job(server, job_id, timeout=300)
+    assert job["status"] == "succeeded", (job, server.output()[-4000:])
+    assert job["attempts"] == 1  # one claim: Ray Train restarted the workers, not the runner
+    steps = [row["step"] for row in server.client.get(f"/train/{job_id}").json()["history"]]
+    # resumed from a checkpoint Ray Train had registered (the one being reported when the
+    # node died may not be): the steps since then ran twice, the ones before it once
+    assert sorted(set(steps)) == list(range(20, 201, 20)), steps
+    assert steps.count(20) == 1 and steps == sorted(steps), steps
+    redone = len(steps) - len(set(steps))
+    print(f"evaluations redone after the resume: {redone} (of {len(set(steps))})")
+    assert redone <= 3
