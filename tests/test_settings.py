@@ -48,3 +48,15 @@ def test_api_keys_are_parsed_and_hidden() -> None:
 def test_unsafe_values_are_refused(values: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def test_a_relative_state_dir_is_made_absolute_where_the_service_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray actors, Ray Train workers and job runners start in other directories (or on
+    other nodes): `./var` must name the directory it named for the service."""
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(_env_file=None, state_dir="var", pool="ray")  # type: ignore[call-arg]
+    assert settings.state_dir == tmp_path / "var"
+    monkeypatch.chdir("/")
+    assert settings.state_dir.is_absolute() and settings.state_dir == tmp_path / "var"
