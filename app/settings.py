@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import subprocess
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +58,13 @@ class Settings(BaseSettings):
     database_url: str = ""  # empty: a SQLite file under state_dir
     data_dir: Path = REPO_ROOT.parent / "shared" / "data"
     pretrained_dir: Path = PRETRAINED_DIR
+    artifact_url: str = ""  # where jobs publish artifacts: an fsspec URL (s3://bucket/prefix,
+    # gs://..., file:///srv/artifacts) that workers fetch from; empty: the state dir, in place
+    artifact_cache_dir: str = ""  # workers' copies of fetched artifacts, one directory per
+    # sha256; empty: <state_dir>/artifact-cache
+    artifact_storage_options: SecretStr = SecretStr("")  # a JSON object of fsspec options for
+    # GENSERVE_ARTIFACT_URL ({"endpoint_url": ...}); sent to the workers, so credentials are
+    # better left to the standard variables (AWS_ACCESS_KEY_ID, ...) or the node's role
 
     default_text_classifier: str = "sentiment"  # /classify with texts and no model
     default_image_classifier: str = "digits"  # /classify with images and no model
@@ -135,6 +143,38 @@ class Settings(BaseSettings):
                 raise ValueError("API keys must be at least 8 characters long")
         return value
 
+    @field_validator("artifact_url")
+    @classmethod
+    def _check_artifact_url(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        protocol, sep, rest = value.partition("://")
+        if not sep or not protocol or not rest.strip("/"):
+            raise ValueError("GENSERVE_ARTIFACT_URL must be a URL like s3://bucket/prefix")
+        import fsspec
+
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ValueError as e:
+            raise ValueError(f"GENSERVE_ARTIFACT_URL: unknown protocol {protocol!r}") from e
+        except ImportError as e:  # s3fs, gcsfs, ... not installed
+            hint = " (pip install 'genserve[s3]')" if protocol in ("s3", "s3a") else ""
+            raise ValueError(f"GENSERVE_ARTIFACT_URL {protocol}://: {e}{hint}") from e
+        return value
+
+    @field_validator("artifact_storage_options")
+    @classmethod
+    def _check_storage_options(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value().strip()
+        try:
+            options = json.loads(text) if text else {}
+        except ValueError as e:
+            raise ValueError("GENSERVE_ARTIFACT_STORAGE_OPTIONS must be JSON") from e
+        if not isinstance(options, dict):
+            raise ValueError("GENSERVE_ARTIFACT_STORAGE_OPTIONS must be a JSON object")
+        return value
+
     @field_validator("state_dir")
     @classmethod
     def _absolute_state_dir(cls, value: Path) -> Path:
@@ -165,6 +205,15 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.state_dir / 'genserve.db').resolve()}"
+
+    def storage_options(self) -> dict[str, Any]:
+        """GENSERVE_ARTIFACT_STORAGE_OPTIONS, parsed (validated at startup)."""
+        text = self.artifact_storage_options.get_secret_value().strip()
+        return json.loads(text) if text else {}
+
+    def artifact_cache_path(self) -> Path:
+        """Absolute, so that every worker process (and Ray actor) names the same place."""
+        return Path(self.artifact_cache_dir or self.state_dir / "artifact-cache").resolve()
 
     def worker_devices(self) -> list[str]:
         """One worker per GPU on CUDA machines, `workers` CPU workers otherwise."""
