@@ -75,7 +75,7 @@ def main() -> None:
             cluster.stop()
     one, two = (statistics.median(rates[w]) for w in (1, 2))
     print(f"\n{machine()}; GPT {MODEL}, {args.steps} steps, global batch {MODEL['batch_size']}")
-    print(f"1 worker: {one} samples/s, 2 workers: {two} samples/s, ratio {two / one:.2f}")
+    print(f"1 worker: {one:.1f} samples/s, 2 workers: {two:.1f} samples/s, ratio {two / one:.2f}")
 
 
 if __name__ == "__main__":
