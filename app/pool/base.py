@@ -174,6 +174,8 @@ class SharedPool(WorkerPool, Generic[S]):
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
             max_running=settings.max_running_sequences,
+            artifact_cache_dir=str(settings.artifact_cache_path()),
+            storage_options=settings.storage_options(),
         )
 
     def workers(self) -> list[WorkerInfo]:

@@ -29,9 +29,16 @@ from app.services import versions
 from app.services.placements import Degraded, Placements
 from app.services.versions import BUILTIN_PREFIX
 from app.settings import Settings
+from app.storage import open_store, published_artifact
 from app.tables import Model, ModelVersion
 from app.worker.protocol import ModelSpec
-from models.artifacts import CONFIG_FILE, artifact_digest, describe_error, without_paths
+from models.artifacts import (
+    CONFIG_FILE,
+    ArtifactError,
+    artifact_digest,
+    describe_error,
+    without_paths,
+)
 
 log = logging.getLogger("genserve.registry")
 TASK_NOUNS = {
@@ -56,12 +63,20 @@ class ModelRegistry:
         self._backoff: dict[str, Degraded] = {}  # desired versions that would not load here
         self._created: dict[tuple[str, int], int] = {}  # (name, version) -> unix seconds
         self.placements = Placements(db, settings)
+        self.store = open_store(settings)
 
     def resolve(self, artifact_path: str) -> Path:
         """Committed defaults live in the repository, everything else under the state dir."""
         if artifact_path.startswith(BUILTIN_PREFIX):
             return self.settings.pretrained_dir / artifact_path.removeprefix(BUILTIN_PREFIX)
         return self.settings.state_dir / artifact_path
+
+    def locate(self, artifact_path: str) -> tuple[str, str]:
+        """(directory, URL) of an artifact for the workers: committed defaults and the local
+        store are read in place; an artifact in object storage is fetched by its URL."""
+        if artifact_path.startswith(BUILTIN_PREFIX) or not self.store.remote:
+            return str(self.resolve(artifact_path)), ""
+        return "", self.store.url(artifact_path)
 
     def sync_builtin(self) -> list[str]:
         """Registers the committed default artifacts; a changed one becomes a new version."""
@@ -85,14 +100,16 @@ class ModelRegistry:
 
     def _spec(self, model: Model, version: ModelVersion) -> ModelSpec:
         self._created[(model.name, version.version)] = int(as_utc(version.created_at).timestamp())
+        directory, url = self.locate(version.artifact_path)
         return ModelSpec(
             name=model.name,
             version=version.version,
             kind=version.kind,
             task=model.task,
-            artifact_dir=str(self.resolve(version.artifact_path)),
+            artifact_dir=directory,
             sha256=version.sha256,
             config=version.config,
+            artifact_url=url,
         )
 
     def desired(self) -> dict[str, ModelSpec]:
@@ -111,23 +128,34 @@ class ModelRegistry:
         return self.active
 
     def verify(self, spec: ModelSpec) -> None:
-        """Digest of the artifact on disk against the registered sha256. The error names the
-        version, not the path (clients read it); the log has the path."""
-        path = Path(spec.artifact_dir)
+        """Digest of the artifact against the registered sha256: hashed on disk, or, in object
+        storage, its manifest's with every object listed at its size (no download: the worker
+        that fetches it hashes the bytes). The error names the version, not the path or URL
+        (clients read it); the log has them."""
+        where = spec.artifact_url or spec.artifact_dir
         try:
-            sha256, _ = artifact_digest(path)
+            if spec.artifact_url:
+                sha256 = self._published(spec.artifact_url)
+            else:
+                sha256, _ = artifact_digest(Path(spec.artifact_dir))
         except Exception as e:
-            log.error("cannot read %s v%d at %s: %s", spec.name, spec.version, path, e)
-            reason = without_paths(str(e), path)
+            log.error("cannot read %s v%d at %s: %s", spec.name, spec.version, where, e)
+            reason = without_paths(str(e), where)
             raise ArtifactMismatch(
                 f"{spec.name} v{spec.version}: cannot read artifact: {reason}"
             ) from e
         if sha256 != spec.sha256:
-            log.error("%s v%d at %s: sha256 %s", spec.name, spec.version, path, sha256)
+            log.error("%s v%d at %s: sha256 %s", spec.name, spec.version, where, sha256)
             raise ArtifactMismatch(
                 f"{spec.name} v{spec.version}: artifact sha256 {sha256[:12]}... does not match "
                 f"the registered {spec.sha256[:12]}...; refusing to serve it"
             )
+
+    def _published(self, url: str) -> str:
+        published = published_artifact(url, self.settings.storage_options())
+        if published is None:
+            raise ArtifactError("not in the artifact store (never published, or deleted)", url)
+        return published.sha256
 
     async def activate(self, pool: WorkerPool, name: str, version: int) -> ModelSpec:
         """Serve `version` of `name`: verify, hot-load on this replica's workers, then record
@@ -223,8 +251,14 @@ class ModelRegistry:
             served = self.served_version(pool, name)
             entry = self._backoff[name] = Degraded(spec.version, spec.sha256, "", served)
             log.error("cannot serve %s v%d, keeping v%s: %s", name, spec.version, served, error)
-        # what /models and /readyz show: no server path, whatever raised
-        reason = describe_error(error, spec.artifact_dir)
+        # what /models and /readyz show: no server path or URL, whatever raised, and the
+        # workers' own reasons (a LoadFailed says only that they failed)
+        places = [p for p in (spec.artifact_dir, spec.artifact_url) if p]
+        reason = describe_error(error, *places)
+        details = getattr(error, "details", None)
+        if isinstance(details, dict) and details:
+            why = sorted({without_paths(str(d), *places) for d in details.values()})
+            reason = f"{reason}: {'; '.join(why)}"
         entry.failed(reason, self.settings.registry_poll_s)
 
     def _served(self, spec: ModelSpec) -> None:

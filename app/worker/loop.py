@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -87,23 +88,46 @@ def load_error(spec: ModelSpec, exc: Exception) -> str:
     the problem, never a server path (only the log, written here, has the artifact's)."""
     from models.artifacts import describe_error
 
-    log.error("could not load %s v%d from %s: %s", spec.name, spec.version, spec.artifact_dir, exc)
-    return f"{spec.name} v{spec.version}: {describe_error(exc, spec.artifact_dir)}"
+    where = spec.artifact_url or spec.artifact_dir
+    log.error("could not load %s v%d from %s: %s", spec.name, spec.version, where, exc)
+    return f"{spec.name} v{spec.version}: {describe_error(exc, *_locations(spec, exc))}"
+
+
+def _locations(spec: ModelSpec, exc: Exception) -> list[str]:
+    """Everything in an error about `spec` that names a place on a server or in a bucket."""
+    places = [spec.artifact_dir, spec.artifact_url, str(getattr(exc, "path", "") or "")]
+    return [p for p in places if p]
 
 
 class Worker:
     """Dynamic batches (classification, images) and text-generation steps, interleaved on
     one thread."""
 
-    def __init__(self, outbox: Outbox, batcher: DynamicBatcher) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        batcher: DynamicBatcher,
+        cache_dir: Path | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
         self.outbox = outbox
         self.batcher = batcher
+        # artifacts fetched by URL: this machine's own copies, never the API's paths
+        self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "genserve-artifact-cache"
+        self.storage_options = storage_options or {}
         self.batched: dict[str, Any] = {}  # classifiers, image generators: dynamic batches
         self.engines: dict[str, GenerationEngine] = {}
         self.retiring: list[GenerationEngine] = []  # replaced engines finishing their sequences
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.device, self.max_running = "cpu", 1
         self.precision: Callable[[], Any] = contextlib.nullcontext  # load() sets autocast
+
+    @classmethod
+    def for_config(cls, outbox: Outbox, config: WorkerConfig) -> Worker:
+        """The worker a local process or a Ray actor hosts, set up from its WorkerConfig."""
+        batcher = DynamicBatcher(config.max_batch_size, config.max_wait_ms / 1000)
+        cache_dir = Path(config.artifact_cache_dir) if config.artifact_cache_dir else None
+        return cls(outbox, batcher, cache_dir, config.storage_options)
 
     def load(self, specs: list[ModelSpec], device: str, max_running: int) -> None:
         import torch
@@ -132,15 +156,26 @@ class Worker:
         from app.worker.executors import ClassifierExecutor, ImageExecutor
         from models.artifacts import load_artifact
 
-        path = Path(spec.artifact_dir)
         served = load_artifact(
-            path, expected_sha256=spec.sha256, device=self.device, task=spec.task
+            self.artifact_path(spec),
+            expected_sha256=spec.sha256,
+            device=self.device,
+            task=spec.task,
         )
         if spec.task == "text-generation":
             return GenerationEngine(served, self.max_running)
         if spec.task == "image-generation":
             return ImageExecutor(served)
         return ClassifierExecutor(served)
+
+    def artifact_path(self, spec: ModelSpec) -> Path:
+        """`spec`'s artifact on this machine: its directory, or, for an artifact in object
+        storage, the cache entry fetched by URL and verified against its sha256."""
+        if not spec.artifact_url:
+            return Path(spec.artifact_dir)
+        from app.storage import fetch_artifact
+
+        return fetch_artifact(spec.artifact_url, spec.sha256, self.cache_dir, self.storage_options)
 
     def install(self, spec: ModelSpec, served: Any) -> None:
         """Serves `served` as `spec.name` from now on. Sequences the old engine is generating

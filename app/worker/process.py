@@ -11,7 +11,6 @@ import signal
 import threading
 from multiprocessing.connection import Connection
 
-from app.worker.batching import DynamicBatcher
 from app.worker.loop import Worker, prepare
 from app.worker.protocol import Stop, WorkerConfig
 
@@ -33,7 +32,7 @@ def worker_main(config: WorkerConfig, requests: Connection, outbox: Connection) 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     device = prepare(config, override_threads=False)
-    worker = Worker(outbox, DynamicBatcher(config.max_batch_size, config.max_wait_ms / 1000))
+    worker = Worker.for_config(outbox, config)
     worker.load(config.specs, device, config.max_running)
     threading.Thread(target=_receive, args=(requests, worker.inbox), daemon=True).start()
     worker.serve()

@@ -19,7 +19,12 @@ import msgspec
 
 
 class ModelSpec(msgspec.Struct, frozen=True):
-    """What a worker needs to load one model version: cheap to send to a process."""
+    """What a worker needs to load one model version: cheap to send to a process.
+
+    A committed default, or an artifact of the local store, is a directory on this machine
+    (`artifact_dir`); one in object storage is a URL (`artifact_url`, with no directory)
+    that the worker fetches into its own cache and verifies against `sha256`.
+    """
 
     name: str
     version: int
@@ -28,6 +33,7 @@ class ModelSpec(msgspec.Struct, frozen=True):
     artifact_dir: str
     sha256: str
     config: dict[str, Any] = msgspec.field(default_factory=dict)
+    artifact_url: str = ""
 
 
 class TokenInfo(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -68,6 +74,8 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     max_batch_size: int
     max_wait_ms: float
     max_running: int  # sequences a language model decodes together
+    artifact_cache_dir: str = ""  # where artifacts fetched by URL are kept (an absolute path)
+    storage_options: dict[str, Any] = msgspec.field(default_factory=dict)  # fsspec's, for URLs
 
 
 class Infer(msgspec.Struct, frozen=True, gc=False):

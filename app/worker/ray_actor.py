@@ -16,7 +16,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.worker.batching import DynamicBatcher
 from app.worker.loop import Worker, prepare
 from app.worker.protocol import (
     BatchDone,
@@ -57,8 +56,7 @@ class WorkerActor:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.device = prepare(config, override_threads=True)
-        batcher = DynamicBatcher(config.max_batch_size, config.max_wait_ms / 1000)
-        self.worker = Worker(self, batcher)
+        self.worker = Worker.for_config(self, config)
         self.calls: dict[int, asyncio.Future[Any]] = {}  # infer and load calls awaiting an answer
         self.streams: dict[int, _Stream] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
