@@ -201,13 +201,14 @@ class JobExecution:
             self._record(self.store.heartbeat, *beat)
             version = self._record(self.store.complete, job.id, self.runner_id, new, [])
             if version is None:  # cancelled before its version was registered: recorded so
-                shutil.rmtree(self.settings.state_dir / new.artifact_path, ignore_errors=True)
+                self._discard_artifact()
                 outcome = "cancelled"
             else:
                 outcome = "succeeded"
                 log.info("job %d succeeded: %s v%d", job.id, job.name, version)
         except JobCancelled:
             outcome = "cancelled"
+            self._discard_artifact()  # a cancel during the save: what it wrote or uploaded
             self._end("cancelled", "cancelled by request")
         except JobInterrupted:
             outcome = "interrupted"
@@ -279,15 +280,26 @@ class JobExecution:
         self.should_stop()
 
     def _finished(self) -> NewVersion | None:
-        """The artifact an earlier attempt finished but could not register, if it is intact."""
-        from models.artifacts import ArtifactError, artifact_digest
+        """The artifact an earlier attempt finished (and published) but could not register, if
+        the store still holds it intact."""
+        from app.storage import Published, open_store, store_fault
+        from models.artifacts import WriteRetry, retry
 
         try:
             new = NewVersion(**json.loads((self.work_dir / RESULT_FILE).read_text()))
-            digest = artifact_digest(self.settings.state_dir / new.artifact_path)
-        except (OSError, ValueError, TypeError, ArtifactError):
+        except (OSError, ValueError, TypeError):
             return None
-        if digest != (new.sha256, new.size):
+        store = open_store(self.settings)
+        policy = WriteRetry(self.settings.storage_retry_s, pause=self._pause)
+        what = f"job {self.job.id}: reading its published artifact"
+        try:  # an unreachable bucket is waited for, as a full disk is: the training is done
+            published = retry(lambda: store.published(new.artifact_path), store_fault, what, policy)
+        except (JobCancelled, JobInterrupted, JobLost):
+            raise
+        except Exception:  # gone, altered, or the store unreachable for storage_retry_s
+            log.warning("job %d: its finished artifact is unusable", self.job.id, exc_info=True)
+            return None
+        if published != Published(new.sha256, new.size):
             return None
         log.info("job %d: registering the artifact an earlier attempt finished", self.job.id)
         self.progress = 1.0
@@ -324,13 +336,27 @@ class JobExecution:
             return self._save(kind.task, dataset, result)
 
     def _save(self, task: str, dataset: Dataset, result: Any) -> NewVersion:
-        """Writes the artifact, then `result.json` naming it: from here on, no retraining."""
-        relative = f"artifacts/{self.job.name}/job-{self.job.id}"
-        target = self.settings.state_dir / relative
+        """Writes the artifact (in place in the state dir, or in the work dir for a remote
+        store), publishes it, then writes `result.json` naming it: from here on, no
+        retraining."""
+        from app.storage import job_artifact_key, open_store
+
+        relative = job_artifact_key(self.job.name, self.job.id)
+        remote = open_store(self.settings).remote
+        target = self.work_dir / "artifact" if remote else self.settings.state_dir / relative
         for leftover in target.parent.glob(f".{target.name}.*"):  # an attempt died saving
             shutil.rmtree(leftover, ignore_errors=True)
         sha256, size, config = write_job_artifact(target, self.artifact_info(dataset), result)
-        return self._publish(NewVersion(task, relative, sha256, size, config))
+        return self._publish(NewVersion(task, relative, sha256, size, config), target)
+
+    def _discard_artifact(self) -> None:
+        """A cancelled job's artifact, published or half-written, is removed from the store."""
+        from app.storage import job_artifact_key, open_store
+
+        try:
+            open_store(self.settings).delete(job_artifact_key(self.job.name, self.job.id))
+        except Exception:
+            log.warning("job %d: could not delete its artifact", self.job.id, exc_info=True)
 
     def artifact_info(self, dataset: Dataset) -> ArtifactInfo:
         job = self.job
@@ -344,10 +370,19 @@ class JobExecution:
             self.stopped_reason,
         )
 
-    def _publish(self, new: NewVersion) -> NewVersion:
-        """Names the written artifact in `result.json`: a reclaimed job registers it."""
-        from models.artifacts import retry_writes, write_durably
+    def _publish(self, new: NewVersion, source: Path | None = None) -> NewVersion:
+        """Uploads the artifact written at `source` (default: its place in the state dir) when
+        the store is remote, then names it in `result.json`: a reclaimed job registers it. An
+        unreachable store is retried as a full disk is."""
+        from app.storage import open_store, store_fault
+        from models.artifacts import WriteRetry, retry, retry_writes, write_durably
 
+        store = open_store(self.settings)
+        if store.remote:
+            written = source or self.settings.state_dir / new.artifact_path
+            policy = WriteRetry(self.settings.storage_retry_s, pause=self._pause)
+            what = f"job {self.job.id}: publishing its artifact"
+            retry(lambda: store.publish(written, new.artifact_path), store_fault, what, policy)
         marker = json.dumps(asdict(new)).encode()
 
         def write_marker() -> None:
