@@ -197,8 +197,8 @@ class JobExecution:
             new = self._finished() or self._train()
             progress, metrics, rows = self._snapshot()  # with where it ran, then the version
             placement = dict(self.placement)
-            beat = (job.id, self.runner_id, progress, metrics, rows, placement)
-            self._record(self.store.heartbeat, *beat)
+            last = (job.id, self.runner_id, progress, metrics, rows, placement)
+            self._record(self.store.heartbeat, *last)
             version = self._record(self.store.complete, job.id, self.runner_id, new, [])
             if version is None:  # cancelled before its version was registered: recorded so
                 self._discard_artifact()
