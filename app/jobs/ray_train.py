@@ -329,11 +329,17 @@ def _train_task(config: dict[str, Any]) -> dict[str, bytes] | None:
 
 
 def _register_artifact(execution: JobExecution, task: str, source: Path) -> NewVersion:
-    """Moves the run's artifact to where a local run writes it, then publishes it."""
+    """Publishes the run's artifact: uploaded from where Ray Train left it to a remote store,
+    or moved to where a local run writes it in the state dir."""
+    from app.storage import job_artifact_key, open_store
     from models.artifacts import artifact_digest
 
     job = execution.job
-    relative = f"artifacts/{job.name}/job-{job.id}"
+    relative = job_artifact_key(job.name, job.id)
+    config = json.loads((source / "config.json").read_text())
+    if open_store(execution.settings).remote:
+        sha256, size = artifact_digest(source)
+        return execution._publish(NewVersion(task, relative, sha256, size, config), source)
     target = execution.settings.state_dir / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.ray")
@@ -343,5 +349,4 @@ def _register_artifact(execution: JobExecution, task: str, source: Path) -> NewV
         shutil.rmtree(target)
     staging.rename(target)
     sha256, size = artifact_digest(target)
-    config = json.loads((target / "config.json").read_text())
     return execution._publish(NewVersion(task, relative, sha256, size, config))
