@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     pool: Literal["local", "ray"] = "local"  # ray: one Ray actor per GPU (or CPU slot)
     ray_address: str = ""  # an existing cluster ("auto", "ray://head:10001"); empty: start one
     ray_num_cpus: int = Field(0, ge=0, le=4096)  # CPUs of a Ray instance started here; 0: all
+    # the elastic Ray pool: at least ray_min_workers actors (0: as many as GENSERVE_WORKERS or
+    # the GPUs say) and one on every node that joins with room for one; up to ray_max_workers
+    # (0: no more than that floor) while in-flight requests exceed ray_target_inflight each
+    ray_min_workers: int = Field(0, ge=0, le=1024)
+    ray_max_workers: int = Field(0, ge=0, le=1024)
+    ray_worker_per_node: bool = True
+    ray_target_inflight: int = Field(32, ge=1, le=100_000)
+    ray_scale_interval_s: float = Field(2.0, gt=0, le=3600)
+    ray_scale_down_after_s: float = Field(60.0, ge=0, le=86_400)  # idle this long: removed
     # where training jobs run: `local` runner processes, or `ray`: claimed by the runners as
     # ever, then trained on the Ray cluster at ray_address (Ray Train, DDP over num_workers)
     train_backend: Literal["local", "ray"] = "local"

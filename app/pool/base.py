@@ -42,6 +42,7 @@ class WorkerInfo:
     models: dict[str, int]  # name -> loaded version
     restarts: int
     inflight: int
+    node: str | None = None  # the Ray node it runs on (None: a local process)
 
 
 class WorkerPool(ABC):
@@ -108,6 +109,7 @@ class Slot:
     load_errors: dict[str, str] = field(default_factory=dict)
     inflight: int = 0  # requests
     inflight_rows: int = 0  # what routing balances: a request of 64 rows weighs 64
+    node: str | None = None  # the Ray node it runs on, once known
     restarts: int = 0
     sequences: dict[str, int] = field(default_factory=dict)  # model -> generations admitted
     running: dict[str, int] = field(default_factory=dict)  # model -> in its latest step
@@ -188,6 +190,7 @@ class SharedPool(WorkerPool, Generic[S]):
                 models=dict(s.models),
                 restarts=s.restarts,
                 inflight=s.inflight,
+                node=s.node,
             )
             for s in self.slots
         ]

@@ -1,23 +1,30 @@
-"""Ray pool backend: one Ray actor per GPU (or CPU slot) of a Ray cluster.
+"""Ray pool backend: an elastic set of Ray actors across a Ray cluster.
 
 Each actor hosts the same `Worker` as a local worker process (app/worker/ray_actor.py), so
 batching, generation and hot loads behave alike, and admission, routing, readiness and hot
 loads are the local pool's (app/pool/base.py). One supervisor task per slot starts its actor,
 marks it ready once its models are loaded, and replaces it when it dies.
-Imported only when GENSERVE_POOL=ray, so the local backend never loads Ray.
+
+A scaler task resizes the pool every `ray_scale_interval_s`: a node that joins with room for
+an actor gets one pinned to it (`ray_worker_per_node`), in-flight requests above
+`ray_target_inflight` per actor add one (up to `ray_max_workers`), and actors beyond the floor
+that stay idle for `ray_scale_down_after_s` are drained and removed, as are the ones pinned to
+nodes that died. Imported only when GENSERVE_POOL=ray, so the local backend never loads Ray.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from app import metrics
 from app.pool.base import SharedPool, Slot, StreamMeter
@@ -48,6 +55,9 @@ class _Actor(Slot):
 
     actor: Any = None  # the actor handle
     supervisor: asyncio.Task[None] | None = None
+    pinned: str | None = None  # the node this slot's actors must run on (one per node)
+    idle_since: float = field(default_factory=time.monotonic)
+    retiring: bool = False  # being drained: no new requests
 
 
 class RayPool(SharedPool[_Actor]):
@@ -55,6 +65,8 @@ class RayPool(SharedPool[_Actor]):
         super().__init__(settings)
         self._stopping = False
         self._owns_ray = False  # this pool connected to Ray, so it disconnects at stop
+        self._scaler: asyncio.Task[None] | None = None
+        self._floor = 0  # actors kept whatever the load, nodes' own ones aside
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -63,9 +75,20 @@ class RayPool(SharedPool[_Actor]):
         if not ray.is_initialized():
             await asyncio.to_thread(self._init_ray)
             self._owns_ray = True
-        self.slots = [_Actor(i, device) for i, device in enumerate(self._slot_devices())]
-        for slot in self.slots:
-            slot.supervisor = asyncio.create_task(self._supervise(slot), name=f"ray-{slot.id}")
+        devices = self._slot_devices()
+        self._floor = max(self.settings.ray_min_workers, len(devices))
+        self._device = devices[0]
+        for _ in range(self._floor):
+            self._add()
+        self._scaler = asyncio.create_task(self._scale_loop(), name="ray-scaler")
+
+    def _add(self, pinned: str | None = None) -> _Actor:
+        slot = _Actor(max((s.id for s in self.slots), default=-1) + 1, self._device)
+        slot.pinned = pinned
+        self.slots.append(slot)
+        slot.supervisor = asyncio.create_task(self._supervise(slot), name=f"ray-{slot.id}")
+        log.info("worker %d added%s", slot.id, f" on node {pinned}" if pinned else "")
+        return slot
 
     def _init_ray(self) -> None:
         address = self.settings.ray_address
@@ -87,8 +110,73 @@ class RayPool(SharedPool[_Actor]):
             return ["cuda"] * (self.settings.workers or gpus)
         return ["cpu"] * (self.settings.workers or 1)
 
+    # -- elasticity --------------------------------------------------------------------------
+
+    async def _scale_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.settings.ray_scale_interval_s)
+            try:
+                await self.scale()
+            except Exception:
+                log.exception("resizing the Ray pool failed; trying again")
+
+    def _ceiling(self, per_node: int) -> int:
+        return max(self.settings.ray_max_workers, self._floor + per_node)
+
+    async def scale(self) -> None:
+        """One resize: nodes' own actors, then load, then idle and orphaned actors."""
+        nodes = await asyncio.to_thread(_alive_nodes)
+        alive = {n["NodeID"] for n in nodes}
+        for slot in [s for s in self.slots if s.pinned and s.pinned not in alive]:
+            await self._retire(slot, "its node is gone")
+        active = [s for s in self.slots if not s.retiring]
+        pinned = [s for s in active if s.pinned]
+        placed = all(s.node or s.pinned for s in active)  # else an actor may be going there
+        if self.settings.ray_worker_per_node and placed:
+            served = {s.node or s.pinned for s in active}
+            need = "GPU" if self._device == "cuda" else "CPU"
+            for node in nodes:
+                room = node.get("Resources", {}).get(need, 0) >= 1
+                if (
+                    room
+                    and node["NodeID"] not in served
+                    and len(active) < self._ceiling(len(pinned) + 1)
+                ):
+                    active.append(self._add(pinned=node["NodeID"]))
+                    pinned = [s for s in active if s.pinned]
+        now = time.monotonic()
+        for slot in active:
+            if slot.inflight:
+                slot.idle_since = now
+        busy = sum(s.inflight for s in active)
+        wanted = math.ceil(busy / self.settings.ray_target_inflight)
+        if wanted > len(active) and len(active) < self._ceiling(len(pinned)):
+            active.append(self._add())
+            return
+        extra = [s for s in active if not s.pinned][self._floor :]
+        for slot in extra:
+            if now - slot.idle_since >= self.settings.ray_scale_down_after_s:
+                await self._retire(slot, "idle")
+
+    async def _retire(self, slot: _Actor, why: str) -> None:
+        """Drains a slot (no new requests; in-flight ones get `drain_timeout_s`), then ends
+        its actor and forgets it."""
+        log.info("worker %d removed: %s", slot.id, why)
+        slot.retiring, slot.ready = True, False
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while slot.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if slot.supervisor is not None:
+            slot.supervisor.cancel()
+        if slot.actor is not None:
+            _kill(slot.actor)
+        self.slots.remove(slot)
+        metrics.WORKERS_READY.set(sum(s.ready for s in self.slots))
+
     async def stop(self) -> None:
         self._stopping = True
+        if self._scaler is not None:
+            self._scaler.cancel()
         for slot in self.slots:
             if slot.supervisor is not None:
                 slot.supervisor.cancel()
@@ -110,6 +198,7 @@ class RayPool(SharedPool[_Actor]):
                 ready: Ready = await asyncio.wait_for(
                     _wait(slot.actor.start.remote()), self.settings.worker_start_timeout_s
                 )
+                slot.node = await _wait(slot.actor.node.remote())
                 self._on_ready(slot, ready)
                 for spec in self._outdated(slot):  # activated while this actor started
                     error = await self._load_on(slot, spec)
@@ -117,7 +206,7 @@ class RayPool(SharedPool[_Actor]):
                         log.error("worker %d could not load %s: %s", slot.id, spec.name, error)
                 await _wait(slot.actor.watch.remote())  # fails when the actor dies
             except Exception as exc:  # a dead, unplaceable or broken actor: replace it
-                if self._stopping:
+                if self._stopping or slot.retiring:
                     return
                 log.error("worker %d lost (%s); restarting", slot.id, exc)
             self._on_lost(slot, restarting=True)
@@ -131,7 +220,10 @@ class RayPool(SharedPool[_Actor]):
             num_cpus=1,
             num_gpus=1 if gpu else 0,
             max_concurrency=10_000,  # async calls waiting on batches cost a coroutine each
-            scheduling_strategy="SPREAD",  # across the cluster's machines
+            # a node's own actor stays there; the others spread across the machines
+            scheduling_strategy=NodeAffinitySchedulingStrategy(slot.pinned, soft=False)
+            if slot.pinned
+            else "SPREAD",
         )
         return options.remote(self.worker_config(slot))
 
@@ -221,6 +313,10 @@ def _wait(ref: ray.ObjectRef) -> Awaitable[Any]:
     call = asyncio.ensure_future(ref)
     call.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved
     return asyncio.shield(call)
+
+
+def _alive_nodes() -> list[dict[str, Any]]:
+    return [n for n in ray.nodes() if n.get("Alive")]
 
 
 def _kill(actor: Any) -> None:

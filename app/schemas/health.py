@@ -15,6 +15,7 @@ class WorkerPublic(BaseModel):
     models: dict[str, int]
     restarts: int
     inflight: int
+    node: str | None = None  # the Ray node (GENSERVE_POOL=ray)
 
 
 class Readiness(BaseModel):

@@ -78,6 +78,12 @@ class WorkerActor:
             log.exception("worker %d crashed", self.config.worker_id)
             os._exit(1)
 
+    async def node(self) -> str:
+        """The Ray node this actor runs on, for the pool's placement."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     async def watch(self) -> None:
         """Never answers: the pool keeps this call open to learn at once when the actor dies."""
         await asyncio.Event().wait()
