@@ -146,15 +146,17 @@ class RayPool(SharedPool[_Actor]):
                     pinned = [s for s in active if s.pinned]
         now = time.monotonic()
         for slot in active:
-            if slot.inflight:
+            if slot.inflight or not slot.ready:  # a starting actor has not been idle yet
                 slot.idle_since = now
         busy = sum(s.inflight for s in active)
         wanted = math.ceil(busy / self.settings.ray_target_inflight)
         if wanted > len(active) and len(active) < self._ceiling(len(pinned)):
             active.append(self._add())
             return
+        if wanted >= len(active):
+            return
         extra = [s for s in active if not s.pinned][self._floor :]
-        for slot in extra:
+        for slot in extra[: len(active) - max(wanted, self._floor)]:
             if now - slot.idle_since >= self.settings.ray_scale_down_after_s:
                 await self._retire(slot, "idle")
 

@@ -1,11 +1,13 @@
 """The Ray pool is elastic (GENSERVE_POOL=ray on a real cluster started with `ray start`): a
 node that joins gets a serving actor and takes traffic, and when it dies its actor is
-dropped while the others keep serving."""
+dropped while the others keep serving; load adds actors up to the maximum, and idle ones
+go again."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,7 +23,7 @@ pytestmark = pytest.mark.e2e
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     ray_cluster = RayCluster(tmp_path_factory.mktemp("ray-elastic"))
     try:
-        ray_cluster.start_head(cpus=1)
+        ray_cluster.start_head(cpus=3)  # the first server's actor, then the second's two
     except (RuntimeError, TimeoutError, OSError) as exc:
         ray_cluster.stop()
         pytest.skip(f"a Ray cluster could not start here: {exc}")
@@ -29,10 +31,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     ray_cluster.stop()
 
 
-@pytest.fixture(scope="module")
-def server(cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("ray-elastic-api")
-    srv = Server(
+def start(cluster: RayCluster, tmp: Path, **env: str) -> Server:
+    return Server(
         tmp,
         GENSERVE_PRETRAINED_DIR=str(small_pretrained(tmp / "pretrained", ("sentiment",))),
         GENSERVE_DEFAULT_TEXT_MODEL="tiny-gpt",
@@ -44,9 +44,34 @@ def server(cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
         GENSERVE_MAX_NEW_TOKENS="100000",
         RAY_AUTH_MODE=cluster.env["RAY_AUTH_MODE"],
         RAY_AUTH_TOKEN=cluster.env["RAY_AUTH_TOKEN"],
+        **env,
     ).ready(timeout=180)
+
+
+@pytest.fixture(scope="module")
+def server(cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start(cluster, tmp_path_factory.mktemp("ray-elastic-api"))
     yield srv
     srv.stop()
+
+
+class Streams:
+    """Long generations held open, each an in-flight request on some actor."""
+
+    def __init__(self, server: Server, count: int) -> None:
+        body = {"prompt": "A", "max_new_tokens": 100_000, "stream": True}
+        self.clients = [httpx.Client(base_url=server.url, timeout=30) for _ in range(count)]
+        self.streams = [
+            c.send(c.build_request("POST", "/generate/text", json=body), stream=True)
+            for c in self.clients
+        ]
+        self.lines = [s.iter_lines() for s in self.streams]  # referenced: open while held
+        assert all(next(it) == "event: token" for it in self.lines)
+
+    def close(self) -> None:
+        for stream, client in zip(self.streams, self.clients, strict=True):
+            stream.close()
+            client.close()
 
 
 def workers(server: Server) -> list[dict]:
@@ -74,19 +99,12 @@ def test_a_node_that_joins_gets_an_actor_that_takes_traffic(
     print(f"\na joining node's actor ready for traffic after {time.monotonic() - joined_at:.1f} s")
     assert len(ready) == 2
     # two long streams: least-loaded routing gives one to each actor
-    body = {"prompt": "A", "max_new_tokens": 100_000, "stream": True}
-    clients = [httpx.Client(base_url=server.url, timeout=30) for _ in range(2)]
-    streams = [c.send(c.build_request("POST", "/generate/text", json=body), stream=True)
-               for c in clients]  # fmt: skip
+    streams = Streams(server, 2)
     try:
-        lines = [s.iter_lines() for s in streams]
-        assert all(next(it) == "event: token" for it in lines)
         busy = wait_workers(server, lambda ws: sorted(w["inflight"] for w in ws) == [1, 1])
         assert {w["node"] for w in busy} == {cluster.head_id, node}
     finally:
-        for stream, client in zip(streams, clients, strict=True):
-            stream.close()
-            client.close()
+        streams.close()
 
     # the node dies: its actor is dropped, the head's keeps serving
     cluster.kill_node(node)
@@ -94,3 +112,29 @@ def test_a_node_that_joins_gets_an_actor_that_takes_traffic(
     assert left["node"] == cluster.head_id and left["ready"]
     answer = server.client.post("/generate/text", json={"prompt": "A", "max_new_tokens": 3})
     assert answer.status_code == 200, answer.text
+
+
+def test_load_adds_actors_up_to_the_maximum_and_idle_ones_go(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    srv = start(
+        cluster,
+        tmp_path,
+        GENSERVE_RAY_WORKER_PER_NODE="false",
+        GENSERVE_RAY_MAX_WORKERS="2",
+        GENSERVE_RAY_TARGET_INFLIGHT="1",
+        GENSERVE_RAY_SCALE_DOWN_AFTER_S="1",
+    )
+    try:
+        assert len(workers(srv)) == 1
+        streams = Streams(srv, 3)  # 3 in flight, 1 per actor wanted: the maximum, 2
+        try:
+            wait_workers(srv, lambda ws: len(ws) == 2 and all(w["ready"] for w in ws))
+            time.sleep(2)  # the scaler keeps running: never past the maximum
+            assert len(workers(srv)) == 2
+        finally:
+            streams.close()
+        (left,) = wait_workers(srv, lambda ws: len(ws) == 1)  # idle for 1 s: back to the floor
+        assert left["ready"] and left["id"] == 0
+    finally:
+        srv.stop()
