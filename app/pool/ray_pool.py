@@ -15,6 +15,7 @@ nodes that died. Imported only when GENSERVE_POOL=ray, so the local backend neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -66,6 +67,8 @@ class RayPool(SharedPool[_Actor]):
         self._stopping = False
         self._owns_ray = False  # this pool connected to Ray, so it disconnects at stop
         self._scaler: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()  # cleared while the cluster is being reconnected
+        self._connected.set()
         self._floor = 0  # actors kept whatever the load, nodes' own ones aside
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -116,16 +119,46 @@ class RayPool(SharedPool[_Actor]):
         while not self._stopping:
             await asyncio.sleep(self.settings.ray_scale_interval_s)
             try:
-                await self.scale()
+                nodes = await asyncio.to_thread(_alive_nodes)
+            except Exception as exc:  # the head is gone (a Ray Client connection survives it)
+                await self._reconnect(exc)
+                continue
+            try:
+                await self.scale(nodes)
             except Exception:
                 log.exception("resizing the Ray pool failed; trying again")
+
+    async def _reconnect(self, exc: Exception) -> None:
+        """Connects again once the head is back, with back-off; the supervisors then start
+        new actors (the old ones died with the cluster). A driver attached to the cluster
+        directly cannot do this, Ray aborts it: use a ray:// address, or GCS fault
+        tolerance, for an API that outlives its head."""
+        log.error("lost the Ray cluster (%s); reconnecting", exc)
+        self._connected.clear()
+        delay = 1.0
+        while not self._stopping:
+            try:
+                await asyncio.to_thread(self._connect_again)
+            except Exception as again:
+                log.warning("the Ray cluster is still unreachable (%s); retrying", again)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+                continue
+            log.info("reconnected to the Ray cluster")
+            self._connected.set()
+            return
+
+    def _connect_again(self) -> None:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        self._init_ray()
+        _alive_nodes()
 
     def _ceiling(self, per_node: int) -> int:
         return max(self.settings.ray_max_workers, self._floor + per_node)
 
-    async def scale(self) -> None:
+    async def scale(self, nodes: list[dict[str, Any]]) -> None:
         """One resize: nodes' own actors, then load, then idle and orphaned actors."""
-        nodes = await asyncio.to_thread(_alive_nodes)
         alive = {n["NodeID"] for n in nodes}
         for slot in [s for s in self.slots if s.pinned and s.pinned not in alive]:
             await self._retire(slot, "its node is gone")
@@ -194,9 +227,10 @@ class RayPool(SharedPool[_Actor]):
     async def _supervise(self, slot: _Actor) -> None:
         """Keeps an actor in `slot`: starts it, marks it ready once loaded, replaces it on death."""
         while not self._stopping:
+            await self._connected.wait()
             started = time.monotonic()
-            slot.actor = self._create_actor(slot)
             try:
+                slot.actor = self._create_actor(slot)
                 ready: Ready = await asyncio.wait_for(
                     _wait(slot.actor.start.remote()), self.settings.worker_start_timeout_s
                 )

@@ -23,6 +23,8 @@ class RayCluster:
         self.root = root
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.client_port = free_port()
+        self.client_address = f"ray://127.0.0.1:{self.client_port}"  # Ray Client
         # short: Ray's unix sockets live under it, and their paths are limited to 107 bytes
         self.temp_dir = Path(f"/tmp/gsray-{secrets.token_hex(3)}")
         self.env = {
@@ -58,6 +60,7 @@ class RayCluster:
             f"--port={self.port}",
             f"--num-cpus={cpus}",
             "--include-dashboard=false",
+            f"--ray-client-server-port={self.client_port}",
             f"--temp-dir={self.temp_dir}",
             "--disable-usage-stats",
         )

@@ -138,3 +138,40 @@ def test_load_adds_actors_up_to_the_maximum_and_idle_ones_go(
         assert left["ready"] and left["id"] == 0
     finally:
         srv.stop()
+
+
+def test_an_api_on_ray_client_reconnects_when_the_head_restarts(tmp_path: Path) -> None:
+    """Through a ray:// address the API outlives its head: it serves again once a head is
+    back at the address (a new cluster: the actors are started anew)."""
+    head = RayCluster(tmp_path).start_head(cpus=2)
+    srv = None
+    try:
+        srv = Server(
+            tmp_path,
+            GENSERVE_PRETRAINED_DIR=str(small_pretrained(tmp_path / "pretrained", ("sentiment",))),
+            GENSERVE_DEFAULT_TEXT_MODEL="tiny-gpt",
+            GENSERVE_DEFAULT_IMAGE_MODEL="tiny-cvae",
+            GENSERVE_POOL="ray",
+            GENSERVE_RAY_ADDRESS=head.client_address,
+            GENSERVE_RAY_SCALE_INTERVAL_S="0.5",
+            GENSERVE_RUNNER_SLOTS="0",
+            RAY_CLIENT_RECONNECT_GRACE_PERIOD="3",
+            RAY_AUTH_MODE=head.env["RAY_AUTH_MODE"],
+            RAY_AUTH_TOKEN=head.env["RAY_AUTH_TOKEN"],
+        ).ready(timeout=180)
+        body = {"prompt": "A", "max_new_tokens": 3}
+        assert srv.client.post("/generate/text", json=body).status_code == 200
+        head.stop()
+        wait_workers(srv, lambda ws: not any(w["ready"] for w in ws), timeout=60)
+        assert srv.client.get("/readyz").status_code == 503  # not ready, and still alive
+        restarted = time.monotonic()
+        head.start_head(cpus=2)  # the same address and token
+        wait_workers(srv, lambda ws: any(w["ready"] for w in ws), timeout=120)
+        print(f"\nhead back to serving again: {time.monotonic() - restarted:.1f} s")
+        assert srv.process.poll() is None
+        answer = srv.client.post("/generate/text", json=body)
+        assert answer.status_code == 200, answer.text
+    finally:
+        if srv is not None:
+            srv.stop()
+        head.stop()
