@@ -13,10 +13,13 @@ itself runs on the cluster:
 The workers talk to the runner through a `JobChannel` actor: rank 0 sends steps, history
 rows and where each rank runs; the runner sends back a stop (a cancel, a lost claim or a
 shutdown abandon the run; the time limit finishes it). Checkpoints are reported to Ray Train,
-which keeps them under `<state dir>/ray-train/job-<id>`, so when a node dies Ray Train restarts
-the worker group (up to `job_max_attempts` times) from the last one, and a job reclaimed after
-its runner died resumes from there too: the run's name is the job's. Rank 0 writes the finished
-artifact and reports it as the last checkpoint; the runner registers it.
+which keeps them under `<state dir>/ray-train/job-<id>` (or the store's, below), so when a
+node dies Ray Train restarts the worker group (up to `job_max_attempts` times) from the last
+one, and a job reclaimed after its runner died resumes from there too: the run's name is the
+job's. Rank 0 writes the finished
+artifact and reports it as the last checkpoint; the runner registers it. With
+GENSERVE_ARTIFACT_URL the checkpoints go to `<url>/ray-train/job-<id>`, so no node needs
+the state dir.
 """
 
 from __future__ import annotations
@@ -163,7 +166,7 @@ def _torch_trainer(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     settings = execution.settings
-    storage = (settings.state_dir / "ray-train").resolve()
+    storage, filesystem = _checkpoint_storage(settings)
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config=config,
@@ -175,7 +178,8 @@ def _torch_trainer(
         ),
         run_config=RunConfig(
             name=f"job-{execution.job.id}",
-            storage_path=str(storage),
+            storage_path=storage,
+            storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=settings.job_max_attempts),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
@@ -195,6 +199,21 @@ def _torch_trainer(
         return out / "artifact"
 
     return run
+
+
+def _checkpoint_storage(settings: Any) -> tuple[str, Any]:
+    """Where Ray Train keeps a job's checkpoints: beside the artifacts in the store (a
+    bucket every node reaches, through fsspec), or under the state dir without one."""
+    from app.storage import open_store
+
+    store = open_store(settings)
+    if not store.remote:
+        return str(settings.state_dir / "ray-train"), None
+    import pyarrow.fs
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(store.url("ray-train"), **settings.storage_options())
+    return root, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 
 def _one_task(config: dict[str, Any]) -> Any:

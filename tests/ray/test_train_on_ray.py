@@ -41,6 +41,8 @@ def server(cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
             small_pretrained(tmp / "pretrained", ("sentiment",), generators=False)
         ),
         GENSERVE_TRAIN_BACKEND="ray",
+        # no node reads the state dir: artifacts and Ray Train's checkpoints go to the store
+        GENSERVE_ARTIFACT_URL=f"file://{tmp / 'bucket'}",
         GENSERVE_RAY_ADDRESS=cluster.address,
         GENSERVE_RUNNER_SLOTS="1",
         GENSERVE_JOB_HEARTBEAT_S="0.2",
@@ -75,6 +77,10 @@ def test_a_two_worker_gpt_job_trains_across_both_nodes_and_is_served(
     assert job["metrics"]["steps"] == 30 and job["metrics"]["samples_per_s"] > 0
     steps = [row["step"] for row in server.client.get(f"/train/{job['id']}").json()["history"]]
     assert steps == [10, 20, 30]
+    bucket = server.state_dir / "bucket"
+    assert (bucket / f"artifacts/ray-gpt/job-{job['id']}/manifest.json").is_file()
+    assert any((bucket / f"ray-train/job-{job['id']}").glob("checkpoint_*"))
+    assert not (server.state_dir / "ray-train").exists()
     version = job["model_version"]["version"]
     body = {"model": "ray-gpt", "prompt": "ROMEO:", "max_new_tokens": 8}
     served = wait_served(server, "/generate/text", body, version)
