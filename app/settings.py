@@ -239,6 +239,19 @@ class Settings(BaseSettings):
             return self.threads_per_worker
         return max(1, (os.cpu_count() or 1) // 2 // len(self.worker_devices()))
 
+    def runner_gpu(self, slot: int) -> str | None:
+        """The GPU runner `slot` sees alone (CUDA_VISIBLE_DEVICES), so that jobs spread one per
+        GPU instead of all training on the first; None on CPU."""
+        wanted = self.runner_device if self.runner_device != "auto" else self.device
+        if wanted not in ("auto", "cuda"):
+            return None
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            gpus = [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+        else:
+            gpus = [str(i) for i in range(_cuda_device_nodes())]
+        return gpus[slot % len(gpus)] if gpus else None
+
     def runner_device_name(self) -> str:
         """Training goes to the first GPU when there is one; CPU otherwise."""
         wanted = self.runner_device if self.runner_device != "auto" else self.device

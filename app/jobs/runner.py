@@ -120,7 +120,7 @@ class JobExecution:
         self.placement: dict[str, Any] = {
             "backend": "local",
             "nodes": [socket.gethostname()],
-            "devices": [device],
+            "devices": [_device_name(device)],
         }
 
     # -- hooks the training loops call ------------------------------------------------------
@@ -412,6 +412,12 @@ class JobExecution:
             getattr(params, "test_fraction", 0.2),
             getattr(params, "seed", 0),
         )
+
+
+def _device_name(device: str) -> str:
+    """The device as placement shows it: cuda:<the physical GPU> for a runner given one."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return f"cuda:{visible}" if device == "cuda" and visible.isdigit() else device
 
 
 @dataclass

@@ -61,7 +61,7 @@ class RunnerSupervisor:
         token = uuid.uuid4().hex[:8]
         process = spawn.Process(
             target=_run,
-            args=(self.settings, token, reader),
+            args=(self.settings, token, reader, self.settings.runner_gpu(slot.slot)),
             name=f"genserve-runner-{slot.slot}",
             daemon=False,  # a runner saves its state on SIGTERM; daemons are killed outright
         )
@@ -105,7 +105,9 @@ def runner_id(pid: int | None, token: str) -> str:
     return f"{socket.gethostname()}:{pid}:{token}"
 
 
-def _run(settings: Settings, token: str, alive: Connection) -> None:
+def _run(settings: Settings, token: str, alive: Connection, gpu: str | None) -> None:
     import os
 
+    if gpu is not None:  # before torch is imported: this runner sees its own GPU only
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     runner_main(settings, runner_id(os.getpid(), token), alive)
