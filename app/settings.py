@@ -240,10 +240,11 @@ class Settings(BaseSettings):
         return max(1, (os.cpu_count() or 1) // 2 // len(self.worker_devices()))
 
     def runner_gpu(self, slot: int) -> str | None:
-        """The GPU runner `slot` sees alone (CUDA_VISIBLE_DEVICES), so that jobs spread one per
-        GPU instead of all training on the first; None on CPU."""
+        """The GPU runner `slot` sees alone (CUDA_VISIBLE_DEVICES), so that the jobs of several
+        runners spread one per GPU instead of all training on the first; None on CPU, and for
+        a lone runner, which sees every GPU (for data-parallel jobs, num_workers > 1)."""
         wanted = self.runner_device if self.runner_device != "auto" else self.device
-        if wanted not in ("auto", "cuda"):
+        if wanted not in ("auto", "cuda") or self.runner_slots <= 1:
             return None
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         if visible is not None:

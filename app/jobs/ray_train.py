@@ -25,18 +25,17 @@ the state dir.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import tempfile
-import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from app.jobs.relay import Mailbox, RelayHooks, follow
 from app.jobs.store import NewVersion
 
 if TYPE_CHECKING:
@@ -45,40 +44,10 @@ if TYPE_CHECKING:
     from models.kinds import Kind
 
 log = logging.getLogger("genserve.ray_train")
-POLL_S = 0.5  # how often the runner and rank 0 exchange progress and stops
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class JobChannel:
-    """The mailbox between a job's runner and its Ray workers. It holds only what the last
-    poll has not taken yet: a restarted channel loses at most half a second of progress."""
-
-    def __init__(self) -> None:
-        self.step: tuple[int, int, float | None] = (0, 1, None)
-        self.rows: list[dict[str, Any]] = []
-        self.ranks: dict[int, tuple[str, str]] = {}
-        self.stop: str | None = None  # "finish" (keep the model) or "abandon"
-        self.stopped_reason: str | None = None
-
-    def report_step(self, done: int, total: int, loss: float | None) -> None:
-        self.step = (done, total, loss)
-
-    def report_row(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-
-    def started(self, rank: int, node: str, device: str) -> None:
-        self.ranks[rank] = (node, device)
-
-    def ask_stop(self, how: str, reason: str | None = None) -> None:
-        if self.stop != "abandon":
-            self.stop, self.stopped_reason = how, reason
-
-    def stop_asked(self) -> tuple[str | None, str | None]:
-        return self.stop, self.stopped_reason
-
-    def take(self) -> tuple[tuple[int, int, float | None], list[dict[str, Any]], dict]:
-        rows, self.rows = self.rows, []
-        return self.step, rows, dict(self.ranks)
+# the mailbox as an actor: restarted if its node dies (losing at most one poll's progress)
+JobChannel = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Mailbox)
 
 
 def connect(address: str) -> None:
@@ -112,7 +81,13 @@ def train_on_ray(
     with ThreadPoolExecutor(1, thread_name_prefix=f"ray-job-{job.id}") as pool:
         future: Future[Path | None] = pool.submit(run)
         try:
-            _follow(execution, channel, future)
+            follow(
+                execution,
+                "ray",
+                lambda: ray.get(channel.take.remote()),
+                lambda how, reason: ray.get(channel.ask_stop.remote(how, reason)),
+                future,
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 future.result()  # the workers stop at their next step
@@ -121,42 +96,9 @@ def train_on_ray(
     if result_dir is None:
         raise RuntimeError("the Ray run ended without an artifact")
     try:
-        return _register_artifact(execution, kind.task, result_dir)
+        return execution.publish_dir(kind.task, result_dir)
     finally:
         shutil.rmtree(result_dir, ignore_errors=True)
-
-
-def _follow(execution: JobExecution, channel: Any, future: Future[Path | None]) -> None:
-    """Relays progress to the runner's heartbeat and its stops to the workers until the run
-    ends; an abandoned run (cancel, lost, shutdown) raises what the runner raised."""
-    placement_nodes: dict[int, tuple[str, str]] = {}
-    asked = False
-    while True:
-        done = future.done()
-        step, rows, ranks = ray.get(channel.take.remote())
-        if step[0]:
-            execution.on_step(step[0], step[1], step[2])
-        for row in rows:
-            execution.on_epoch(row)
-        if ranks != placement_nodes:
-            placement_nodes = ranks
-            execution.placement = {
-                "backend": "ray",
-                "nodes": sorted({node for node, _ in ranks.values()}),
-                "devices": [ranks[r][1] for r in sorted(ranks)],
-                "workers": len(ranks),
-            }
-        if done:
-            return
-        try:
-            finish = execution.should_stop()
-        except BaseException:
-            ray.get(channel.ask_stop.remote("abandon"))
-            raise
-        if finish and not asked:
-            asked = True
-            ray.get(channel.ask_stop.remote("finish", execution.stopped_reason))
-        wait([future], timeout=POLL_S)
 
 
 def _torch_trainer(
@@ -235,41 +177,15 @@ def _one_task(config: dict[str, Any]) -> Any:
 FINAL_MARKER = "genserve-final"  # in the checkpoint that carries the finished artifact
 
 
-class _WorkerHooks:
-    """TrainHooks for a Ray worker: rank 0 relays to the channel, throttled to POLL_S."""
-
-    def __init__(self, channel: Any, work_dir: Path, report: Any) -> None:
-        self.channel, self.work_dir, self.report = channel, work_dir, report
-        self.sent = 0.0
-        self.asked = 0.0
-        self.stop: tuple[str | None, str | None] = (None, None)
-
-    def on_step(self, done: int, total: int, loss: Any) -> None:
-        now = time.monotonic()
-        if now - self.sent >= POLL_S or done == total:
-            self.sent = now
-            self.channel.report_step.remote(done, total, round(float(loss), 4))
-
-    def on_epoch(self, row: dict[str, Any]) -> None:
-        self.channel.report_row.remote(dict(row))
-
-    def should_stop(self) -> bool:
-        now = time.monotonic()
-        if now - self.asked >= POLL_S:
-            self.asked = now
-            self.stop = ray.get(self.channel.stop_asked.remote())
-        return self.stop[0] is not None
-
-    def hooks(self) -> Any:
-        from models.training.hooks import TrainHooks
-
-        return TrainHooks(
-            on_step=self.on_step,
-            on_epoch=self.on_epoch,
-            should_stop=self.should_stop,
-            work_dir=self.work_dir,
-            on_checkpoint=self.report,
-        )
+def _relay(channel: Any, work_dir: Path, report: Any = None) -> RelayHooks:
+    """Rank 0's hooks, sending to the job's channel actor."""
+    return RelayHooks(
+        lambda done, total, loss: channel.report_step.remote(done, total, loss),
+        lambda row: channel.report_row.remote(row),
+        lambda: ray.get(channel.stop_asked.remote()),
+        work_dir,
+        report,
+    )
 
 
 def _train_worker(config: dict[str, Any]) -> None:
@@ -299,7 +215,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         checkpoint = Checkpoint.from_directory(str(path)) if path is not None else None
         ray.train.report({"rank": rank}, checkpoint=checkpoint)
 
-    relay = _WorkerHooks(channel, work_dir, report)
+    relay = _relay(channel, work_dir, report)
     kind = KINDS[config["kind"]]
     params = kind.params(**config["params"])
     train, test = ray.get(config["data"])
@@ -330,7 +246,7 @@ def _train_task(config: dict[str, Any]) -> dict[str, bytes] | None:
     channel.started.remote(0, ray.get_runtime_context().get_node_id(), "cpu")
     scratch = Path(tempfile.mkdtemp(prefix="genserve-task-"))
     try:
-        relay = _WorkerHooks(channel, scratch / "checkpoint", None)
+        relay = _relay(channel, scratch / "checkpoint")
         kind = KINDS[config["kind"]]
         params = kind.params(**config["params"])
         train, test = ray.get(config["data"])
@@ -345,27 +261,3 @@ def _train_task(config: dict[str, Any]) -> dict[str, bytes] | None:
         return {p.name: p.read_bytes() for p in (scratch / "artifact").iterdir()}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _register_artifact(execution: JobExecution, task: str, source: Path) -> NewVersion:
-    """Publishes the run's artifact: uploaded from where Ray Train left it to a remote store,
-    or moved to where a local run writes it in the state dir."""
-    from app.storage import job_artifact_key, open_store
-    from models.artifacts import artifact_digest
-
-    job = execution.job
-    relative = job_artifact_key(job.name, job.id)
-    config = json.loads((source / "config.json").read_text())
-    if open_store(execution.settings).remote:
-        sha256, size = artifact_digest(source)
-        return execution._publish(NewVersion(task, relative, sha256, size, config), source)
-    target = execution.settings.state_dir / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.ray")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
-    sha256, size = artifact_digest(target)
-    return execution._publish(NewVersion(task, relative, sha256, size, config))

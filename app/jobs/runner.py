@@ -321,6 +321,10 @@ class JobExecution:
             from app.jobs.ray_train import train_on_ray
 
             return train_on_ray(self, kind, params, dataset, train, test)
+        if getattr(params, "num_workers", 1) > 1:
+            from app.jobs.local_ddp import train_data_parallel
+
+            return train_data_parallel(self, kind, params, dataset, train, test)
         hooks = TrainHooks(
             on_step=self.on_step,
             on_epoch=self.on_epoch,
@@ -348,6 +352,28 @@ class JobExecution:
             shutil.rmtree(leftover, ignore_errors=True)
         sha256, size, config = write_job_artifact(target, self.artifact_info(dataset), result)
         return self._publish(NewVersion(task, relative, sha256, size, config), target)
+
+    def publish_dir(self, task: str, source: Path) -> NewVersion:
+        """Publishes an artifact another process wrote at `source` (rank 0 of a data-parallel
+        run): uploaded from there to a remote store, or moved to where `_save` writes it."""
+        from app.storage import job_artifact_key, open_store
+        from models.artifacts import artifact_digest
+
+        relative = job_artifact_key(self.job.name, self.job.id)
+        config = json.loads((source / "config.json").read_text())
+        if open_store(self.settings).remote:
+            sha256, size = artifact_digest(source)
+            return self._publish(NewVersion(task, relative, sha256, size, config), source)
+        target = self.settings.state_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.incoming")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+        sha256, size = artifact_digest(target)
+        return self._publish(NewVersion(task, relative, sha256, size, config))
 
     def _discard_artifact(self) -> None:
         """A cancelled job's artifact, published or half-written, is removed from the store."""

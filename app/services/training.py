@@ -161,17 +161,14 @@ class TrainingService:
             return job_public(job, None)
 
     def _check_backend(self, params: dict[str, Any]) -> None:
-        """Several data-parallel workers or a GPU per worker are Ray Train's to give: a local
-        runner trains each job in one process."""
-        if self.settings.train_backend == "ray":
-            return
-        for name, alone in (("num_workers", 1), ("use_gpu", False)):
-            if params.get(name, alone) != alone:
-                raise InvalidInput(
-                    f"{name}={params[name]} needs GENSERVE_TRAIN_BACKEND=ray; this server "
-                    "trains each job in one local process",
-                    details={"param": name},
-                )
+        """A GPU per worker is Ray Train's to give: a local runner's ranks share the GPUs it
+        sees (GENSERVE_RUNNER_DEVICE)."""
+        if self.settings.train_backend != "ray" and params.get("use_gpu"):
+            raise InvalidInput(
+                "use_gpu needs GENSERVE_TRAIN_BACKEND=ray; this server trains on its runners' "
+                "own devices (GENSERVE_RUNNER_DEVICE)",
+                details={"param": "use_gpu"},
+            )
 
     @staticmethod
     def _check_dataset(kind: Kind, dataset: Dataset, params: dict[str, Any]) -> None:

@@ -52,8 +52,8 @@ def test_bad_jobs_are_refused_before_queueing(client: TestClient) -> None:
     status, body = submit(client, kind="text-gpt", params={"n_embd": 30, "n_head": 4}, **base)
     assert status == 422 and "divisible" in body["error"]["message"]
 
-    # data parallelism is Ray Train's (GENSERVE_TRAIN_BACKEND=ray); the global batch splits
-    status, body = submit(client, kind="text-gpt", params={"num_workers": 2}, **base)
+    # a GPU per worker is Ray Train's (GENSERVE_TRAIN_BACKEND=ray); the global batch splits
+    status, body = submit(client, kind="text-gpt", params={"use_gpu": True}, **base)
     assert status == 422 and "GENSERVE_TRAIN_BACKEND=ray" in body["error"]["message"]
     params = {"num_workers": 3, "batch_size": 16}
     status, body = submit(client, kind="text-gpt", params=params, **base)

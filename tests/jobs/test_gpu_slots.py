@@ -20,7 +20,9 @@ def test_each_slot_gets_its_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     cuda = settings(runner_device="cuda", runner_slots=3)
     assert [cuda.runner_gpu(i) for i in range(3)] == ["3", "5", "3"]
-    assert settings(runner_device="cpu").runner_gpu(0) is None
+    assert settings(runner_device="cpu", runner_slots=2).runner_gpu(0) is None
+    # a lone runner sees them all: its data-parallel jobs take one per rank
+    assert settings(runner_device="cuda", runner_slots=1).runner_gpu(0) is None
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert cuda.runner_gpu(0) is None  # no GPU visible: CPU training
 
