@@ -63,14 +63,45 @@ class Sentiment:
         return {"model": "sentiment", "version": 1, "results": await self.classify(texts)}
 
 
+def serve_through_handle(handle: object, port: int) -> None:
+    """`--handle`: our own FastAPI app under uvicorn in this process, calling the deployment
+    through its DeploymentHandle (no Serve HTTP proxy): how genserve's API would use Serve."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/classify")
+    async def classify(request: Request):  # type: ignore[no-untyped-def]
+        try:
+            texts = _sentiment.texts_of(await request.json())
+        except ValueError as e:
+            return JSONResponse({"detail": str(e)}, status_code=422)
+        results = await handle.classify.remote(texts)  # type: ignore[attr-defined]
+        return {"model": "sentiment", "version": 1, "results": results}
+
+    print(f"ray serve (handle) ready on http://127.0.0.1:{port}/classify", flush=True)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=8102)
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--handle", action="store_true", help="FastAPI + DeploymentHandle")
     args = parser.parse_args()
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     # no per-request access log (genserve runs with --no-access-log too)
     quiet = {"enable_access_log": False, "log_level": "WARNING"}
+    if args.handle:
+        serve.start(http_options={"location": "NoServer"}, logging_config=quiet)
+        handle = serve.run(Sentiment.bind(), name="sentiment", route_prefix=None)
+        try:
+            serve_through_handle(handle, args.port)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+        return
     serve.start(http_options={"host": "127.0.0.1", "port": args.port}, logging_config=quiet)
     serve.run(Sentiment.bind(), name="sentiment", route_prefix="/classify", logging_config=quiet)
     print(f"ray serve ready on http://127.0.0.1:{args.port}/classify", flush=True)
