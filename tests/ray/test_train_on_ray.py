@@ -87,6 +87,26 @@ def test_a_two_worker_gpt_job_trains_across_both_nodes_and_is_served(
     assert len(served["choices"][0]["text"]) > 0
 
 
+@pytest.mark.parametrize(
+    ("kind", "dataset", "path", "body"),
+    [
+        ("text-ngram", "tinyshakespeare", "/generate/text", {"prompt": "ROMEO:"}),
+        ("classify-nb", "sentiment", "/classify", {"inputs": ["a fine day"]}),
+    ],
+)
+def test_kinds_without_steps_train_as_one_ray_task(
+    server: Server, cluster: RayCluster, kind: str, dataset: str, path: str, body: dict
+) -> None:
+    name = f"ray-{kind}"
+    job = submit(server, kind=kind, dataset=dataset, name=name, activate=True)
+    job = wait_job(server, job["id"], timeout=180)
+    assert job["status"] == "succeeded", (job, server.output()[-3000:])
+    placement = job["placement"]
+    assert (placement["backend"], placement["workers"], placement["devices"]) == ("ray", 1, ["cpu"])
+    assert placement["nodes"][0] in {n["NodeID"] for n in cluster.alive_nodes()}
+    wait_served(server, path, {"model": name, **body}, job["model_version"]["version"])
+
+
 def test_a_node_killed_mid_job_costs_the_steps_since_its_last_checkpoint(
     server: Server, cluster: RayCluster
 ) -> None:
