@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.jobs.relay import Mailbox, RelayHooks, Stop, follow
+from app.jobs.relay import Mailbox, RelayHooks, Stop, follow, train_and_write
 from app.jobs.store import NewVersion
 
 if TYPE_CHECKING:
@@ -103,9 +103,6 @@ def _rank_main(rank: int, config: dict[str, Any], inbox: Any, stop: Any) -> None
     import torch
     import torch.distributed as dist
 
-    from app.jobs.runner import write_job_artifact
-    from models.kinds import KINDS
-
     torch.set_num_threads(config["threads"])
     backend = "nccl" if config["cuda"] else "gloo"
     address = f"tcp://127.0.0.1:{config['port']}"
@@ -121,16 +118,8 @@ def _rank_main(rank: int, config: dict[str, Any], inbox: Any, stop: Any) -> None
             lambda: _stop(stop.value),
             Path(config["work_dir"]),
         )
-        kind = KINDS[config["kind"]]
-        params = kind.params(**config["params"])
-        train, test = config["data"]
-        torch.manual_seed(getattr(params, "seed", 0))
-        result = kind.trainer()(kind.name, train, test, params, relay.hooks(), device)
-        how, reason = _stop(stop.value)
-        if rank == 0 and how != "abandon":
-            info = config["info"]
-            info.stopped_reason = reason
-            write_job_artifact(Path(config["out"]), info, result)
+        out = Path(config["out"]) if rank == 0 else None
+        train_and_write(config, *config["data"], relay, device, out)
     finally:
         dist.destroy_process_group()
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from app.jobs.relay import Mailbox, RelayHooks, follow
+from app.jobs.relay import Mailbox, RelayHooks, follow, train_and_write
 from app.jobs.store import NewVersion
 
 if TYPE_CHECKING:
@@ -193,11 +193,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     kind's own function, and (rank 0) reports the finished artifact."""
     import ray.train
     import ray.train.torch
-    import torch
     from ray.train import Checkpoint
-
-    from app.jobs.runner import write_job_artifact
-    from models.kinds import KINDS
 
     context = ray.train.get_context()
     rank = context.get_world_rank()
@@ -216,18 +212,10 @@ def _train_worker(config: dict[str, Any]) -> None:
         ray.train.report({"rank": rank}, checkpoint=checkpoint)
 
     relay = _relay(channel, work_dir, report)
-    kind = KINDS[config["kind"]]
-    params = kind.params(**config["params"])
-    train, test = ray.get(config["data"])
-    torch.manual_seed(getattr(params, "seed", 0))
-    result = kind.trainer()(kind.name, train, test, params, relay.hooks(), device)
-    how, reason = ray.get(channel.stop_asked.remote())
+    out = scratch / "artifact" if rank == 0 else None
     final = None
-    if rank == 0 and how != "abandon":
-        info = config["info"]
-        info.stopped_reason = reason
-        out = scratch / "artifact"
-        write_job_artifact(out, info, result)
+    wrote = train_and_write(config, *ray.get(config["data"]), relay, device, out)
+    if wrote and out is not None:
         (out / FINAL_MARKER).write_text("")
         final = Checkpoint.from_directory(str(out))
     ray.train.report({"rank": rank, "final": True}, checkpoint=final)
@@ -239,25 +227,15 @@ def _train_task(config: dict[str, Any]) -> dict[str, bytes] | None:
     """A kind without steps or ranks, trained in one task: the artifact's files come back."""
     import torch
 
-    from app.jobs.runner import write_job_artifact
-    from models.kinds import KINDS
-
     channel = config["channel"]
     channel.started.remote(0, ray.get_runtime_context().get_node_id(), "cpu")
     scratch = Path(tempfile.mkdtemp(prefix="genserve-task-"))
     try:
         relay = _relay(channel, scratch / "checkpoint")
-        kind = KINDS[config["kind"]]
-        params = kind.params(**config["params"])
-        train, test = ray.get(config["data"])
-        torch.manual_seed(getattr(params, "seed", 0))
-        result = kind.trainer()(kind.name, train, test, params, relay.hooks(), torch.device("cpu"))
-        how, reason = ray.get(channel.stop_asked.remote())
-        if how == "abandon":
+        out = scratch / "artifact"
+        cpu = torch.device("cpu")
+        if not train_and_write(config, *ray.get(config["data"]), relay, cpu, out):
             return None
-        info = config["info"]
-        info.stopped_reason = reason
-        write_job_artifact(scratch / "artifact", info, result)
-        return {p.name: p.read_bytes() for p in (scratch / "artifact").iterdir()}
+        return {p.name: p.read_bytes() for p in out.iterdir()}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

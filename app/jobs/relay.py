@@ -135,3 +135,27 @@ class RelayHooks:
             work_dir=self.work_dir,
             on_checkpoint=self.on_checkpoint,
         )
+
+
+def train_and_write(
+    config: dict[str, Any], train: Any, test: Any, relay: RelayHooks, device: Any, out: Path | None
+) -> bool:
+    """One process's share of a run, whichever backend started it: trains the job's kind
+    with `relay`'s hooks, then writes the artifact to `out` (rank 0; None on the others)
+    unless the run was abandoned. True when it wrote one."""
+    import torch
+
+    from app.jobs.runner import write_job_artifact
+    from models.kinds import KINDS
+
+    kind = KINDS[config["kind"]]
+    params = kind.params(**config["params"])
+    torch.manual_seed(getattr(params, "seed", 0))
+    result = kind.trainer()(kind.name, train, test, params, relay.hooks(), device)
+    how, reason = relay.stop_asked()
+    if out is None or how == "abandon":
+        return False
+    info = config["info"]
+    info.stopped_reason = reason
+    write_job_artifact(out, info, result)
+    return True

@@ -40,6 +40,10 @@ class RayCluster:
         self.env.pop("RAY_ADDRESS", None)
         self.head_id = ""
 
+    def auth_env(self) -> dict[str, str]:
+        """What a client of this cluster needs in its environment: the token."""
+        return {k: self.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+
     def _ray(self, *args: str, timeout: float = 120) -> str:
         done = subprocess.run(
             [RAY, *args],

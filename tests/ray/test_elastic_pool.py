@@ -32,19 +32,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
 
 
 def start(cluster: RayCluster, tmp: Path, **env: str) -> Server:
+    """An API on `cluster` (through GENSERVE_RAY_ADDRESS unless `env` names another)."""
     return Server(
         tmp,
-        GENSERVE_PRETRAINED_DIR=str(small_pretrained(tmp / "pretrained", ("sentiment",))),
-        GENSERVE_DEFAULT_TEXT_MODEL="tiny-gpt",
-        GENSERVE_DEFAULT_IMAGE_MODEL="tiny-cvae",
-        GENSERVE_POOL="ray",
-        GENSERVE_RAY_ADDRESS=cluster.address,
-        GENSERVE_RAY_SCALE_INTERVAL_S="0.5",
-        GENSERVE_RUNNER_SLOTS="0",
-        GENSERVE_MAX_NEW_TOKENS="100000",
-        RAY_AUTH_MODE=cluster.env["RAY_AUTH_MODE"],
-        RAY_AUTH_TOKEN=cluster.env["RAY_AUTH_TOKEN"],
-        **env,
+        **{
+            "GENSERVE_PRETRAINED_DIR": str(small_pretrained(tmp / "pretrained", ("sentiment",))),
+            "GENSERVE_DEFAULT_TEXT_MODEL": "tiny-gpt",
+            "GENSERVE_DEFAULT_IMAGE_MODEL": "tiny-cvae",
+            "GENSERVE_POOL": "ray",
+            "GENSERVE_RAY_ADDRESS": cluster.address,
+            "GENSERVE_RAY_SCALE_INTERVAL_S": "0.5",
+            "GENSERVE_RUNNER_SLOTS": "0",
+            "GENSERVE_MAX_NEW_TOKENS": "100000",
+            **cluster.auth_env(),
+            **env,
+        },
     ).ready(timeout=180)
 
 
@@ -146,19 +148,12 @@ def test_an_api_on_ray_client_reconnects_when_the_head_restarts(tmp_path: Path) 
     head = RayCluster(tmp_path).start_head(cpus=2)
     srv = None
     try:
-        srv = Server(
+        srv = start(
+            head,
             tmp_path,
-            GENSERVE_PRETRAINED_DIR=str(small_pretrained(tmp_path / "pretrained", ("sentiment",))),
-            GENSERVE_DEFAULT_TEXT_MODEL="tiny-gpt",
-            GENSERVE_DEFAULT_IMAGE_MODEL="tiny-cvae",
-            GENSERVE_POOL="ray",
             GENSERVE_RAY_ADDRESS=head.client_address,
-            GENSERVE_RAY_SCALE_INTERVAL_S="0.5",
-            GENSERVE_RUNNER_SLOTS="0",
             RAY_CLIENT_RECONNECT_GRACE_PERIOD="3",
-            RAY_AUTH_MODE=head.env["RAY_AUTH_MODE"],
-            RAY_AUTH_TOKEN=head.env["RAY_AUTH_TOKEN"],
-        ).ready(timeout=180)
+        )
         body = {"prompt": "A", "max_new_tokens": 3}
         assert srv.client.post("/generate/text", json=body).status_code == 200
         head.stop()

@@ -47,8 +47,7 @@ def server(cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
         GENSERVE_RUNNER_SLOTS="1",
         GENSERVE_JOB_HEARTBEAT_S="0.2",
         GENSERVE_REGISTRY_POLL_S="0.2",
-        RAY_AUTH_MODE=cluster.env["RAY_AUTH_MODE"],
-        RAY_AUTH_TOKEN=cluster.env["RAY_AUTH_TOKEN"],
+        **cluster.auth_env(),
     ).ready()
     yield srv
     srv.stop()
