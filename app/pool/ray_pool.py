@@ -46,6 +46,8 @@ from app.worker.protocol import (
 from app.worker.ray_actor import WorkerActor
 
 log = logging.getLogger("genserve.pool")
+RECONNECT_MAX_DELAY_S = 5.0  # a head restarting takes tens of seconds: poll it, not minutes
+KILL_TIMEOUT_S = 5.0  # for one ray.kill or ray.shutdown; a lost cluster must not hang a stop
 RemoteWorker = ray.remote(WorkerActor)
 
 
@@ -142,7 +144,7 @@ class RayPool(SharedPool[_Actor]):
             except Exception as again:
                 log.warning("the Ray cluster is still unreachable (%s); retrying", again)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 15.0)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
                 continue
             log.info("reconnected to the Ray cluster")
             self._connected.set()
@@ -203,8 +205,7 @@ class RayPool(SharedPool[_Actor]):
             await asyncio.sleep(0.1)
         if slot.supervisor is not None:
             slot.supervisor.cancel()
-        if slot.actor is not None:
-            _kill(slot.actor)
+        await _kill(slot.actor)
         self.slots.remove(slot)
         metrics.WORKERS_READY.set(sum(s.ready for s in self.slots))
 
@@ -215,14 +216,14 @@ class RayPool(SharedPool[_Actor]):
         for slot in self.slots:
             if slot.supervisor is not None:
                 slot.supervisor.cancel()
-            if slot.actor is not None:
-                _kill(slot.actor)
             slot.ready = False
         supervisors = [s.supervisor for s in self.slots if s.supervisor is not None]
         await asyncio.gather(*supervisors, return_exceptions=True)
+        await asyncio.gather(*(_kill(s.actor) for s in self.slots))
         metrics.WORKERS_READY.set(0)
         if self._owns_ray:
-            ray.shutdown()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.to_thread(ray.shutdown), KILL_TIMEOUT_S)
 
     async def _supervise(self, slot: _Actor) -> None:
         """Keeps an actor in `slot`: starts it, marks it ready once loaded, replaces it on death."""
@@ -246,7 +247,7 @@ class RayPool(SharedPool[_Actor]):
                     return
                 log.error("worker %d lost (%s); restarting", slot.id, exc)
             self._on_lost(slot, restarting=True)
-            _kill(slot.actor)
+            await _kill(slot.actor)
             # Back off when an actor dies right after starting, so a crash loop does not spin.
             await asyncio.sleep(restart_delay(started, slot.restarts))
 
@@ -355,9 +356,13 @@ def _alive_nodes() -> list[dict[str, Any]]:
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
-def _kill(actor: Any) -> None:
-    """Kills an actor, dead or alive; a hung one must not linger holding its GPU."""
+async def _kill(actor: Any) -> None:
+    """Kills an actor, dead or alive; a hung one must not linger holding its GPU. Off the
+    event loop and bounded: with the cluster gone the call can block for a long time, and
+    while disconnected there is nothing left to kill."""
+    if actor is None or not ray.is_initialized():
+        return
     try:
-        ray.kill(actor, no_restart=True)
+        await asyncio.wait_for(asyncio.to_thread(ray.kill, actor, no_restart=True), KILL_TIMEOUT_S)
     except Exception as exc:
         log.warning("could not kill a worker actor: %s", exc)
