@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     ray_target_inflight: int = Field(32, ge=1, le=100_000)
     ray_scale_interval_s: float = Field(2.0, gt=0, le=3600)
     ray_scale_down_after_s: float = Field(60.0, ge=0, le=86_400)  # idle this long: removed
+    # a name shared by API replicas: their actors are named after it, detached, and used by
+    # all of them (empty: each API keeps private actors that end with it)
+    ray_pool_name: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
     # where training jobs run: `local` runner processes, or `ray`: claimed by the runners as
     # ever, then trained on the Ray cluster at ray_address (Ray Train, DDP over num_workers)
     train_backend: Literal["local", "ray"] = "local"

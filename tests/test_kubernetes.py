@@ -541,6 +541,15 @@ def test_api_points_at_the_ray_head_with_the_same_image(
     assert len(images) == 1, "the Ray client and the actors need the API's Ray and genserve"
 
 
+def test_api_replicas_on_ray_share_one_pool_of_actors(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Without a pool name every replica would place its own actors and fight for the GPUs."""
+    resources = rendered["kuberay"]
+    assert find(resources, "Deployment")["spec"]["replicas"] > 1
+    assert config(resources)["GENSERVE_RAY_POOL_NAME"]
+
+
 def test_ray_token_auth_on_every_ray_process_and_the_api(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:

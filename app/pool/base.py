@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -160,7 +161,9 @@ class SharedPool(WorkerPool, Generic[S]):
         self.settings = settings
         self.specs: list[ModelSpec] = []
         self.slots: list[S] = []
-        self._ids = itertools.count(1)  # request ids, unique across the pool's workers
+        # request ids, unique across the pool's workers, and (from a random start) across the
+        # API replicas that share a Ray pool's actors
+        self._ids = itertools.count(secrets.randbits(40) << 20)
         # model -> what is admitted and not finished: requests (inference) or sequences
         # (generation: a request of n choices is n sequences for the worker's batch)
         self._queued: dict[str, int] = {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -57,6 +58,7 @@ class _Actor(Slot):
     (one GPU, wherever Ray places it) or "cpu"."""
 
     actor: Any = None  # the actor handle
+    name: str = ""  # the actor's name in a shared pool (GENSERVE_RAY_POOL_NAME), else ""
     supervisor: asyncio.Task[None] | None = None
     pinned: str | None = None  # the node this slot's actors must run on (one per node)
     idle_since: float = field(default_factory=time.monotonic)
@@ -87,9 +89,10 @@ class RayPool(SharedPool[_Actor]):
             self._add()
         self._scaler = asyncio.create_task(self._scale_loop(), name="ray-scaler")
 
-    def _add(self, pinned: str | None = None) -> _Actor:
+    def _add(self, pinned: str | None = None, name: str = "") -> _Actor:
         slot = _Actor(max((s.id for s in self.slots), default=-1) + 1, self._device)
         slot.pinned = pinned
+        slot.name = name or self._name_for(pinned)
         self.slots.append(slot)
         slot.supervisor = asyncio.create_task(self._supervise(slot), name=f"ray-{slot.id}")
         log.info("worker %d added%s", slot.id, f" on node {pinned}" if pinned else "")
@@ -122,6 +125,8 @@ class RayPool(SharedPool[_Actor]):
             await asyncio.sleep(self.settings.ray_scale_interval_s)
             try:
                 nodes = await asyncio.to_thread(_alive_nodes)
+                if self._shared:
+                    self._attach(await asyncio.to_thread(_named, f"{self._shared}-"))
             except Exception as exc:  # the head is gone (a Ray Client connection survives it)
                 await self._reconnect(exc)
                 continue
@@ -155,6 +160,46 @@ class RayPool(SharedPool[_Actor]):
             ray.shutdown()
         self._init_ray()
         _alive_nodes()
+
+    # -- sharing the actors with other API replicas -------------------------------------------
+
+    @property
+    def _shared(self) -> str:
+        return self.settings.ray_pool_name
+
+    def _name_for(self, pinned: str | None) -> str:
+        """A node's actor is named after its node; the others take the lowest free number, so
+        replicas that start alike ask for the same actors and get them (get_if_exists)."""
+        if not self._shared:
+            return ""
+        if pinned:
+            return f"{self._shared}-node-{pinned}"
+        taken = {s.name for s in self.slots}
+        names = (f"{self._shared}-{i}" for i in itertools.count())
+        return next(name for name in names if name not in taken)
+
+    def _attach(self, names: list[str]) -> None:
+        """Takes on the actors other replicas started, so requests spread over all of them."""
+        known = {s.name for s in self.slots}
+        for name in names:
+            if name not in known:
+                node = name.removeprefix(f"{self._shared}-node-")
+                self._add(pinned=node if node != name else None, name=name)
+
+    def _extra(self, slot: _Actor) -> bool:
+        """Above the floor and on no node of its own: load added it, idleness removes it."""
+        floor = {f"{self._shared}-{i}" for i in range(self._floor)}
+        return not slot.pinned and slot.name not in floor
+
+    async def _idle_everywhere(self, slot: _Actor) -> bool:
+        """Idle for every replica using it, as the actor itself counts."""
+        if not self._shared:
+            return True
+        try:
+            idle = await asyncio.wait_for(_wait(slot.actor.idle_seconds.remote()), KILL_TIMEOUT_S)
+        except Exception:
+            return False
+        return idle >= self.settings.ray_scale_down_after_s
 
     def _ceiling(self, per_node: int) -> int:
         return max(self.settings.ray_max_workers, self._floor + per_node)
@@ -192,7 +237,8 @@ class RayPool(SharedPool[_Actor]):
             return
         extra = [s for s in active if not s.pinned][self._floor :]
         for slot in extra[: len(active) - max(wanted, self._floor)]:
-            if now - slot.idle_since >= self.settings.ray_scale_down_after_s:
+            idle_here = now - slot.idle_since >= self.settings.ray_scale_down_after_s
+            if idle_here and await self._idle_everywhere(slot):
                 await self._retire(slot, "idle")
 
     async def _retire(self, slot: _Actor, why: str) -> None:
@@ -219,7 +265,8 @@ class RayPool(SharedPool[_Actor]):
             slot.ready = False
         supervisors = [s.supervisor for s in self.slots if s.supervisor is not None]
         await asyncio.gather(*supervisors, return_exceptions=True)
-        await asyncio.gather(*(_kill(s.actor) for s in self.slots))
+        if not self._shared:  # shared actors serve the other replicas on
+            await asyncio.gather(*(_kill(s.actor) for s in self.slots))
         metrics.WORKERS_READY.set(0)
         if self._owns_ray:
             with contextlib.suppress(Exception):
@@ -245,6 +292,11 @@ class RayPool(SharedPool[_Actor]):
             except Exception as exc:  # a dead, unplaceable or broken actor: replace it
                 if self._stopping or slot.retiring:
                     return
+                if self._shared and self._extra(slot):  # maybe retired by another replica
+                    log.info("worker %d (%s) is gone: %s", slot.id, slot.name, exc)
+                    self._on_lost(slot, restarting=False)
+                    self.slots.remove(slot)
+                    return
                 log.error("worker %d lost (%s); restarting", slot.id, exc)
             self._on_lost(slot, restarting=True)
             await _kill(slot.actor)
@@ -253,7 +305,11 @@ class RayPool(SharedPool[_Actor]):
 
     def _create_actor(self, slot: _Actor) -> Any:
         gpu = slot.device == "cuda"
+        shared: dict[str, Any] = {}
+        if slot.name:  # found by name by every replica, and outliving the one that started it
+            shared = {"name": slot.name, "lifetime": "detached", "get_if_exists": True}
         options = RemoteWorker.options(
+            **shared,
             num_cpus=1,
             num_gpus=1 if gpu else 0,
             max_concurrency=10_000,  # async calls waiting on batches cost a coroutine each
@@ -350,6 +406,11 @@ def _wait(ref: ray.ObjectRef) -> Awaitable[Any]:
     call = asyncio.ensure_future(ref)
     call.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved
     return asyncio.shield(call)
+
+
+def _named(prefix: str) -> list[str]:
+    """The live named actors of genserve's namespace whose names start with `prefix`."""
+    return sorted(n for n in ray.util.list_named_actors() if n.startswith(prefix))
 
 
 def _alive_nodes() -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,13 +62,25 @@ class WorkerActor:
         self.streams: dict[int, _Stream] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ready: asyncio.Future[Ready] | None = None
+        self.models: dict[str, int] = {}  # what it serves now: name -> version
+        self.active_at = time.monotonic()  # when it last had work
 
     async def start(self) -> Ready:
-        """Loads the models and starts serving; answers once they are loaded."""
-        self.loop = asyncio.get_running_loop()
-        self.ready = self.loop.create_future()
-        threading.Thread(target=self._run, name="worker", daemon=True).start()
-        return await self.ready
+        """Loads the models and starts serving; answers once they are loaded. Called again (by
+        another API replica sharing this actor) it answers with what it serves now."""
+        if self.ready is None:
+            self.loop = asyncio.get_running_loop()
+            self.ready = self.loop.create_future()
+            threading.Thread(target=self._run, name="worker", daemon=True).start()
+        ready = await self.ready
+        return Ready(ready.pid, dict(self.models), ready.load_errors, ready.load_seconds)
+
+    async def idle_seconds(self) -> float:
+        """How long no API replica has had work here (0 while some has): a shared actor is
+        retired only when all of them left it idle."""
+        if self.calls or self.streams:
+            return 0.0
+        return time.monotonic() - self.active_at
 
     def _run(self) -> None:
         try:
@@ -96,6 +109,7 @@ class WorkerActor:
         return await self._call(request.request_id, request)
 
     async def generate(self, request: Generate) -> None:
+        self.active_at = time.monotonic()
         self.streams[request.request_id] = _Stream(remaining=request.n)
         self.worker.inbox.put(request)
 
@@ -111,6 +125,7 @@ class WorkerActor:
         stream.events, stream.steps = [], []
         if stream.remaining == 0 or stream.failure is not None:
             self.streams.pop(request_id, None)
+            self.active_at = time.monotonic()
         return EventsReply(events, steps, stream.failure)
 
     async def cancel(self, request_id: int) -> None:
@@ -128,6 +143,7 @@ class WorkerActor:
             return await future
         finally:
             self.calls.pop(request_id, None)
+            self.active_at = time.monotonic()
 
     # -- the Worker's outbox -----------------------------------------------------------------
 
@@ -140,8 +156,11 @@ class WorkerActor:
         match message:
             case Ready():
                 assert self.ready is not None
+                self.models = dict(message.models)
                 self.ready.set_result(message)
             case Loaded():
+                if message.error is None:
+                    self.models[message.name] = message.version
                 self._resolve(message.request_id, message)
             case BatchDone(rows=rows, results=results):
                 for i, (request_id, output) in enumerate(results):

@@ -1,7 +1,8 @@
 """The Ray pool is elastic (GENSERVE_POOL=ray on a real cluster started with `ray start`): a
 node that joins gets a serving actor and takes traffic, and when it dies its actor is
 dropped while the others keep serving; load adds actors up to the maximum, and idle ones
-go again."""
+go again; API replicas that name one pool share its actors; an API on a Ray Client address
+outlives a head restart."""
 
 from __future__ import annotations
 
@@ -116,30 +117,49 @@ def test_a_node_that_joins_gets_an_actor_that_takes_traffic(
     assert answer.status_code == 200, answer.text
 
 
-def test_load_adds_actors_up_to_the_maximum_and_idle_ones_go(
+def test_api_replicas_with_one_pool_name_share_its_actors(
     cluster: RayCluster, tmp_path: Path
 ) -> None:
-    srv = start(
-        cluster,
-        tmp_path,
-        GENSERVE_RAY_WORKER_PER_NODE="false",
-        GENSERVE_RAY_MAX_WORKERS="2",
-        GENSERVE_RAY_TARGET_INFLIGHT="1",
-        GENSERVE_RAY_SCALE_DOWN_AFTER_S="1",
-    )
+    shared = {
+        "GENSERVE_RAY_POOL_NAME": "shared",
+        "GENSERVE_RAY_WORKER_PER_NODE": "false",
+        "GENSERVE_RAY_MAX_WORKERS": "2",
+        "GENSERVE_RAY_TARGET_INFLIGHT": "1",
+        "GENSERVE_RAY_SCALE_DOWN_AFTER_S": "1",
+    }
+    a = start(cluster, tmp_path / "a", **shared)
+    running = [a]
     try:
-        assert len(workers(srv)) == 1
-        streams = Streams(srv, 3)  # 3 in flight, 1 per actor wanted: the maximum, 2
+        (first,) = wait_workers(a, lambda ws: len(ws) == 1 and ws[0]["ready"])
+        b = start(cluster, tmp_path / "b", **shared)
+        running.append(b)
+        (same,) = wait_workers(b, lambda ws: len(ws) == 1 and ws[0]["ready"])
+        assert same["pid"] == first["pid"]  # one actor, not one per replica
+        body = {"prompt": "A", "max_new_tokens": 3}
+        assert b.client.post("/generate/text", json=body).status_code == 200
+
+        # load on one replica adds actors up to the maximum; the other replica finds them
+        streams = Streams(a, 3)  # 3 in flight, 1 per actor wanted: the maximum, 2
         try:
-            wait_workers(srv, lambda ws: len(ws) == 2 and all(w["ready"] for w in ws))
+            added = wait_workers(b, lambda ws: len(ws) == 2 and all(w["ready"] for w in ws))
+            assert first["pid"] in {w["pid"] for w in added}
             time.sleep(2)  # the scaler keeps running: never past the maximum
-            assert len(workers(srv)) == 2
+            assert len(workers(a)) == len(workers(b)) == 2
         finally:
             streams.close()
-        (left,) = wait_workers(srv, lambda ws: len(ws) == 1)  # idle for 1 s: back to the floor
-        assert left["ready"] and left["id"] == 0
+        # idle for everyone: removed by the replica that added it, forgotten by the other
+        wait_workers(b, lambda ws: len(ws) == 1)
+        (left,) = wait_workers(a, lambda ws: len(ws) == 1)
+        assert left["pid"] == first["pid"]
+
+        running.remove(a)
+        a.stop()  # the actors outlive the replica that started them
+        (kept,) = workers(b)
+        assert kept["ready"] and kept["pid"] == first["pid"]
+        assert b.client.post("/generate/text", json=body).status_code == 200
     finally:
-        srv.stop()
+        for srv in running:
+            srv.stop()
 
 
 def test_an_api_on_ray_client_reconnects_when_the_head_restarts(tmp_path: Path) -> None:
@@ -167,6 +187,8 @@ def test_an_api_on_ray_client_reconnects_when_the_head_restarts(tmp_path: Path) 
         answer = srv.client.post("/generate/text", json=body)
         assert answer.status_code == 200, answer.text
     finally:
-        if srv is not None:
-            srv.stop()
-        head.stop()
+        try:
+            if srv is not None:
+                srv.stop()
+        finally:
+            head.stop()
