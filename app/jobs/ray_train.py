@@ -14,9 +14,9 @@ The workers talk to the runner through a `JobChannel` actor: rank 0 sends steps,
 rows and where each rank runs; the runner sends back a stop (a cancel, a lost claim or a
 shutdown abandon the run; the time limit finishes it). Checkpoints are reported to Ray Train,
 which keeps them under `<state dir>/ray-train/job-<id>` (or the store's, below), so when a
-node dies Ray Train restarts the worker group (up to `job_max_attempts` times) from the last
-one, and a job reclaimed after its runner died resumes from there too: the run's name is the
-job's. Rank 0 writes the finished
+node dies Ray Train restarts the worker group from the last one, and a job reclaimed after
+its runner died resumes from there too: the run's name is the job's. Each restart counts as
+an attempt, as a runner's does, against `job_max_attempts`. Rank 0 writes the finished
 artifact and reports it as the last checkpoint; the runner registers it. With
 GENSERVE_ARTIFACT_URL the checkpoints go to `<url>/ray-train/job-<id>`, so no node needs
 the state dir.
@@ -28,6 +28,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,10 +105,17 @@ def train_on_ray(
 def _torch_trainer(
     execution: JobExecution, config: dict[str, Any], workers: int, use_gpu: bool
 ) -> Any:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+        TrainingFailedError,
+    )
     from ray.train.torch import TorchConfig, TorchTrainer
 
     settings = execution.settings
+    limit = settings.job_max_attempts
     storage, filesystem = _checkpoint_storage(settings)
     trainer = TorchTrainer(
         _train_worker,
@@ -122,13 +130,21 @@ def _torch_trainer(
             name=f"job-{execution.job.id}",
             storage_path=storage,
             storage_filesystem=filesystem,
-            failure_config=FailureConfig(max_failures=settings.job_max_attempts),
+            # the attempts left: Ray Train's restarts count as the runners' do
+            failure_config=FailureConfig(max_failures=max(0, limit - execution.job.attempts)),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
 
     def run() -> Path | None:
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except TrainingFailedError as exc:
+            attempts = execution.job.attempts
+            raise RuntimeError(
+                f"the job's Ray workers failed in {attempts} attempt(s) (limit {limit}, "
+                f"GENSERVE_JOB_MAX_ATTEMPTS): {str(exc).strip().splitlines()[-1]}"
+            ) from exc
         if result.checkpoint is None:
             return None
         out = Path(tempfile.mkdtemp(prefix=f"genserve-job-{execution.job.id}-"))
@@ -199,7 +215,8 @@ def _train_worker(config: dict[str, Any]) -> None:
     rank = context.get_world_rank()
     device = ray.train.torch.get_device()
     channel = config["channel"]
-    channel.started.remote(rank, ray.get_runtime_context().get_node_id(), str(device))
+    node = ray.get_runtime_context().get_node_id()
+    channel.started.remote(rank, node, str(device), uuid.uuid4().hex)
     scratch = Path(tempfile.mkdtemp(prefix=f"genserve-rank{rank}-"))
     work_dir = scratch / "checkpoint"
     saved = ray.train.get_checkpoint()

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 POLL_S = 0.5
 Step = tuple[int, int, float | None]  # (steps done, total, loss)
-Ranks = dict[int, tuple[str, str]]  # rank -> (node, device)
+Ranks = dict[int, tuple[str, str, str]]  # rank -> (node, device, the process's run id)
 Stop = tuple[str | None, str | None]  # ("finish" | "abandon" | None, reason)
 
 
@@ -39,8 +39,8 @@ class Mailbox:
     def report_row(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
 
-    def started(self, rank: int, node: str, device: str) -> None:
-        self.ranks[rank] = (node, device)
+    def started(self, rank: int, node: str, device: str, run_id: str = "") -> None:
+        self.ranks[rank] = (node, device, run_id)
 
     def ask_stop(self, how: str, reason: str | None = None) -> None:
         if self.stop[0] != "abandon":
@@ -64,19 +64,27 @@ def follow(
     """Relays progress to the runner's heartbeat and its stops to the ranks until `future`
     (the run) is done; an abandoned run raises what the runner raised."""
     known: Ranks = {}
+    # rank -> the processes that ran it: kept here, as the mailbox actor may be restarted
+    runs: dict[int, set[str]] = {}
+    starts = 1
     asked = False
     while True:
         done = future.done()
         step, rows, ranks = take()
+        for rank, (_, _, run_id) in ranks.items():
+            runs.setdefault(rank, set()).add(run_id)
+        while starts < max(map(len, runs.values()), default=1):
+            starts += 1  # the ranks started again (a node died): one more attempt, as locally
+            execution.on_restart()
         if step[0]:
             execution.on_step(*step)
         for row in rows:
             execution.on_epoch(row)
-        if ranks != known:
+        if ranks and ranks != known:
             known = ranks
             execution.placement = {
                 "backend": backend,
-                "nodes": sorted({node for node, _ in ranks.values()}),
+                "nodes": sorted({node for node, _, _ in ranks.values()}),
                 "devices": [ranks[r][1] for r in sorted(ranks)],
                 "workers": len(ranks),
             }

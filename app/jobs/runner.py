@@ -148,6 +148,13 @@ class JobExecution:
         self.latest["step"] = done
         self.loss = loss
 
+    def on_restart(self) -> None:
+        """The job's ranks started again from its checkpoint (Ray Train, after a failure)."""
+        self.store.add_attempt(self.job.id, self.runner_id)
+        self.job.attempts += 1
+        job = self.job
+        log.info("job %d: workers restarted from the checkpoint (attempt %d)", job.id, job.attempts)
+
     def on_epoch(self, row: dict[str, Any]) -> None:
         step = int(row.get("step") or row.get("epoch") or 0)
         with self.lock:

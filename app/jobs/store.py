@@ -184,6 +184,12 @@ class JobStore:
                 session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job_id))
             )
 
+    def add_attempt(self, job_id: int, runner_id: str) -> None:
+        """Counts a restart of the job's workers under the same claim (Ray Train restarting
+        them after a node died) as an attempt, as a runner's restart is."""
+        if self._update(*self._held(job_id, runner_id), attempts=TrainingJob.attempts + 1) != 1:
+            raise JobLost(f"job {job_id} is no longer held by {runner_id}")
+
     def running_for(self, job_id: int) -> float:
         """Seconds since the job first started, by the database's clock (0 if it has not)."""
         with self.db.session() as session:
