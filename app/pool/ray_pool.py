@@ -10,6 +10,10 @@ an actor gets one pinned to it (`ray_worker_per_node`), in-flight requests above
 `ray_target_inflight` per actor add one (up to `ray_max_workers`), and actors beyond the floor
 that stay idle for `ray_scale_down_after_s` are drained and removed, as are the ones pinned to
 nodes that died. Imported only when GENSERVE_POOL=ray, so the local backend never loads Ray.
+
+API replicas that share a `ray_pool_name` share its actors: these are named after the pool,
+detached, and created with get_if_exists, so each replica finds the ones the others added.
+An extra one is retired only once the actor itself says no replica used it lately.
 """
 
 from __future__ import annotations
