@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
+from ray.exceptions import NodeDiedError, WorkerCrashedError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from app.jobs.relay import Mailbox, RelayHooks, follow, train_and_write
@@ -78,7 +79,10 @@ def train_on_ray(
     }
     workers = int(getattr(params, "num_workers", 1))
     use_gpu = bool(getattr(params, "use_gpu", False))
-    run = _torch_trainer(execution, config, workers, use_gpu) if kind.torch else _one_task(config)
+    if kind.torch:
+        run = _torch_trainer(execution, config, workers, use_gpu)
+    else:
+        run = _one_task(execution, config)
     with ThreadPoolExecutor(1, thread_name_prefix=f"ray-job-{job.id}") as pool:
         future: Future[Path | None] = pool.submit(run)
         try:
@@ -115,7 +119,6 @@ def _torch_trainer(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     settings = execution.settings
-    limit = settings.job_max_attempts
     storage, filesystem = _checkpoint_storage(settings)
     trainer = TorchTrainer(
         _train_worker,
@@ -131,7 +134,7 @@ def _torch_trainer(
             storage_path=storage,
             storage_filesystem=filesystem,
             # the attempts left: Ray Train's restarts count as the runners' do
-            failure_config=FailureConfig(max_failures=max(0, limit - execution.job.attempts)),
+            failure_config=FailureConfig(max_failures=_attempts_left(execution)),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
@@ -140,11 +143,7 @@ def _torch_trainer(
         try:
             result = trainer.fit()
         except TrainingFailedError as exc:
-            attempts = execution.job.attempts
-            raise RuntimeError(
-                f"the job's Ray workers failed in {attempts} attempt(s) (limit {limit}, "
-                f"GENSERVE_JOB_MAX_ATTEMPTS): {str(exc).strip().splitlines()[-1]}"
-            ) from exc
+            raise _out_of_attempts(execution, exc) from exc
         if result.checkpoint is None:
             return None
         out = Path(tempfile.mkdtemp(prefix=f"genserve-job-{execution.job.id}-"))
@@ -174,11 +173,28 @@ def _checkpoint_storage(settings: Any) -> tuple[str, Any]:
     return root, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 
-def _one_task(config: dict[str, Any]) -> Any:
+def _attempts_left(execution: JobExecution) -> int:
+    """Ray's retries of the job's workers: each counts as an attempt, as a runner's does."""
+    return max(0, execution.settings.job_max_attempts - execution.job.attempts)
+
+
+def _out_of_attempts(execution: JobExecution, exc: Exception) -> RuntimeError:
+    limit, attempts = execution.settings.job_max_attempts, execution.job.attempts
+    return RuntimeError(
+        f"the job's Ray workers failed in {attempts} attempt(s) (limit {limit}, "
+        f"GENSERVE_JOB_MAX_ATTEMPTS): {str(exc).strip().splitlines()[-1]}"
+    )
+
+
+def _one_task(execution: JobExecution, config: dict[str, Any]) -> Any:
     """scikit-learn and n-gram kinds: one Ray task that returns the artifact's files."""
 
     def run() -> Path | None:
-        files = ray.get(_train_task.remote(config))
+        task = _train_task.options(max_retries=_attempts_left(execution))
+        try:
+            files = ray.get(task.remote(config))
+        except (WorkerCrashedError, NodeDiedError) as exc:
+            raise _out_of_attempts(execution, exc) from exc
         if files is None:
             return None
         out = Path(tempfile.mkdtemp(prefix="genserve-task-")) / "artifact"
@@ -245,7 +261,7 @@ def _train_task(config: dict[str, Any]) -> dict[str, bytes] | None:
     import torch
 
     channel = config["channel"]
-    channel.started.remote(0, ray.get_runtime_context().get_node_id(), "cpu")
+    channel.started.remote(0, ray.get_runtime_context().get_node_id(), "cpu", uuid.uuid4().hex)
     scratch = Path(tempfile.mkdtemp(prefix="genserve-task-"))
     try:
         relay = _relay(channel, scratch / "checkpoint")

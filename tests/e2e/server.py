@@ -84,7 +84,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                raise
+                raise AssertionError(
+                    f"the server did not stop within 20 s of SIGTERM:\n{self.output()[-4000:]}"
+                ) from None
         return self.process.returncode
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.e2e.server import free_port
 
@@ -85,9 +86,17 @@ class RayCluster:
         raise TimeoutError("the new node never joined")
 
     def alive_nodes(self) -> list[dict]:
+        return self._ask("[n for n in ray.nodes() if n['Alive']]")
+
+    def free_cpus(self) -> float:
+        """The CPUs no task or actor holds right now."""
+        return self._ask("ray.available_resources().get('CPU', 0)")
+
+    def _ask(self, expression: str) -> Any:
+        """`expression`'s value, from a driver of its own (a test must not become one)."""
         script = (
             f"import json, ray; ray.init(address={self.address!r}, log_to_driver=False);"
-            "print(json.dumps([n for n in ray.nodes() if n['Alive']]))"
+            f"print(json.dumps({expression}))"
         )
         done = subprocess.run(
             [sys.executable, "-c", script],
