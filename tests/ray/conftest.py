@@ -25,6 +25,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         max_body_bytes=64 * 1024,
         max_new_tokens=256,
         runner_slots=0,  # jobs stay queued, as in tests/api
+        # test_ray_pool.py loads versions on the pool directly, which the database does not
+        # know: the registry's sync must not put the database's back under it mid-test
+        registry_poll_s=3600,
     )
     migrate(settings.db_url)
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
