@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import DATA_DIR, GENSERVE, machine, start, stop
-from bench.serving import WRK_SCRIPT, classify_load
+from bench.serving import classify_load, classify_script
 from bench.text_generation import level
 from models.data.builtin import load_sentiment
 
@@ -37,9 +36,7 @@ def main() -> None:
     _, _, texts, _ = load_sentiment(DATA_DIR)
     figures: dict[str, dict[str, list[float]]] = {"local": {}, "ray": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        bodies = [json.dumps({"inputs": [t]}) for t in texts[:200]]
-        script = Path(tmp) / "classify.lua"
-        script.write_text(WRK_SCRIPT % ("{" + ",".join(json.dumps(b) for b in bodies) + "}"))
+        script = classify_script(tmp, texts)
         servers = {}
         try:
             for pool in ("local", "ray"):

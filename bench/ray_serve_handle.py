@@ -14,7 +14,6 @@ between them. Medians of the rounds.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import DATA_DIR, GENSERVE, REPO, free_port, machine, run_wrk, start, stop
-from bench.serving import WRK_SCRIPT
+from bench.serving import classify_script
 from models.data.builtin import load_sentiment
 
 PEER = REPO / "bench" / "peers"
@@ -62,9 +61,7 @@ def main() -> None:
     _, _, texts, _ = load_sentiment(DATA_DIR)
     rps: dict[str, list[float]] = {"genserve ray pool": [], "ray serve handle": []}
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "classify.lua"
-        bodies = "{" + ",".join(json.dumps(json.dumps({"inputs": [t]})) for t in texts[:200]) + "}"
-        script.write_text(WRK_SCRIPT % bodies)
+        script = classify_script(tmp, texts)
         env = {
             "GENSERVE_STATE_DIR": tmp,
             "GENSERVE_RUNNER_SLOTS": "0",

@@ -86,6 +86,14 @@ end
 """
 
 
+def classify_script(directory: str | Path, texts: list[str]) -> Path:
+    """wrk's Lua script posting the first 200 texts to /classify in turn, one per request."""
+    bodies = [json.dumps({"inputs": [t]}) for t in texts[:200]]
+    script = Path(directory) / "classify.lua"
+    script.write_text(WRK_SCRIPT % ("{" + ",".join(json.dumps(b) for b in bodies) + "}"))
+    return script
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -179,12 +187,7 @@ def main() -> None:
     print(f"machine: {machine()}; load generator: {'wrk' if use_wrk else 'httpx'}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        script = None
-        if use_wrk:
-            bodies = [json.dumps({"inputs": [t]}) for t in texts[:200]]
-            lua = "{" + ",".join(json.dumps(b) for b in bodies) + "}"
-            script = Path(tmp) / "classify.lua"
-            script.write_text(WRK_SCRIPT % lua)
+        script = classify_script(tmp, texts) if use_wrk else None
         echo_dir = Path(tmp) / "echo"
         echo_dir.mkdir()
         (echo_dir / "echo_app.py").write_text(ECHO_APP)
