@@ -122,6 +122,25 @@ class ChatParams:
 
 
 @dataclass
+class DataParallelParams:
+    """The torch kinds' data parallelism (models/training/distributed.py): `batch_size` is the
+    global batch, split across the workers, so the learning rate needs no scaling."""
+
+    num_workers: Annotated[int, Ge(1), Le(256)] = doc(
+        1, "data-parallel workers (DDP; with GENSERVE_TRAIN_BACKEND=ray, Ray Train workers)"
+    )
+    use_gpu: bool = doc(False, "GENSERVE_TRAIN_BACKEND=ray: each worker takes a GPU")
+
+    def __post_init__(self) -> None:
+        batch = self.batch_size  # type: ignore[attr-defined]
+        if batch % self.num_workers:
+            raise ValueError(
+                f"batch_size ({batch}) is the global batch: it must be a multiple "
+                f"of num_workers ({self.num_workers})"
+            )
+
+
+@dataclass
 class NGramParams(ChatParams):
     order: Annotated[int, Ge(2), Le(12)] = doc(7, "longest n-gram (context = order - 1 tokens)")
     tokenizer: TokenizerKind = doc("char", TOKENIZER_DOC)
@@ -140,7 +159,7 @@ class NGramParams(ChatParams):
 
 
 @dataclass
-class LMParams(ChatParams):
+class LMParams(ChatParams, DataParallelParams):
     """The shared loop of models/training/lm.py; the family adds its architecture."""
 
     max_steps: Annotated[int, Ge(1), Le(10_000_000)] = doc(2000, "optimizer steps")
@@ -156,17 +175,6 @@ class LMParams(ChatParams):
     test_fraction: TestFraction = doc(0.1, "uploads: the last fraction of characters validates")
     tokenizer: TokenizerKind = doc("char", TOKENIZER_DOC)
     vocab_size: VocabSize = doc(2048, VOCAB_DOC)
-    num_workers: Annotated[int, Ge(1), Le(256)] = doc(
-        1, "data-parallel workers (DDP; with GENSERVE_TRAIN_BACKEND=ray, Ray Train workers)"
-    )
-    use_gpu: bool = doc(False, "GENSERVE_TRAIN_BACKEND=ray: each worker takes a GPU")
-
-    def __post_init__(self) -> None:
-        if self.batch_size % self.num_workers:
-            raise ValueError(
-                f"batch_size ({self.batch_size}) is the global batch: it must be a multiple "
-                f"of num_workers ({self.num_workers})"
-            )
 
     def network(self, vocab: int, kind: str) -> tuple[int, int, int]:
         """`kind`'s (parameters, bytes saved per token of a training step, bytes of the
@@ -238,7 +246,7 @@ class RNNParams(LMParams):
 
 
 @dataclass
-class ImageGenParams:
+class ImageGenParams(DataParallelParams):
     conditional: bool | None = doc(None, "condition on labels; default: when the data has them")
     latent_dim: Annotated[int, Ge(2), Le(1024)] = doc(16, "size of z")
     epochs: Epochs = doc(10, "passes over the training images")
@@ -311,7 +319,7 @@ class GANParams(ImageGenParams):
 
 
 @dataclass
-class DiffusionParams:
+class DiffusionParams(DataParallelParams):
     conditional: bool | None = doc(None, "condition on labels; default: when the data has them")
     channels: Annotated[int, Ge(8), Le(256)] = doc(
         16, "U-Net base width C (a multiple of 8): C, 2C, 4C channels at H, H/2, H/4"
@@ -332,6 +340,7 @@ class DiffusionParams:
     test_fraction: TestFraction = doc(0.2, "uploads: held-out fraction for the final metrics")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.channels % 8:
             raise ValueError(f"channels ({self.channels}) must be a multiple of 8")
 
@@ -461,7 +470,7 @@ class MLPParams(TextPipelineParams):
 
 
 @dataclass
-class TextRNNParams:
+class TextRNNParams(DataParallelParams):
     level: Literal["char", "word"] = doc("word", "tokens: lower-cased words or characters")
     embed: Annotated[int, Ge(4), Le(1024)] = doc(128, "token embedding width")
     hidden: Annotated[int, Ge(4), Le(2048)] = doc(128, "GRU state width per direction")
@@ -504,7 +513,7 @@ class TextRNNParams:
 
 
 @dataclass
-class CNNParams:
+class CNNParams(DataParallelParams):
     epochs: Epochs = doc(30, "passes over the training images")
     batch_size: BatchSize = doc(64, "images per step")
     lr: LearningRate = doc(3e-3, "AdamW learning rate, cosine-decayed")

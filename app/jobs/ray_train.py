@@ -3,12 +3,11 @@
 A runner claims the job as ever (app/jobs/runner.py) and keeps its heartbeat; the training
 itself runs on the cluster:
 
-    language models (text-gpt, -lstm, -gru)  Ray Train's TorchTrainer, `num_workers` ranks
-                                              under DistributedDataParallel (gloo on CPU, nccl
-                                              with `use_gpu`); batch_size is the global batch
-                                              (models/training/distributed.py)
-    other neural kinds                        a TorchTrainer of one worker
-    scikit-learn and n-gram kinds             one Ray task
+    torch kinds (language models, image generators, neural classifiers)
+                                   Ray Train's TorchTrainer, `num_workers` ranks under
+                                   DistributedDataParallel (gloo on CPU, nccl with `use_gpu`);
+                                   batch_size is the global batch (models/training/distributed.py)
+    scikit-learn and n-gram kinds  one Ray task
 
 The workers talk to the runner through a `JobChannel` actor: rank 0 sends steps, history
 rows and where each rank runs; the runner sends back a stop (a cancel, a lost claim or a

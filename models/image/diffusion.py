@@ -195,8 +195,10 @@ class UNet(nn.Module):
         labels: torch.Tensor | None,
         p_uncond: float,
         generator: torch.Generator | None = None,
+        net: nn.Module | None = None,
     ) -> torch.Tensor:
-        """Mean squared error of v on images x0 (B, 1, H, W) in [-1, 1] at uniform random t."""
+        """Mean squared error of v on images x0 (B, 1, H, W) in [-1, 1] at uniform random t.
+        `net` runs the forward pass instead of self: a DDP wrapper, so gradients sync."""
         B, dev = x0.shape[0], x0.device
         t = torch.randint(0, self.config.timesteps, (B,), generator=generator).to(dev)
         eps = torch.randn(x0.shape, generator=generator).to(dev)
@@ -209,7 +211,7 @@ class UNet(nn.Module):
         a = self.alpha_bar[t].view(B, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
         v = a.sqrt() * eps - (1 - a).sqrt() * x0
-        return F.mse_loss(self(x_t, t, y), v)
+        return F.mse_loss((net or self)(x_t, t, y), v)
 
     # -- sampling ----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from models.classify.cnn import ImageCNN, ImageCNNConfig
@@ -78,12 +79,12 @@ def fit_image_cnn(
     )
     model = ImageCNN(config).to(device)
 
-    def loss_of(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def loss_of(net: nn.Module, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         idx = idx.to(device)
         xb, yb = xt[idx], yt[idx]  # (B, 1, H, W), (B,)
         if shift:
             xb = random_shift(xb.cpu(), gen, shift).to(device)
-        return F.cross_entropy(model(xb), yb)
+        return F.cross_entropy(net(xb), yb)
 
     train_params = {
         "epochs": p.epochs,

@@ -9,7 +9,8 @@ weights (decay `ema`, ramped up as min(ema, (1 + s) / (10 + s)) over the first s
 gets served. Like the other image loops: whole epochs over an in-memory (N, H, W) array, a
 checkpoint (weights, EMA, optimizer moments, counters) after every epoch, resumed by a restarted
 run; each epoch's shuffling, t, noise, label drops and dropout come from generators seeded by
-(seed, epoch), so a resumed run computes what an uninterrupted one would.
+(seed, epoch), so a resumed run computes what an uninterrupted one would. In a
+torch.distributed group it runs under DDP on the global batch (models/training/distributed.py).
 """
 
 import copy
@@ -25,9 +26,17 @@ import torch.nn as nn
 from models.data.uploads import ImageSet
 from models.image.diffusion import DiffusionConfig, UNet
 from models.kinds import DiffusionParams
+from models.training import distributed
 from models.training.checkpoint import load_checkpoint
 from models.training.hooks import TrainHooks
-from models.training.image import _as_tensors, _end_epoch, _image_labels, _image_result
+from models.training.image import (
+    _as_tensors,
+    _end_epoch,
+    _image_labels,
+    _image_result,
+    _out_of_time,
+    _stop_asked,
+)
 from models.training.precision import autocast, grad_scaler
 from models.training.result import TrainResult
 
@@ -60,9 +69,10 @@ def train_diffusion(
     Returns the last epoch's figures.
     """
     torch.manual_seed(cfg.seed)
-    hooks = hooks or TrainHooks()
+    hooks = distributed.rank_hooks(hooks or TrainHooks())
     # channels-last: oneDNN's convolutions run ~30% faster on CPUs in that layout
     model.to(device, memory_format=torch.channels_last).train()
+    net = distributed.wrap(model, device)
     x, y = _as_tensors(images, labels if model.config.num_classes else None, device)
     x = (x * 2 - 1).contiguous(memory_format=torch.channels_last)  # pixels in [-1, 1]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -81,26 +91,33 @@ def train_diffusion(
         print(f"resumed from {hooks.work_dir} at epoch {state['epoch']}", flush=True)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    while state["epoch"] < cfg.epochs and not (0 < cfg.max_seconds <= state["seconds"]):
+    while state["epoch"] < cfg.epochs and not _out_of_time(cfg.max_seconds, state, device):
         t0 = time.perf_counter()
         epoch = state["epoch"]
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # shuffling, t, noise
-        torch.manual_seed(10**6 + cfg.seed * 1000 + epoch)  # dropout: its own, as resumable
+        # dropout: its own, as resumable
+        torch.manual_seed(distributed.rank_seed(10**6 + cfg.seed * 1000 + epoch))
         order = torch.randperm(len(x), generator=gen).to(device)
+        gen = distributed.fork(gen)  # t, noise and label drops: each rank its own
         loss_sum = torch.zeros((), device=device)
+        rows = 0
         stopped = False
         for i in range(steps_per_epoch):
-            if hooks.should_stop is not None and hooks.should_stop():
+            if _stop_asked(hooks, device):
                 stopped = True
                 break
             step = epoch * steps_per_epoch + i  # optimizer steps before this one
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            batch = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            if distributed.too_small(batch):
+                continue  # fewer rows than ranks: skipped by all
+            idx, weight = distributed.share(batch)
             with autocast(device):
-                loss = model.loss(x[idx], None if y is None else y[idx], cfg.p_uncond, gen)
+                yb = None if y is None else y[idx]
+                loss = model.loss(x[idx], yb, cfg.p_uncond, gen, net=net)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss.float()).backward()
+            scaler.scale(loss.float() * weight).backward()
             scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             scaler.step(opt)
@@ -111,11 +128,12 @@ def train_diffusion(
                     for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
                         p_ema.lerp_(p.detach(), 1 - decay)
             loss_sum += loss.detach() * len(idx)
+            rows += len(idx)
             if hooks.on_step is not None:
                 hooks.on_step(step + 1, total, loss.detach())
         if stopped:
             break  # mid-epoch: the last checkpoint stays the last finished epoch
-        losses = {"loss": float(loss_sum) / len(x)}
+        losses = {"loss": float(loss_sum) / max(1, rows)}
         _end_epoch(state, t0, steps_per_epoch, len(x), losses, hooks, modules, optimizers)
     if ema is not None:
         model.load_state_dict(ema.state_dict())

@@ -8,12 +8,21 @@ Semantics, the same whatever w is: `batch_size` is the global batch. Every rank 
 same global batch from the same generator and trains on its own contiguous slice of
 batch_size / w rows; DistributedDataParallel averages the gradients, so one step of w ranks
 is the step one process takes on the whole batch (up to float summation order), and the
-learning rate needs no scaling. Rank 0 alone evaluates, checkpoints and reports.
+learning rate needs no scaling. An epoch's ragged last batch need not split evenly: `share`
+weights each rank's mean loss by its rows, so the average is still the whole batch's mean.
+Rank 0 alone evaluates, checkpoints and reports; every rank takes part in each checkpoint's
+`on_checkpoint` (Ray Train's report is collective). Randomness drawn per row (noise,
+augmentation, dropout) comes from per-rank streams, so ranks do not repeat each other's.
 """
+
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+from models.training.hooks import TrainHooks
 
 
 def active() -> bool:
@@ -34,13 +43,63 @@ def is_main() -> bool:
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """`model` under DistributedDataParallel in a group (it broadcasts rank 0's weights, so
-    every rank starts equal), itself otherwise."""
+    every rank starts equal), itself otherwise. Gradients are averaged only for what runs
+    through the wrapper's forward."""
     if not active():
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
+
+
+def rank_hooks(hooks: TrainHooks) -> TrainHooks:
+    """The hooks this rank uses: all of them on rank 0; elsewhere only the work dir (to
+    resume from) and the checkpoint report, which every rank must join."""
+    if is_main():
+        return hooks
+    return TrainHooks(work_dir=hooks.work_dir, on_checkpoint=hooks.on_checkpoint)
+
+
+def checkpoint(hooks: TrainHooks, save: Callable[[Path], None]) -> None:
+    """Rank 0 saves into the work dir; then every rank reports the checkpoint."""
+    if hooks.work_dir is None:
+        return
+    main = is_main()
+    if main:
+        save(Path(hooks.work_dir))
+    if hooks.on_checkpoint is not None:
+        hooks.on_checkpoint(Path(hooks.work_dir) if main else None)
+
+
+def share(batch: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """This rank's rows of a global batch that may not split evenly, and the weight of its
+    mean loss (rows here x world / rows in all): DDP's average of the weighted means is the
+    mean over the whole batch. A batch with fewer rows than ranks gives some rank nothing:
+    callers skip such a batch (`too_small`)."""
+    n = world_size()
+    if n == 1:
+        return batch, 1.0
+    part = torch.tensor_split(batch, n)[rank()]
+    return part, len(part) * n / len(batch)
+
+
+def too_small(batch: torch.Tensor) -> bool:
+    return len(batch) < world_size()
+
+
+def fork(gen: torch.Generator) -> torch.Generator:
+    """`gen` itself in one process; in a group, a stream of this rank's own seeded from it,
+    for what is drawn per row (noise, augmentation) after the shared draws (the shuffle)."""
+    if world_size() == 1:
+        return gen
+    seed = int(torch.randint(2**62, (1,), generator=gen))
+    return torch.Generator().manual_seed(seed + 7919 * rank())
+
+
+def rank_seed(seed: int) -> int:
+    """A global seed of this rank's own (dropout, latent draws); rank 0 keeps `seed`."""
+    return seed + 104_729 * rank()
 
 
 def unwrap(model: nn.Module) -> nn.Module:

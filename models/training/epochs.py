@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from models.training import distributed
 from models.training.checkpoint import load_checkpoint, save_checkpoint
 from models.training.hooks import TrainHooks
 
@@ -89,7 +90,7 @@ def train_epochs(
     model: nn.Module,
     *,
     batches: Callable[[torch.Generator], list[torch.Tensor]],
-    loss_of: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    loss_of: Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor],
     val_accuracy: Callable[[], float | None],
     steps_per_epoch: int,
     seed: int,
@@ -102,7 +103,9 @@ def train_epochs(
 ) -> dict[str, Any]:
     """AdamW with a per-step cosine decay of the learning rate, for `epochs` epochs.
 
-    `batches(gen)` gives one epoch's index tensors, `loss_of(indices, gen)` a batch's mean loss.
+    `batches(gen)` gives one epoch's index tensors, `loss_of(net, indices, gen)` a batch's
+    mean loss, running `net` (the model, or its DDP wrapper in a data-parallel group, where
+    the indices are the global batch's and each rank takes its share: see distributed.py).
     Every epoch draws its shuffling (and augmentation) from a generator seeded seed*1000+epoch
     and its dropout from a global seed derived the same way, so epoch k+1 computes the same
     thing whether or not the process restarted after epoch k. With hooks.work_dir the weights,
@@ -112,8 +115,9 @@ def train_epochs(
     end. Returns the loop state: epoch, step, seconds (across restarts), history, stopped,
     resumed.
     """
-    watched = hooks is not None
-    hooks = hooks or TrainHooks()
+    watched = hooks is not None and distributed.is_main()
+    hooks = distributed.rank_hooks(hooks or TrainHooks())
+    device = next(model.parameters()).device
     run = json.loads(json.dumps(run or {}))  # the form it takes after a round trip through JSON
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     total = epochs * steps_per_epoch
@@ -129,28 +133,37 @@ def train_epochs(
         state = saved or state
     resumed = state["epoch"]
     stopped = False
+    net = distributed.wrap(model, device)  # a group's ranks average their gradients
     model.train()
     while state["epoch"] < epochs and not stopped:
         epoch = state["epoch"]
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)  # shuffling, augmentation
-        torch.manual_seed(10**6 + seed * 1000 + epoch)  # dropout: its own stream, as resumable
+        # dropout: its own stream, as resumable
+        torch.manual_seed(distributed.rank_seed(10**6 + seed * 1000 + epoch))
         loss_sum: torch.Tensor | float = 0.0  # summed on the device: no sync per step
-        samples = 0
-        for idx in batches(gen):
-            if hooks.should_stop is not None and hooks.should_stop():
+        samples = rows = 0  # the global batches' rows; this rank's
+        epoch_batches = batches(gen)  # the same global batches on every rank
+        gen = distributed.fork(gen)
+        for idx in epoch_batches:
+            asked = hooks.should_stop is not None and hooks.should_stop()
+            if distributed.agree(asked, device):
                 stopped = True
                 break
             for group in optimizer.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * state["step"] / total))
-            loss = loss_of(idx, gen)
+            if distributed.too_small(idx):
+                continue  # a ragged last batch with fewer rows than ranks: skipped by all
+            part, weight = distributed.share(idx)
+            loss = loss_of(net, part, gen)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight).backward()
             if clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
             state["step"] += 1
-            loss_sum = loss_sum + loss.detach() * len(idx)
+            loss_sum = loss_sum + loss.detach() * len(part)
+            rows += len(part)
             samples += len(idx)
             if hooks.on_step is not None:
                 hooks.on_step(state["step"], total, loss.detach())
@@ -163,14 +176,15 @@ def train_epochs(
         row = {
             "epoch": epoch + 1,
             "step": state["step"],
-            "train_loss": round(float(loss_sum) / max(1, samples), 4),
+            "train_loss": round(float(loss_sum) / max(1, rows), 4),  # rank 0's rows
             "val_accuracy": None if accuracy is None else round(accuracy, 4),
             "samples_per_s": round(samples / max(seconds, 1e-9), 1),
             "seconds": round(state["seconds"], 2),
         }
         state["history"].append(row)
-        if work_dir is not None:
-            save_checkpoint(work_dir, {"model": model}, {"optimizer": optimizer}, state)
+        distributed.checkpoint(
+            hooks, lambda d: save_checkpoint(d, {"model": model}, {"optimizer": optimizer}, state)
+        )
         if hooks.on_epoch is not None:
             hooks.on_epoch(row)
     model.eval()

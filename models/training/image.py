@@ -4,7 +4,8 @@ Both loops run whole epochs over an in-memory (N, H, W) image array, stop after 
 `max_seconds` (counted across restarts), and checkpoint to a work directory after every epoch:
 weights and optimizer moments as safetensors, counters as JSON, never pickle. A restarted run
 resumes from the last finished epoch. Mixed precision (models/training/precision.py) on CUDA only;
-CPUs run in fp32.
+CPUs run in fp32. In a torch.distributed group each loop runs under DDP on the global batch
+(models/training/distributed.py); rank 0 alone checkpoints and reports.
 """
 
 import copy
@@ -22,6 +23,7 @@ from models.data.uploads import ImageSet
 from models.image.gan import Discriminator, GANConfig, Generator
 from models.image.vae import VAE, VAEConfig, held_out_negative_elbo
 from models.kinds import GANParams, VAEParams
+from models.training import distributed
 from models.training.checkpoint import load_checkpoint, save_checkpoint
 from models.training.hooks import TrainHooks
 from models.training.precision import autocast, grad_scaler
@@ -82,10 +84,18 @@ def _end_epoch(
         "seconds": round(state["seconds"], 1),
     }
     state["history"].append(record)
-    if hooks.work_dir is not None:
-        save_checkpoint(hooks.work_dir, modules, optimizers, state)
+    distributed.checkpoint(hooks, lambda d: save_checkpoint(d, modules, optimizers, state))
     if hooks.on_epoch is not None:
         hooks.on_epoch(record)
+
+
+def _out_of_time(max_seconds: float, state: dict[str, Any], device: torch.device) -> bool:
+    """The time budget is spent (on any rank: they must stop at the same epoch)."""
+    return distributed.agree(0 < max_seconds <= state["seconds"], device)
+
+
+def _stop_asked(hooks: TrainHooks, device: torch.device) -> bool:
+    return distributed.agree(hooks.should_stop is not None and hooks.should_stop(), device)
 
 
 def _as_tensors(
@@ -112,10 +122,11 @@ def train_vae(
 
     Trains `model` in place (moved to `device`) and returns the last epoch's figures.
     """
-    torch.manual_seed(cfg.seed)
-    hooks = hooks or TrainHooks()
-    work_dir, on_step, should_stop = hooks.work_dir, hooks.on_step, hooks.should_stop
+    torch.manual_seed(distributed.rank_seed(cfg.seed))  # reparameterisation noise
+    hooks = distributed.rank_hooks(hooks or TrainHooks())
+    work_dir, on_step = hooks.work_dir, hooks.on_step
     model.to(device).train()
+    net = distributed.wrap(model, device)
     x, y = _as_tensors(images, labels if model.config.num_classes else None, device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scaler = grad_scaler(device)  # a no-op unless autocast runs in fp16
@@ -124,36 +135,40 @@ def train_vae(
         state = saved
         print(f"resumed from {work_dir} at epoch {state['epoch']}", flush=True)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
-    while state["epoch"] < cfg.epochs and not (0 < cfg.max_seconds <= state["seconds"]):
+    while state["epoch"] < cfg.epochs and not _out_of_time(cfg.max_seconds, state, device):
         t0 = time.perf_counter()
         epoch = state["epoch"]
         for group in opt.param_groups:  # cosine from lr to lr / 10
             group["lr"] = cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * epoch / cfg.epochs)))
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # resumable shuffling
         order = torch.randperm(len(x), generator=gen).to(device)
-        totals = torch.zeros(3, device=device)  # sums of loss, nll, kl
+        totals = torch.zeros(3, device=device)  # sums of loss, nll, kl over this rank's rows
+        rows = 0
         stopped = False
         for n, i in enumerate(range(0, len(x), cfg.batch_size)):
-            if should_stop is not None and should_stop():
+            if _stop_asked(hooks, device):
                 stopped = True
                 break
-            idx = order[i : i + cfg.batch_size]
+            if distributed.too_small(order[i : i + cfg.batch_size]):
+                continue  # fewer rows than ranks: skipped by all
+            idx, weight = distributed.share(order[i : i + cfg.batch_size])
             xb, yb = x[idx], None if y is None else y[idx]  # (B, 1, H, W), (B,)
             with autocast(device):
-                recon, mu, logvar = model(xb, yb)
+                recon, mu, logvar = net(xb, yb)
             loss, nll, kl = model.loss(xb, recon.float(), mu.float(), logvar.float())
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss * weight).backward()
             scaler.step(opt)
             scaler.update()
             totals += torch.stack([loss, nll, kl]).detach() * len(idx)
+            rows += len(idx)
             if on_step is not None:
                 on_step(
                     epoch * steps_per_epoch + n + 1, cfg.epochs * steps_per_epoch, loss.detach()
                 )
         if stopped:
             break  # mid-epoch: the last checkpoint stays the last finished epoch
-        loss, nll, kl = (totals / len(x)).tolist()
+        loss, nll, kl = (totals / max(1, rows)).tolist()
         losses = {"loss": loss, "nll": nll, "kl": kl}
         _end_epoch(state, t0, steps_per_epoch, len(x), losses, hooks, {"vae": model}, {"vae": opt})
     model.eval()
@@ -207,12 +222,13 @@ def train_gan(
     holding the moving average of its weights. Trains both modules in place; BatchNorm
     statistics are re-estimated at the end for the weights that will be served.
     """
-    torch.manual_seed(cfg.seed)
-    hooks = hooks or TrainHooks()
-    work_dir, on_step, should_stop = hooks.work_dir, hooks.on_step, hooks.should_stop
+    torch.manual_seed(distributed.rank_seed(cfg.seed))  # z and fake labels: each rank its own
+    hooks = distributed.rank_hooks(hooks or TrainHooks())
+    work_dir, on_step = hooks.work_dir, hooks.on_step
     k, latent = generator.config.num_classes, generator.config.latent_dim
     generator.to(device).train()
     discriminator.to(device).train()
+    g_net, d_net = distributed.wrap(generator, device), distributed.wrap(discriminator, device)
     x, y = _as_tensors(images, labels if k else None, device)
     x = x * 2 - 1  # tanh range
     betas = (cfg.beta1, 0.999)
@@ -230,7 +246,7 @@ def train_gan(
         state = saved
         print(f"resumed from {work_dir} at epoch {state['epoch']}", flush=True)
     steps_per_epoch = len(x) // cfg.batch_size  # drop the ragged last batch: BatchNorm
-    while state["epoch"] < cfg.epochs and not (0 < cfg.max_seconds <= state["seconds"]):
+    while state["epoch"] < cfg.epochs and not _out_of_time(cfg.max_seconds, state, device):
         t0 = time.perf_counter()
         epoch = state["epoch"]
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -238,10 +254,11 @@ def train_gan(
         totals = torch.zeros(4, device=device)  # d loss, g loss, D(real), D(fake)
         stopped = False
         for i in range(steps_per_epoch):
-            if should_stop is not None and should_stop():
+            if _stop_asked(hooks, device):
                 stopped = True
                 break
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            # whole batches only: every rank takes batch_size / num_workers rows
+            idx, _ = distributed.share(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
             real, y_real = x[idx], None if y is None else y[idx]  # (B, 1, H, W), (B,)
             B = len(idx)
             z = torch.randn(B, latent, device=device)
@@ -249,9 +266,9 @@ def train_gan(
 
             # discriminator: real -> real_label (smoothed), fake -> 0
             with autocast(device):
-                fake = generator(z, y_fake)  # (B, 1, H, W)
-                logit_real, cls_real = discriminator(real, y_real)
-                logit_fake, _ = discriminator(fake.detach(), y_fake)
+                fake = g_net(z, y_fake)  # (B, 1, H, W)
+                logit_real, cls_real = d_net(real, y_real)
+                logit_fake, _ = d_net(fake.detach(), y_fake)
                 loss_d = F.binary_cross_entropy_with_logits(
                     logit_real.float(), torch.full((B,), cfg.real_label, device=device)
                 ) + F.binary_cross_entropy_with_logits(
@@ -263,7 +280,7 @@ def train_gan(
 
             # generator: make D call the fakes real (and of the asked-for class)
             with autocast(device):
-                logit_fake, cls_fake = discriminator(fake, y_fake)
+                logit_fake, cls_fake = d_net(fake, y_fake)
                 loss_g = F.binary_cross_entropy_with_logits(
                     logit_fake.float(), torch.ones(B, device=device)
                 )

@@ -143,9 +143,7 @@ def train(
     if saved:
         start, history = saved["step"], saved["history"]
     main = distributed.is_main()
-    hooks = (
-        hooks if main else TrainHooks(work_dir=checkpoint_dir, on_checkpoint=hooks.on_checkpoint)
-    )
+    hooks = distributed.rank_hooks(hooks)
     on_step = hooks.on_step
     net = distributed.wrap(model, device)  # a group's ranks average their gradients
 
@@ -206,12 +204,11 @@ def train(
             if hooks.on_epoch is not None:
                 hooks.on_epoch(metrics)
         due = cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or last)
-        if checkpoint_dir is not None and due:
-            if main:
-                state = {"step": step + 1, "history": history, "train_config": asdict(cfg)}
-                save_checkpoint(checkpoint_dir, {"model": model}, {"opt": opt}, state)
-            if hooks.on_checkpoint is not None:
-                hooks.on_checkpoint(checkpoint_dir if main else None)
+        if due:
+            state = {"step": step + 1, "history": history, "train_config": asdict(cfg)}
+            distributed.checkpoint(
+                hooks, lambda d, s=state: save_checkpoint(d, {"model": model}, {"opt": opt}, s)
+            )
         if stopping:
             break
     model.eval()

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from models.classify.text_rnn import TextRNN, TextRNNConfig, TextVocab, pad_batch
@@ -99,9 +100,9 @@ def fit_text_rnn(
     lengths = torch.tensor([max(1, len(s)) for s in train_ids])  # (N,)
     y = torch.from_numpy(y_train).to(device)  # (N,)
 
-    def loss_of(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def loss_of(net: nn.Module, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         xb = x[idx, : int(lengths[idx].max())].to(device)  # (B, T)
-        return F.cross_entropy(model(xb), y[idx.to(device)])
+        return F.cross_entropy(net(xb), y[idx.to(device)])
 
     params = {
         "level": level,
