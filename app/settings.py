@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # a name shared by API replicas: their actors are named after it, detached, and used by
     # all of them (empty: each API keeps private actors that end with it)
     ray_pool_name: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
+    # a direct (host:port) address: attach to the Ray node at this IP on the API's machine,
+    # not the head's; with GCS fault tolerance the API then serves through a head restart
+    ray_node_ip: str = Field("", max_length=64, pattern=r"^[0-9A-Za-z.:-]*$")
     # where training jobs run: `local` runner processes, or `ray`: claimed by the runners as
     # ever, then trained on the Ray cluster at ray_address (Ray Train, DDP over num_workers)
     train_backend: Literal["local", "ray"] = "local"

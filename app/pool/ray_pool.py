@@ -106,7 +106,8 @@ class RayPool(SharedPool[_Actor]):
         address = self.settings.ray_address
         if address:
             log.info("joining the Ray cluster at %s", address)
-            ray.init(address=address, namespace="genserve")
+            node_ip = None if _via_client(address) else self.settings.ray_node_ip or None
+            ray.init(address=address, namespace="genserve", _node_ip_address=node_ip)
         else:
             ray.init(
                 num_cpus=self.settings.ray_num_cpus or None,
@@ -132,7 +133,13 @@ class RayPool(SharedPool[_Actor]):
                 if self._shared:
                     self._attach(await asyncio.to_thread(_named, f"{self._shared}-"))
             except Exception as exc:  # the head is gone (a Ray Client connection survives it)
-                await self._reconnect(exc)
+                if self._direct:
+                    # Ray's core worker reconnects to a restarted GCS by itself (GCS fault
+                    # tolerance) while the actors keep serving: dropping their handles would
+                    # stop that. Without fault tolerance Ray ends this process.
+                    log.warning("the Ray GCS is unreachable (%s); serving on", exc)
+                else:
+                    await self._reconnect(exc)
                 continue
             try:
                 await self.scale(nodes)
@@ -143,7 +150,7 @@ class RayPool(SharedPool[_Actor]):
         """Connects again once the head is back, with back-off; the supervisors then start
         new actors (the old ones died with the cluster). A driver attached to the cluster
         directly cannot do this, Ray aborts it: use a ray:// address, or GCS fault
-        tolerance, for an API that outlives its head."""
+        tolerance with GENSERVE_RAY_NODE_IP, for an API that outlives its head."""
         log.error("lost the Ray cluster (%s); reconnecting", exc)
         self._connected.clear()
         delay = 1.0
@@ -158,6 +165,13 @@ class RayPool(SharedPool[_Actor]):
             log.info("reconnected to the Ray cluster")
             self._connected.set()
             return
+
+    @property
+    def _direct(self) -> bool:
+        """Attached to a running cluster's raylet, not through Ray Client nor to a Ray of its
+        own."""
+        address = self.settings.ray_address
+        return bool(address) and not _via_client(address)
 
     def _connect_again(self) -> None:
         with contextlib.suppress(Exception):
@@ -415,6 +429,10 @@ def _wait(ref: ray.ObjectRef) -> Awaitable[Any]:
 def _named(prefix: str) -> list[str]:
     """The live named actors of genserve's namespace whose names start with `prefix`."""
     return sorted(n for n in ray.util.list_named_actors() if n.startswith(prefix))
+
+
+def _via_client(address: str) -> bool:
+    return address.startswith("ray://")
 
 
 def _alive_nodes() -> list[dict[str, Any]]:

@@ -20,7 +20,9 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 
 class RayCluster:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, redis: str = "") -> None:
+        """`redis` (host:port): the head keeps the GCS's state there (GCS fault tolerance),
+        so a restarted head takes the surviving nodes and actors back."""
         self.root = root
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -28,6 +30,7 @@ class RayCluster:
         self.client_address = f"ray://127.0.0.1:{self.client_port}"  # Ray Client
         # short: Ray's unix sockets live under it, and their paths are limited to 107 bytes
         self.temp_dir = Path(f"/tmp/gsray-{secrets.token_hex(3)}")
+        self.temp_dirs = [self.temp_dir]  # a head restarted with GCS fault tolerance adds one
         self.env = {
             **os.environ,
             "RAY_AUTH_MODE": "token",
@@ -39,6 +42,9 @@ class RayCluster:
             "RAY_health_check_failure_threshold": "3",
         }
         self.env.pop("RAY_ADDRESS", None)
+        if redis:
+            self.env["RAY_REDIS_ADDRESS"] = redis
+            self.env["RAY_external_storage_namespace"] = self.temp_dir.name
         self.head_id = ""
 
     def auth_env(self) -> dict[str, str]:
@@ -69,13 +75,18 @@ class RayCluster:
             f"--temp-dir={self.temp_dir}",
             "--disable-usage-stats",
         )
-        self.head_id = self.alive_nodes()[0]["NodeID"]
+        heads = [n for n in self.alive_nodes() if "node:__internal_head__" in n["Resources"]]
+        self.head_id = heads[0]["NodeID"]
         return self
 
-    def add_node(self, cpus: int = 1, resources: dict[str, float] | None = None) -> str:
-        """Starts one more node; returns its node id once the cluster lists it."""
+    def add_node(
+        self, cpus: int = 1, resources: dict[str, float] | None = None, ip: str = ""
+    ) -> str:
+        """Starts one more node (at `ip`: another loopback address sets it apart from the
+        head's); returns its node id once the cluster lists it."""
         before = {n["NodeID"] for n in self.alive_nodes()}
         extra = [f"--resources={json.dumps(resources)}"] if resources else []
+        extra += [f"--node-ip-address={ip}"] if ip else []
         self._ray("start", f"--address={self.address}", f"--num-cpus={cpus}", *extra)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -119,14 +130,33 @@ class RayCluster:
                 return
         raise LookupError(node_id)
 
+    def kill_head(self) -> None:
+        """SIGKILLs the head node alone: its GCS, raylet (and what it started), autoscaler
+        monitor and Ray Client server, as when the head's machine dies."""
+        head = next(n for n in self.alive_nodes() if n["NodeID"] == self.head_id)
+        raylet = _raylet_pid(head)
+        subprocess.run(["pkill", "-9", "-P", str(raylet)], check=False)
+        os.kill(raylet, 9)
+        for pattern in (
+            f"gcs_server.*{self.temp_dir}",
+            f"autoscaler/_private/monitor.py.*{self.temp_dir}",
+            f"ray.util.client.server.*--node-id={self.head_id}",
+        ):
+            subprocess.run(["pkill", "-9", "-f", pattern], check=False)
+        # a new head starts in a temp dir of its own: `ray start --head` refuses an address
+        # it finds in use in the old one's session (the other nodes still name it)
+        self.temp_dir = Path(f"/tmp/gsray-{secrets.token_hex(3)}")
+        self.temp_dirs.append(self.temp_dir)
+
     def stop(self) -> None:
         """Ends this cluster's processes only (`ray stop` would end every Ray on the machine,
-        the other tests' included): each names the temp dir or the head's address."""
+        the other tests' included): each names a temp dir or the head's address."""
         for sig in ("-TERM", "-KILL"):
-            for pattern in (str(self.temp_dir), self.address):
+            for pattern in (*map(str, self.temp_dirs), self.address):
                 subprocess.run(["pkill", sig, "-f", pattern], check=False)
             time.sleep(1)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for temp_dir in self.temp_dirs:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _raylet_pid(node: dict) -> int:

