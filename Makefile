@@ -21,8 +21,11 @@ migrate: install
 run: migrate
 	$(BIN)/genserve serve
 
+# The Ray suites mostly wait on clusters starting and failing, not on the CPU: two modules
+# run at a time.
 test: install
-	$(BIN)/pytest -x -q
+	$(BIN)/pytest -x -q --ignore=tests/ray
+	$(BIN)/pytest -x -q -n 2 --dist loadfile tests/ray
 
 models: install
 	$(BIN)/python -m models.build sentiment digits

