@@ -240,6 +240,7 @@ def test_a_head_restart_ray_client_reconnects_and_gcs_fault_tolerance_serves_thr
         classify_for(2)
         wait_workers(client, lambda ws: any(w["ready"] for w in ws), timeout=120)
         print(f"\nhead back to the ray:// API serving again: {time.monotonic() - restarted:.1f} s")
+        print(f"/classify on the direct API: {len(codes)} requests, {during} with the head down")
         assert during > 10 and set(codes) == {200}, (codes, direct.output()[-3000:])
         assert [w["restarts"] for w in workers(direct)] == [0]  # the same actor throughout
         answer = client.client.post("/generate/text", json=generate)
