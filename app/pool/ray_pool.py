@@ -84,7 +84,7 @@ class RayPool(SharedPool[_Actor]):
     async def start(self, specs: list[ModelSpec]) -> None:
         self.specs = list(specs)
         if not ray.is_initialized():
-            await asyncio.to_thread(self._init_ray)
+            await self._join()
             self._owns_ray = True
         devices = self._slot_devices()
         self._floor = max(self.settings.ray_min_workers, len(devices))
@@ -101,6 +101,25 @@ class RayPool(SharedPool[_Actor]):
         slot.supervisor = asyncio.create_task(self._supervise(slot), name=f"ray-{slot.id}")
         log.info("worker %d added%s", slot.id, f" on node {pinned}" if pinned else "")
         return slot
+
+    async def _join(self) -> None:
+        """Joins the cluster at start, retrying with back-off for up to
+        GENSERVE_WORKER_START_TIMEOUT_S: a head still coming up (pods start in any order),
+        or a Ray Client server that fails to start a session, must not end the API."""
+        deadline = time.monotonic() + self.settings.worker_start_timeout_s
+        delay = 1.0
+        while True:
+            try:
+                await asyncio.to_thread(self._init_ray)
+                return
+            except Exception as exc:
+                if not self.settings.ray_address or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("could not join the Ray cluster (%s); retrying in %.0f s", exc, delay)
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(ray.shutdown)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
 
     def _init_ray(self) -> None:
         address = self.settings.ray_address
