@@ -105,16 +105,21 @@ class GenerationEngine:
         decode = [s for s in slots if s not in self.pending_logits]
         logits: dict[int, torch.Tensor] = {s: self.pending_logits.pop(s) for s in slots
                                            if s in self.pending_logits}  # fmt: skip
+        decoded = None
         if decode:
-            last = [self.running[s].tokens[-1] for s in decode]
-            for slot, row in zip(decode, self.lm.decode(decode, last), strict=True):
-                logits[slot] = row
+            decoded = self.lm.decode(decode, [self.running[s].tokens[-1] for s in decode])
+            logits.update(zip(decode, decoded, strict=True))
         seqs = [self.running[s] for s in slots]
-        batch = torch.stack([logits[s] for s in slots]).float().cpu()
-        seen = torch.zeros(len(seqs), self.vocab, dtype=torch.bool)
-        for row, seq in enumerate(seqs):
-            if seq.params.repetition_penalty != 1.0:
-                seen[row, seq.prompt + seq.tokens] = True
+        if decoded is not None and len(decode) == len(slots):  # the usual step: all decoded
+            batch = decoded.float().cpu()
+        else:
+            batch = torch.stack([logits[s] for s in slots]).float().cpu()
+        seen = None
+        if any(s.params.repetition_penalty != 1.0 for s in seqs):
+            seen = torch.zeros(len(seqs), self.vocab, dtype=torch.bool)
+            for row, seq in enumerate(seqs):
+                if seq.params.repetition_penalty != 1.0:
+                    seen[row, seq.prompt + seq.tokens] = True
         counts = [s.counts for s in seqs]
         params = [s.params for s in seqs]
         tokens, logprobs = sample(batch, params, [s.generator for s in seqs], seen, counts)

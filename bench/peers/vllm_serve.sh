@@ -38,6 +38,10 @@ export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"   # GiB
 export VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export VLLM_LOGGING_LEVEL="${VLLM_LOGGING_LEVEL:-INFO}"   # INFO: the log shows the OMP binding
 
+# vLLM's CPU guide asks for Intel's OpenMP preloaded; vllm-cpu installs it into the venv
+IOMP="$HERE/.venvs/vllm/lib/libiomp5.so"
+[ -f "$IOMP" ] && [ "${VLLM_IOMP:-1}" = 1 ] && export LD_PRELOAD="$IOMP${LD_PRELOAD:+:$LD_PRELOAD}"
+
 EAGER=--enforce-eager
 [ "${VLLM_EAGER:-1}" = 0 ] && EAGER=
 # the module, not the `vllm` command: vllm-cpu's `vllm serve` asks importlib for the version of a

@@ -197,6 +197,51 @@ class GPT(nn.Module):
             x = block.forward_cached(x, cache.k[i], cache.v[i], slots, start, first)
         return self.lm_head(self.ln_f(x if every else x[:, -1]))  # (B, [T,] vocab)
 
+    @torch.inference_mode()
+    def decode_step(
+        self, tokens: torch.Tensor, cache: KVCache, first: int, positions: list[int]
+    ) -> torch.Tensor:
+        """One new token (B,) for each sequence in slots first..first+B-1, at `positions`
+        -> logits (B, vocab).
+
+        The arithmetic of forward_cached at T == 1, written with functional ops on the
+        modules' weights: at batch 1 on a CPU the per-module calls, masks and index tensors
+        cost more than the matmuls (shakespeare-gpt: 1.1 ms a step here, 2.7 ms there).
+        """
+        B = tokens.shape[0]
+        C, nh = self.config.n_embd, self.config.n_head
+        pos = torch.tensor(positions, device=tokens.device)
+        L = max(positions) + 1
+        rows = torch.arange(B, device=tokens.device)
+        mask = None  # one sequence sees all of its L keys; several are masked to their own
+        if B > 1:
+            mask = (torch.arange(L, device=tokens.device) <= pos[:, None])[:, None, None, :]
+        x = self.wte(tokens) + self.wpe(pos)  # (B, C)
+        for i, block in enumerate(self.blocks):
+            attn, mlp = block.attn, block.mlp
+            h = F.layer_norm(x, (C,), block.ln_1.weight, block.ln_1.bias)
+            qkv = F.linear(h, attn.c_attn.weight, attn.c_attn.bias).view(B, 3, nh, C // nh)
+            q, k, v = qkv.unbind(1)  # (B, nh, hs)
+            keys, values = cache.k[i, first : first + B], cache.v[i, first : first + B]
+            if B == 1:
+                keys[0, :, positions[0]] = k[0].to(keys.dtype)
+                values[0, :, positions[0]] = v[0].to(values.dtype)
+            else:
+                keys[rows, :, pos] = k.to(keys.dtype)
+                values[rows, :, pos] = v.to(values.dtype)
+            y = F.scaled_dot_product_attention(
+                q[:, :, None],
+                keys[:, :, :L].to(q.dtype),
+                values[:, :, :L].to(q.dtype),
+                attn_mask=mask,
+            )  # (B, nh, 1, hs)
+            x = x + F.linear(y.view(B, C), attn.c_proj.weight, attn.c_proj.bias)
+            h = F.layer_norm(x, (C,), block.ln_2.weight, block.ln_2.bias)
+            h = F.gelu(F.linear(h, mlp.c_fc.weight, mlp.c_fc.bias))
+            x = x + F.linear(h, mlp.c_proj.weight, mlp.c_proj.bias)
+        x = F.layer_norm(x, (C,), self.ln_f.weight, self.ln_f.bias)
+        return F.linear(x, self.lm_head.weight)
+
 
 class GPTLanguageModel(LanguageModel):
     """The generation-engine view of a GPT: one KV-cache slot per running sequence.
@@ -261,11 +306,17 @@ class GPTLanguageModel(LanguageModel):
                 logits[slot] = self.prefill(slot, history[-block // 2 :])
             else:
                 batch.append(slot)
-        if batch:
-            last = torch.tensor([[self.history[s][-1]] for s in batch])
-            start = [len(self.history[s]) - 1 for s in batch]
-            for slot, row in zip(batch, self._run(batch, last, start), strict=True):
-                logits[slot] = row
+        if not batch:
+            return torch.stack([logits[s] for s in slots])
+        start = [len(self.history[s]) - 1 for s in batch]
+        if len(batch) == len(slots) and batch == list(range(batch[0], batch[0] + len(batch))):
+            # the usual step: every sequence decodes, from dense slots
+            assert self.cache is not None, "allocate() first"
+            last = torch.tensor([self.history[s][-1] for s in batch], device=self.device)
+            return self.model.decode_step(last, self.cache, batch[0], start).float()
+        last = torch.tensor([[self.history[s][-1]] for s in batch])
+        for slot, row in zip(batch, self._run(batch, last, start), strict=True):
+            logits[slot] = row
         return torch.stack([logits[s] for s in slots])
 
     def release(self, slot: int) -> None:

@@ -84,31 +84,41 @@ def sample(
     logits: torch.Tensor,
     params: list[SamplingParams],
     generators: list[torch.Generator],
-    seen: torch.Tensor,
+    seen: torch.Tensor | None,
     counts: list[dict[int, int]] | None = None,
 ) -> tuple[list[int], torch.Tensor]:
     """logits (B, V) -> one token per row, and every row's log-probabilities under the model
-    (before penalties and temperature: what OpenAI's `logprobs` report)."""
+    (before penalties and temperature: what OpenAI's `logprobs` report).
+
+    `seen` (B, V) marks each row's tokens for the repetition penalty (None: no row has one).
+    What no row asks for is skipped, decided on the params rather than on tensors: at batch 1
+    on a CPU each tensor op costs about what the model's step spends on a layer.
+    """
     logits = logits.float().cpu()
     logprobs = torch.log_softmax(logits, dim=-1)
-    penalty = torch.tensor([p.repetition_penalty for p in params])
-    if bool((penalty != 1.0).any()):
+    if seen is not None and any(p.repetition_penalty != 1.0 for p in params):
+        penalty = torch.tensor([p.repetition_penalty for p in params])
         logits = apply_repetition_penalty(logits, seen, penalty)
     if counts is not None and any(p.penalised for p in params):
         logits = apply_openai_penalties(logits, params, counts)
+    if all(p.temperature == 0 for p in params):  # greedy needs no random draw
+        return logits.argmax(dim=-1).tolist(), logprobs
     temperature = torch.tensor([p.temperature for p in params])
     greedy = temperature == 0
     scaled = logits / torch.where(greedy, 1.0, temperature)[:, None]
-    top_k = torch.tensor([p.top_k for p in params])
-    top_p = torch.tensor([p.top_p for p in params])
-    probs = torch.softmax(filter_logits(scaled, top_k, top_p), dim=-1)
+    if any(p.top_k > 0 or p.top_p < 1.0 for p in params):
+        top_k = torch.tensor([p.top_k for p in params])
+        top_p = torch.tensor([p.top_p for p in params])
+        scaled = filter_logits(scaled, top_k, top_p)
+    probs = torch.softmax(scaled, dim=-1)
     # One uniform per row from the row's own generator: inverse-CDF sampling.
     u = torch.cat([torch.rand(1, generator=g) for g in generators])  # (B,)
     cdf = torch.cumsum(probs, dim=-1)
     drawn = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
     drawn = drawn.clamp_(max=logits.size(-1) - 1)
-    tokens = torch.where(greedy, logits.argmax(dim=-1), drawn)
-    return tokens.tolist(), logprobs
+    if not bool(greedy.any()):
+        return drawn.tolist(), logprobs
+    return torch.where(greedy, logits.argmax(dim=-1), drawn).tolist(), logprobs
 
 
 def stop_index(text: str, stops: list[str]) -> int:
