@@ -43,7 +43,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database.from_settings(settings)
         app.state.datasets = DatasetService(settings, db)
         app.state.datasets.sweep_spool()
-        app.state.datasets.sync_builtin()
         registry = ModelRegistry(db, settings)
         registry.sync_builtin()
         specs = list(registry.refresh().values())
@@ -55,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             pool = LocalPool(settings)
         await pool.start(specs)
+        # while the workers load (seconds): the built-in datasets (digits alone reads its
+        # data with scikit-learn for a second), in a thread so the pool's messages flow
+        await asyncio.to_thread(app.state.datasets.sync_builtin)
         app.state.db, app.state.registry, app.state.pool = db, registry, pool
         app.state.classify = ClassifyService(settings, registry, pool)
         app.state.generate = GenerateService(settings, registry, pool, drain)

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     max_queue: int = Field(1024, ge=1, le=1_000_000)
     max_running_sequences: int = Field(64, ge=1, le=4096)  # per text model per worker
     max_waiting_sequences: int = Field(256, ge=0, le=100_000)  # beyond: 429
+    # prompt tokens prefilled per decoding step (new prompts batched in one pass, a longer one
+    # split over steps); 0: every waiting prompt whole, however long
+    prefill_chunk_tokens: int = Field(256, ge=0, le=1_000_000)
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
     generation_timeout_s: float = Field(300.0, gt=0, le=86_400)  # a whole generation, start
     # to last token; past it the worker drops the sequences and the client gets 504

@@ -65,8 +65,10 @@ class WorkerPool(ABC):
     @abstractmethod
     def generate(
         self, model: str, prompt: str | list[int], params: dict[str, Any], n: int
-    ) -> AsyncIterator[TokenEvent]:
-        """Streams the events of `n` sampled continuations; closing the stream cancels them."""
+    ) -> AsyncIterator[list[TokenEvent]]:
+        """Streams the events of `n` sampled continuations, in batches: everything that arrived
+        since the consumer last asked, so that a stream behind its worker catches up in one
+        write rather than one per token. Closing the stream cancels them."""
 
     @abstractmethod
     def check_room(self, model: str, sequences: int) -> None:
@@ -179,6 +181,7 @@ class SharedPool(WorkerPool, Generic[S]):
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
             max_running=settings.max_running_sequences,
+            prefill_tokens=settings.prefill_chunk_tokens,
             artifact_cache_dir=str(settings.artifact_cache_path()),
             storage_options=settings.storage_options(),
         )

@@ -35,7 +35,7 @@ class _Pending:
     model: str
     rows: int
     future: asyncio.Future[Any] | None = None
-    events: asyncio.Queue[msg.TokenEvent | Exception] | None = None
+    events: asyncio.Queue[list[msg.TokenEvent] | Exception] | None = None
     remaining: int = 0  # generation: choices not finished yet
     units: int = 1  # what it counts against its model's queue: 1, or n sequences
 
@@ -131,15 +131,17 @@ class LocalPool(SharedPool[_Worker]):
             case msg.Tokens(model=model, running=running, events=events):
                 metrics.BATCH_SIZE.labels(model).observe(running)
                 self._on_step(worker, model, running)
+                by_request: dict[int, list[msg.TokenEvent]] = {}
                 for event in events:
-                    pending = worker.pending.get(event.request_id)
+                    by_request.setdefault(event.request_id, []).append(event)
+                for request_id, batch in by_request.items():
+                    pending = worker.pending.get(request_id)
                     if pending is None or pending.events is None:
                         continue  # cancelled: the worker learns soon
-                    pending.events.put_nowait(event)
-                    if event.finish_reason is not None:
-                        pending.remaining -= 1
-                        if pending.remaining == 0:
-                            self._forget(worker, event.request_id)
+                    pending.events.put_nowait(batch)
+                    pending.remaining -= sum(e.finish_reason is not None for e in batch)
+                    if pending.remaining == 0:
+                        self._forget(worker, request_id)
             case msg.Failed(failures=failures):
                 for failure in failures:
                     self._resolve(worker, failure.request_id, None, failure_error(failure))
@@ -225,7 +227,7 @@ class LocalPool(SharedPool[_Worker]):
 
     def generate(
         self, model: str, prompt: str | list[int], params: dict[str, Any], n: int
-    ) -> AsyncIterator[msg.TokenEvent]:
+    ) -> AsyncIterator[list[msg.TokenEvent]]:
         # Submitted now, not on first iteration, so a full queue is an error before streaming.
         pending = _Pending(model, n, events=asyncio.Queue(), remaining=n, units=n)
         request = msg.Generate(next(self._ids), model, prompt, params, n)
@@ -240,17 +242,30 @@ class LocalPool(SharedPool[_Worker]):
         pending: _Pending,
         deadline: float,
         meter: StreamMeter,
-    ) -> AsyncIterator[msg.TokenEvent]:
-        """Events until every choice finished, the worker failed, or a timeout."""
+    ) -> AsyncIterator[list[msg.TokenEvent]]:
+        """Events until every choice finished, the worker failed, or a timeout: each batch
+        holds every step that arrived since the last (a timer only when none is waiting)."""
         events = pending.events
         assert events is not None
         try:
             while pending.remaining > 0 or not events.empty():
-                item = await self._next_event(pending.model, events.get, deadline)
-                if isinstance(item, Exception):
-                    raise item
-                meter.observe(item)
-                yield item
+                if events.empty():
+                    item = await self._next_event(pending.model, events.get, deadline)
+                else:
+                    item = events.get_nowait()
+                batch: list[msg.TokenEvent] = []
+                while True:
+                    if isinstance(item, Exception):
+                        if batch:  # what came before the failure still reaches the client
+                            yield batch
+                        raise item
+                    for event in item:
+                        meter.observe(event)
+                    batch += item
+                    if events.empty():
+                        break
+                    item = events.get_nowait()
+                yield batch
         finally:
             # The client went away or we failed: stop the work in the worker too.
             if self._forget(worker, request_id) is not None:

@@ -377,7 +377,7 @@ class RayPool(SharedPool[_Actor]):
 
     def generate(
         self, model: str, prompt: str | list[int], params: dict[str, Any], n: int
-    ) -> AsyncIterator[TokenEvent]:
+    ) -> AsyncIterator[list[TokenEvent]]:
         # Submitted now, not on first iteration, so a full queue is an error before streaming.
         meter = StreamMeter(model)
         slot = self._admit(model, n, self._generation_limit(), units=n, generation=True)
@@ -393,8 +393,9 @@ class RayPool(SharedPool[_Actor]):
         submitted: Any,
         deadline: float,
         meter: StreamMeter,
-    ) -> AsyncIterator[TokenEvent]:
-        """Polls the actor for events until every choice finished, it failed, or a timeout."""
+    ) -> AsyncIterator[list[TokenEvent]]:
+        """Polls the actor for events until every choice finished, it failed, or a timeout:
+        each reply's events are one batch."""
         model, remaining = request.model, request.n
 
         def poll() -> Awaitable[EventsReply]:
@@ -412,7 +413,8 @@ class RayPool(SharedPool[_Actor]):
                     if event.finish_reason is not None:  # a choice finished
                         remaining -= 1
                     meter.observe(event)
-                    yield event
+                if reply.events:
+                    yield reply.events
                 if reply.failure is not None:
                     raise failure_error(reply.failure)
         finally:

@@ -31,6 +31,7 @@ from app.schemas.generate import (
 )
 from app.services.registry import ModelRegistry
 from app.settings import Settings
+from app.sse import frames
 from app.worker.protocol import ModelSpec, TokenEvent, TokenInfo
 
 
@@ -67,6 +68,10 @@ class Completion:
             self.prompt_tokens = event.prompt_tokens
         if event.prompt is not None:
             self.prompt = event.prompt
+
+    def extend(self, events: list[TokenEvent]) -> None:
+        for event in events:
+            self.add(event)
 
     def usage(self) -> Usage:
         completion = sum(self.tokens)
@@ -168,7 +173,7 @@ class GenerateService:
         logprobs: int | None = None,
         echo: bool = False,
         stops: list[str] | None = None,
-    ) -> AsyncIterator[TokenEvent]:
+    ) -> AsyncIterator[list[TokenEvent]]:
         """Submits `sampling.n` generations. `logprobs` k: each token with its k most likely
         alternatives; `echo`: the prompt's tokens scored first; `stops` replace the body's."""
         bias = sampling.token_bias()
@@ -189,17 +194,19 @@ class GenerateService:
         }
         return self.pool.generate(spec.name, prompt, params, sampling.n)
 
-    def start_text(self, spec: ModelSpec, body: GenerateTextRequest) -> AsyncIterator[TokenEvent]:
+    def start_text(
+        self, spec: ModelSpec, body: GenerateTextRequest
+    ) -> AsyncIterator[list[TokenEvent]]:
         """/generate/text's generations: `top_logprobs` asks the worker for alternatives."""
         logprobs = body.top_logprobs if body.top_logprobs else None
         return self.start(spec, body.prompt, body.max_new_tokens, body, logprobs=logprobs)
 
     async def collect(
-        self, spec: ModelSpec, events: AsyncIterator[TokenEvent], body: GenerateTextRequest
+        self, spec: ModelSpec, events: AsyncIterator[list[TokenEvent]], body: GenerateTextRequest
     ) -> GenerateTextResponse:
         completion = Completion(body.n)
-        async for event in events:
-            completion.add(event)
+        async for batch in events:
+            completion.extend(batch)
         return GenerateTextResponse(
             model=spec.name,
             version=spec.version,
@@ -222,8 +229,8 @@ class GenerateService:
         sampling = SamplingFields()
         events = self.start(spec, body.text, 0, sampling, logprobs=body.top_logprobs, echo=True)
         completion = Completion(1)
-        async for event in events:
-            completion.add(event)
+        async for batch in events:
+            completion.extend(batch)
         scored = completion.prompt or []
         logprob = sum(t.logprob for t in scored if t.logprob is not None)
         count = max(len(scored) - 1, 0)
@@ -240,15 +247,15 @@ class GenerateService:
         )
 
     async def stream_text(
-        self, spec: ModelSpec, events: AsyncIterator[TokenEvent], body: GenerateTextRequest
-    ) -> AsyncIterator[dict[str, str]]:
+        self, spec: ModelSpec, events: AsyncIterator[list[TokenEvent]], body: GenerateTextRequest
+    ) -> AsyncIterator[dict[str, str] | bytes]:
         """/generate/text's SSE events: one `token` per token, then `done` with the usage, or
         an `error` event when the generation fails after the stream started."""
         completion = Completion(body.n)
         try:
-            async for event in self.drain.guard(events):
-                completion.add(event)
-                yield {"event": "token", "data": _token(event, body)}
+            async for batch in self.drain.guard(events):
+                completion.extend(batch)
+                yield frames([_token(event, body) for event in batch], "token")
         except (AppError, EngineError) as exc:
             error = client_error(exc)
             payload = {"code": error.code, "message": error.message, "details": error.details}
@@ -270,7 +277,7 @@ class GenerateService:
         yield {"event": "done", "data": orjson.dumps(done).decode()}
 
 
-async def close_streams(streams: list[AsyncIterator[TokenEvent]]) -> None:
+async def close_streams(streams: list[AsyncIterator[list[TokenEvent]]]) -> None:
     """Ends every generation of a request, even those never iterated: each was submitted when
     its stream was created, and an async generator that never started would not run the code
     that frees its sequences (they would count against the limits for good)."""

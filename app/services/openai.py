@@ -39,6 +39,7 @@ from app.services.generate import (
     client_error,
     close_streams,
 )
+from app.sse import frames
 from app.worker.protocol import ModelSpec, TokenEvent, TokenInfo
 
 NO_USAGE = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
@@ -95,7 +96,7 @@ class OpenAIService:
 
     def _start_completion(
         self, spec: ModelSpec, body: CompletionRequest
-    ) -> tuple[dict[str, Any], list[str | list[int]], list[AsyncIterator[TokenEvent]]]:
+    ) -> tuple[dict[str, Any], list[str | list[int]], list[AsyncIterator[list[TokenEvent]]]]:
         """Checks every prompt before any starts, so a refusal leaves no work behind."""
         prompts = body.prompts()
         bias = body.token_bias()
@@ -138,15 +139,17 @@ class OpenAIService:
         try:
             for p, (prompt, events) in enumerate(zip(prompts, streams, strict=True)):
                 completion = Completion(body.n)
-                async for event in events:
-                    completion.add(event)
+                async for batch in events:
+                    completion.extend(batch)
                 choices += self._choices(body, p, prompt, completion)
                 usage = add_usage(usage, completion.usage())
         finally:
             await close_streams(streams)
         return CompletionResponse(**head, choices=choices, usage=usage)
 
-    def stream_completion(self, spec: ModelSpec, body: CompletionRequest) -> AsyncIterator[str]:
+    def stream_completion(
+        self, spec: ModelSpec, body: CompletionRequest
+    ) -> AsyncIterator[str | bytes]:
         """OpenAI's streaming chunks, ending with `[DONE]`; starts every prompt now, so that a
         refusal is an HTTP error rather than a stream that fails."""
         head, prompts, streams = self._start_completion(spec, body)
@@ -158,29 +161,33 @@ class OpenAIService:
         head: dict[str, Any],
         body: CompletionRequest,
         prompts: list[str | list[int]],
-        streams: list[AsyncIterator[TokenEvent]],
-    ) -> AsyncIterator[str]:
+        streams: list[AsyncIterator[list[TokenEvent]]],
+    ) -> AsyncIterator[str | bytes]:
         usage = NO_USAGE
         try:
             for p, events in enumerate(streams):
                 completion, started = Completion(body.n), set()
                 echoed: str | None = None  # known from the first event (it carries the prompt)
-                async for event in events:
-                    completion.add(event)
-                    if echoed is None:
-                        echoed = _echo(body, prompts[p], completion)
-                    infos = [] if event.token is None else [_shift(event.token, len(echoed))]
-                    text = event.text
-                    if event.index not in started:  # the echo goes before the first text
-                        started.add(event.index)
-                        text, infos = echoed + text, (completion.prompt or []) + infos
-                    choice = CompletionChoice(
-                        text=text,
-                        index=p * body.n + event.index,
-                        logprobs=None if body.logprobs is None else legacy_logprobs(infos),
-                        finish_reason=event.finish_reason,
-                    )
-                    yield CompletionResponse(**head, choices=[choice]).model_dump_json()
+                async for batch in events:
+                    chunks = []
+                    for event in batch:
+                        completion.add(event)
+                        if echoed is None:
+                            echoed = _echo(body, prompts[p], completion)
+                        infos = [] if event.token is None else [_shift(event.token, len(echoed))]
+                        text = event.text
+                        if event.index not in started:  # the echo goes before the first text
+                            started.add(event.index)
+                            text, infos = echoed + text, (completion.prompt or []) + infos
+                        choice = CompletionChoice(
+                            text=text,
+                            index=p * body.n + event.index,
+                            logprobs=None if body.logprobs is None else legacy_logprobs(infos),
+                            finish_reason=event.finish_reason,
+                        )
+                        chunk = CompletionResponse(**head, choices=[choice])
+                        chunks.append(chunk.model_dump_json())
+                    yield frames(chunks)
                 usage = add_usage(usage, completion.usage())
             if body.stream_options and body.stream_options.include_usage:
                 yield CompletionResponse(**head, choices=[], usage=usage).model_dump_json()
@@ -194,7 +201,7 @@ class OpenAIService:
 
     def _start_chat(
         self, spec: ModelSpec, body: ChatCompletionRequest
-    ) -> tuple[dict[str, Any], AsyncIterator[TokenEvent]]:
+    ) -> tuple[dict[str, Any], AsyncIterator[list[TokenEvent]]]:
         prompt, stops = chat_prompt(spec.config, body.messages)
         limit = body.limit(min(self.settings.max_new_tokens, 256))
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
@@ -206,8 +213,8 @@ class OpenAIService:
         head, events = self._start_chat(spec, body)
         completion = Completion(body.n)
         try:
-            async for event in events:
-                completion.add(event)
+            async for batch in events:
+                completion.extend(batch)
         finally:
             await close_streams([events])
         return ChatCompletionResponse(
@@ -224,31 +231,39 @@ class OpenAIService:
             usage=completion.usage(),
         )
 
-    def stream_chat(self, spec: ModelSpec, body: ChatCompletionRequest) -> AsyncIterator[str]:
+    def stream_chat(
+        self, spec: ModelSpec, body: ChatCompletionRequest
+    ) -> AsyncIterator[str | bytes]:
         head, events = self._start_chat(spec, body)
         return self._chat_chunks(head, body, self.generate.drain.guard(events))
 
     async def _chat_chunks(
-        self, head: dict[str, Any], body: ChatCompletionRequest, events: AsyncIterator[TokenEvent]
-    ) -> AsyncIterator[str]:
+        self,
+        head: dict[str, Any],
+        body: ChatCompletionRequest,
+        events: AsyncIterator[list[TokenEvent]],
+    ) -> AsyncIterator[str | bytes]:
         """A first chunk per choice with the role, then content deltas, then usage if asked."""
         completion = Completion(body.n)
         try:
             for i in range(body.n):
                 choice = ChunkChoice(index=i, delta=Delta(role="assistant", content=""))
                 yield ChatCompletionChunk(**head, choices=[choice]).model_dump_json()
-            async for event in events:
-                completion.add(event)
-                logprobs = None
-                if body.logprobs and event.token is not None:
-                    logprobs = chat_logprobs([event.token])
-                choice = ChunkChoice(
-                    index=event.index,
-                    delta=Delta(content=event.text),
-                    logprobs=logprobs,
-                    finish_reason=event.finish_reason,
-                )
-                yield ChatCompletionChunk(**head, choices=[choice]).model_dump_json()
+            async for batch in events:
+                chunks = []
+                for event in batch:
+                    completion.add(event)
+                    logprobs = None
+                    if body.logprobs and event.token is not None:
+                        logprobs = chat_logprobs([event.token])
+                    choice = ChunkChoice(
+                        index=event.index,
+                        delta=Delta(content=event.text),
+                        logprobs=logprobs,
+                        finish_reason=event.finish_reason,
+                    )
+                    chunks.append(ChatCompletionChunk(**head, choices=[choice]).model_dump_json())
+                yield frames(chunks)
             if body.stream_options and body.stream_options.include_usage:
                 yield ChatCompletionChunk(
                     **head, choices=[], usage=completion.usage()

@@ -5,11 +5,19 @@ batch; finished or cancelled ones leave it and free their slot. Each step advanc
 running sequence by one token in a single batched `decode` call, and reports the new text
 of every sequence as events for the API. A sequence with `max_new_tokens` 0 (scoring, or
 OpenAI's echo without generation) leaves right after its prefill.
+
+Prefill is budgeted (`prefill_tokens` prompt tokens a step, 0 = no limit): the prompts
+admitted in a step go through the model in one padded pass, and a prompt longer than what
+is left of the budget is cut into chunks over several steps (models with `chunked_prefill`).
+So a burst of new requests gets its first tokens after one pass rather than one pass per
+prompt, and a long prompt delays the running sequences' next token by at most a budget's
+worth of work.
 """
 
 from __future__ import annotations
 
 import codecs
+import sys
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,12 +58,19 @@ class Sequence:
     utf8: codecs.IncrementalDecoder = field(default_factory=utf8_decoder)
     scored_prompt: list[TokenInfo] | None = None  # with echo, sent on the first event
     reported: bool = False  # the first event (with the prompt's length) went out
+    context: list[int] = field(default_factory=list)  # the prompt as the model reads it
+    filled: int = 0  # tokens of `context` in the model's state: prefill may take steps
+
+    @property
+    def prefilled(self) -> bool:
+        return self.filled == len(self.context)
 
 
 class GenerationEngine:
-    def __init__(self, lm: LanguageModel, max_running: int) -> None:
+    def __init__(self, lm: LanguageModel, max_running: int, prefill_tokens: int = 0) -> None:
         self.lm = lm
         self.max_running = max_running
+        self.prefill_tokens = prefill_tokens  # prompt tokens prefilled per step; 0: all
         lm.allocate(max_running)
         self.waiting: deque[Sequence] = deque()
         self.running: dict[int, Sequence] = {}  # slot -> sequence; slots are always 0..B-1
@@ -86,22 +101,12 @@ class GenerationEngine:
     def step(self) -> list[TokenEvent]:
         """Admits waiting sequences, advances every running one by a token, reports text."""
         events: list[TokenEvent] = []
-        while self.waiting and self.free:
-            seq = self.waiting.popleft()
-            seq.slot = len(self.running)
-            self.running[seq.slot] = seq
-            if seq.params.echo:
-                rows = self.lm.prefill_scored(seq.slot, seq.prompt)
-                seq.scored_prompt = self._score_prompt(seq.prompt, rows, seq.params.logprobs)
-                self.pending_logits[seq.slot] = rows[-1]
-            else:
-                self.pending_logits[seq.slot] = self.lm.prefill(seq.slot, seq.prompt)
-            if seq.params.max_new_tokens == 0:
-                events.append(self._event(seq, "", "length", None, None))
-                self._finish(seq.slot)
+        self._prefill(events)
         if not self.running:
             return events
-        slots = sorted(self.running)
+        slots = sorted(s for s, seq in self.running.items() if seq.prefilled)
+        if not slots:
+            return events  # every sequence is still reading its prompt
         decode = [s for s in slots if s not in self.pending_logits]
         logits: dict[int, torch.Tensor] = {s: self.pending_logits.pop(s) for s in slots
                                            if s in self.pending_logits}  # fmt: skip
@@ -131,6 +136,52 @@ class GenerationEngine:
             alternatives = None if k is None else self._top(top, row, k) or []
             events.append(self._advance(seq, token, chosen[row], alternatives))
         return events
+
+    def _prefill(self, events: list[TokenEvent]) -> None:
+        """This step's prefill: chunks of prompts already started, then new sequences, within
+        the token budget, in one `prefill_batch` call. At least one chunk runs each step, so
+        a prompt larger than the budget of a model that cannot chunk still gets its turn."""
+        budget = self.prefill_tokens or sys.maxsize
+        batch: list[tuple[Sequence, int, list[int]]] = []  # (sequence, start, tokens)
+        for slot in sorted(self.running):
+            seq = self.running[slot]
+            if budget > 0 and not seq.prefilled:  # a chunked prompt continues
+                take = seq.context[seq.filled : seq.filled + budget]
+                batch.append((seq, seq.filled, take))
+                budget -= len(take)
+        while self.waiting and self.free and budget > 0:
+            seq = self.waiting[0]
+            seq.context = seq.prompt if seq.params.echo else self.lm.context(seq.prompt)
+            whole = seq.params.echo or not self.lm.chunked_prefill
+            if whole and len(seq.context) > budget and batch:
+                break  # it takes a step of its own
+            self.waiting.popleft()
+            seq.slot = len(self.running)
+            self.running[seq.slot] = seq
+            if seq.params.echo:  # every position's logits: its own pass
+                rows = self.lm.prefill_scored(seq.slot, seq.prompt)
+                seq.scored_prompt = self._score_prompt(seq.prompt, rows, seq.params.logprobs)
+                self.pending_logits[seq.slot] = rows[-1]
+                seq.filled = len(seq.context)
+                budget -= len(seq.context)
+                continue
+            take = seq.context if whole else seq.context[:budget]
+            batch.append((seq, 0, take))
+            budget -= len(take)
+        if batch:
+            rows = self.lm.prefill_batch(
+                [seq.slot for seq, _, _ in batch],
+                [tokens for _, _, tokens in batch],
+                [start for _, start, _ in batch],
+            )
+            for (seq, start, tokens), row in zip(batch, rows, strict=True):
+                seq.filled = start + len(tokens)
+                if seq.prefilled:
+                    self.pending_logits[seq.slot] = row
+        done = [s for s in self.running.values() if s.prefilled and s.params.max_new_tokens == 0]
+        for seq in done:  # scoring: nothing to generate
+            events.append(self._event(seq, "", "length", None, None))
+            self._finish(seq.slot)
 
     def _top(self, top: Any, row: int, k: int) -> list[tuple[int, str, float]] | None:
         if not k or top is None:

@@ -109,8 +109,10 @@ class Worker:
         batcher: DynamicBatcher,
         cache_dir: Path | None = None,
         storage_options: dict[str, Any] | None = None,
+        prefill_tokens: int = 0,
     ) -> None:
         self.outbox = outbox
+        self.prefill_tokens = prefill_tokens  # per step, for every GenerationEngine
         self.batcher = batcher
         # artifacts fetched by URL: this machine's own copies, never the API's paths
         self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "genserve-artifact-cache"
@@ -127,7 +129,7 @@ class Worker:
         """The worker a local process or a Ray actor hosts, set up from its WorkerConfig."""
         batcher = DynamicBatcher(config.max_batch_size, config.max_wait_ms / 1000)
         cache_dir = Path(config.artifact_cache_dir) if config.artifact_cache_dir else None
-        return cls(outbox, batcher, cache_dir, config.storage_options)
+        return cls(outbox, batcher, cache_dir, config.storage_options, config.prefill_tokens)
 
     def load(self, specs: list[ModelSpec], device: str, max_running: int) -> None:
         import torch
@@ -163,7 +165,7 @@ class Worker:
             task=spec.task,
         )
         if spec.task == "text-generation":
-            return GenerationEngine(served, self.max_running)
+            return GenerationEngine(served, self.max_running, self.prefill_tokens)
         if spec.task == "image-generation":
             return ImageExecutor(served)
         return ClassifierExecutor(served)

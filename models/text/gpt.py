@@ -11,7 +11,6 @@ key/value tensors, so sequences can join and leave a decoding batch between step
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -34,13 +33,18 @@ class GPTConfig:
 
 
 class KVCache:
-    """Keys and values for `slots` sequences: (n_layer, slots, n_head, block_size, head_dim)."""
+    """Keys and values for `slots` sequences: (n_layer, slots + 1, n_head, block_size, head_dim).
+
+    The extra row (`scratch`) takes the writes of padding in a batched prefill, so that the
+    padding never lands in a sequence's own slot.
+    """
 
     def __init__(self, config: GPTConfig, slots: int, device: torch.device, dtype: torch.dtype):
         head_dim = config.n_embd // config.n_head
-        shape = (config.n_layer, slots, config.n_head, config.block_size, head_dim)
+        shape = (config.n_layer, slots + 1, config.n_head, config.block_size, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.scratch = slots
 
 
 class CausalSelfAttention(nn.Module):
@@ -72,29 +76,35 @@ class CausalSelfAttention(nn.Module):
         x: torch.Tensor,
         layer_k: torch.Tensor,
         layer_v: torch.Tensor,
-        slots: torch.Tensor,
-        start: torch.Tensor,
-        first: int | None = None,
+        where: "CacheIndex",
     ) -> torch.Tensor:
-        """x (B, T, C) at positions start..start+T-1 of each slot; writes k, v into the cache.
-
-        T > 1 only for one sequence's prompt (prefill); decoding steps have T == 1 and B
-        sequences of different lengths, masked to their own prefixes.
-        """
+        """x (B, T, C): writes its keys and values where `where` says, then attends each
+        query over its own sequence's cached prefix."""
         B, T, C = x.shape
         q, k, v = self._heads(x)  # (B, nh, T, hs)
-        pos = start[:, None] + torch.arange(T, device=x.device)  # (B, T)
-        layer_k[slots[:, None], :, pos] = k.transpose(1, 2).to(layer_k.dtype)  # (B, T, nh, hs)
-        layer_v[slots[:, None], :, pos] = v.transpose(1, 2).to(layer_v.dtype)
-        L = int(pos.max()) + 1
-        rows = slice(first, first + B) if first is not None else slots  # a view, or a gather
-        keys = layer_k[rows, :, :L].to(q.dtype)  # (B, nh, L, hs)
-        values = layer_v[rows, :, :L].to(q.dtype)
-        # query at position p sees keys 0..p of its own sequence
-        mask = torch.arange(L, device=x.device)[None, None, :] <= pos[:, :, None]  # (B, T, L)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask[:, None])
+        layer_k[where.write_slots, :, where.write_pos] = k.transpose(1, 2).to(layer_k.dtype)
+        layer_v[where.write_slots, :, where.write_pos] = v.transpose(1, 2).to(layer_v.dtype)
+        keys = layer_k[where.rows, :, : where.length].to(q.dtype)  # (B, nh, L, hs)
+        values = layer_v[where.rows, :, : where.length].to(q.dtype)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=where.mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
+
+
+@dataclass
+class CacheIndex:
+    """Where a cached forward pass writes and reads, computed once for every layer.
+
+    Row b's token t sits at position start[b] + t of slot slots[b]; with `lengths`, tokens
+    past lengths[b] are padding and are written to the scratch slot instead.
+    """
+
+    write_slots: torch.Tensor  # (B, T) or (B, 1)
+    write_pos: torch.Tensor  # (B, T)
+    rows: slice | torch.Tensor  # the slots read: a view when they are consecutive
+    length: int  # positions read: 0..length-1
+    mask: torch.Tensor  # (B, 1, T, length): query at position p sees keys 0..p of its own slot
+    pos: torch.Tensor  # (B, T) positions for the embedding (padding clamped into the block)
 
 
 class MLP(nn.Module):
@@ -120,8 +130,10 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
-    def forward_cached(self, x: torch.Tensor, *cache_args: Any) -> torch.Tensor:
-        x = x + self.attn.forward_cached(self.ln_1(x), *cache_args)
+    def forward_cached(
+        self, x: torch.Tensor, layer_k: torch.Tensor, layer_v: torch.Tensor, where: CacheIndex
+    ) -> torch.Tensor:
+        x = x + self.attn.forward_cached(self.ln_1(x), layer_k, layer_v, where)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -184,18 +196,44 @@ class GPT(nn.Module):
         start: torch.Tensor,
         first: int | None = None,
         every: bool = False,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """idx (B, T) continuing each slot at `start` -> logits of the last position (B, vocab),
         or of every position (B, T, vocab) with `every`.
 
         `first`: the slots are first..first+B-1, so the cache is read as a view.
+        `lengths` (B,): row b holds lengths[b] tokens and then padding (a batched prefill of
+        prompts of different lengths); its padding is neither stored nor seen.
         """
-        T = idx.shape[1]
-        pos = start[:, None] + torch.arange(T, device=idx.device)  # (B, T)
-        x = self.wte(idx) + self.wpe(pos)
+        where = self.cache_index(idx, cache, slots, start, first, lengths)
+        x = self.wte(idx) + self.wpe(where.pos)
         for i, block in enumerate(self.blocks):
-            x = block.forward_cached(x, cache.k[i], cache.v[i], slots, start, first)
+            x = block.forward_cached(x, cache.k[i], cache.v[i], where)
         return self.lm_head(self.ln_f(x if every else x[:, -1]))  # (B, [T,] vocab)
+
+    def cache_index(
+        self,
+        idx: torch.Tensor,
+        cache: KVCache,
+        slots: torch.Tensor,
+        start: torch.Tensor,
+        first: int | None,
+        lengths: torch.Tensor | None,
+    ) -> CacheIndex:
+        B, T = idx.shape
+        pos = start[:, None] + torch.arange(T, device=idx.device)  # (B, T)
+        write_slots = slots[:, None]
+        if lengths is None:
+            last = pos[:, -1]
+        else:
+            real = torch.arange(T, device=idx.device)[None, :] < lengths[:, None]
+            write_slots = torch.where(real, write_slots, cache.scratch)
+            last = start + lengths - 1
+            pos = torch.where(real, pos, pos.clamp(max=self.config.block_size - 1))
+        length = int(last.max()) + 1
+        rows = slice(first, first + B) if first is not None else slots  # a view, or a gather
+        mask = torch.arange(length, device=idx.device)[None, None, :] <= pos[:, :, None]
+        return CacheIndex(write_slots, pos, rows, length, mask[:, None], pos)
 
     @torch.inference_mode()
     def decode_step(
@@ -282,10 +320,34 @@ class GPTLanguageModel(LanguageModel):
         ids = ids.to(self.device)
         return self.model.forward_cached(ids, self.cache, s, p, first, every).float()
 
+    chunked_prefill = True
+
+    def context(self, ids: list[int]) -> list[int]:
+        """What the model reads of a prompt: its last block_size tokens (or a start token)."""
+        return ids[-self.model.config.block_size :] or [self.tokenizer.start_id]
+
     def prefill(self, slot: int, ids: list[int]) -> torch.Tensor:
-        ids = ids[-self.model.config.block_size :] or [self.tokenizer.start_id]
+        ids = self.context(ids)
         self.history[slot] = list(ids)
         return self._run([slot], torch.tensor([ids]), [0])[0]
+
+    def prefill_batch(
+        self, slots: list[int], chunks: list[list[int]], starts: list[int]
+    ) -> torch.Tensor:
+        """Every chunk in one forward pass, right-padded to the longest; a chunk may continue
+        a prompt whose first `start` tokens an earlier step stored."""
+        for slot, chunk, start in zip(slots, chunks, starts, strict=True):
+            self.history[slot] = self.history.get(slot, [])[:start] + chunk
+        if len(slots) == 1:
+            return self._run(slots, torch.tensor(chunks), starts)
+        assert self.cache is not None, "allocate() first"
+        T = max(len(c) for c in chunks)
+        ids = torch.tensor([c + [0] * (T - len(c)) for c in chunks], device=self.device)
+        lengths = torch.tensor([len(c) for c in chunks], device=self.device)
+        s = torch.tensor(slots, device=self.device)
+        p = torch.tensor(starts, device=self.device)
+        logits = self.model.forward_cached(ids, self.cache, s, p, every=True, lengths=lengths)
+        return logits[torch.arange(len(slots), device=self.device), lengths - 1].float()
 
     def prefill_scored(self, slot: int, ids: list[int]) -> torch.Tensor:
         """One forward pass while the text fits the context; past it, token by token (each

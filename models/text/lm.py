@@ -18,6 +18,7 @@ class LanguageModel(ABC):
     tokenizer: Tokenizer
     name: str = ""
     needs_prompt: bool = False  # True when the model cannot start from an empty context
+    chunked_prefill: bool = False  # prefill_batch may continue a prompt from `start` > 0
 
     @abstractmethod
     def allocate(self, slots: int) -> None:
@@ -30,6 +31,19 @@ class LanguageModel(ABC):
     @abstractmethod
     def decode(self, slots: list[int], ids: list[int]) -> torch.Tensor:
         """Appends ids[i] to the sequence in slots[i]; returns next-token logits (B, vocab)."""
+
+    def context(self, ids: list[int]) -> list[int]:
+        """The prompt as the model will read it (a family may cut it to its context)."""
+        return ids
+
+    def prefill_batch(
+        self, slots: list[int], chunks: list[list[int]], starts: list[int]
+    ) -> torch.Tensor:
+        """Starts (or, with `chunked_prefill`, continues from `starts`) a sequence in each
+        slot; returns each one's next-token logits (B, vocab). This fallback prefills whole
+        prompts one by one; the GPT overrides it with one padded pass."""
+        assert not any(starts), "this model prefills whole prompts"
+        return torch.stack([self.prefill(s, c) for s, c in zip(slots, chunks, strict=True)])
 
     def prefill_scored(self, slot: int, ids: list[int]) -> torch.Tensor:
         """Like `prefill`, but returns the logits after every prompt token (T, vocab): row t
