@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -68,6 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runners = runners
         watcher = asyncio.create_task(registry.watch(pool), name="registry-watch")
         log.info("serving %s on %d worker(s)", sorted(registry.active), len(pool.workers()))
+        # What start-up made lives as long as the process: moved out of the collector's
+        # generations, a full collection no longer walks it and stalls every request
+        gc.freeze()
         try:
             yield
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import os
 import queue
@@ -150,6 +151,7 @@ class Worker:
                 seconds[spec.name] = round(time.perf_counter() - started, 3)
             except Exception as exc:  # a bad artifact must not take the worker down
                 errors[spec.name] = load_error(spec, exc)
+        gc.freeze()  # the loaded models stay: keep the collector off them (app/main.py)
         self.outbox.send(Ready(os.getpid(), versions, errors, seconds))
 
     def build(self, spec: ModelSpec) -> Any:

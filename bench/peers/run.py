@@ -132,6 +132,7 @@ class Server:
 
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], ready: str, tag: str):
         self.name, self.cmd, self.env, self.ready, self.tag = name, cmd, env, ready, tag
+        self.cwd = REPO  # a baseline revision runs from its own worktree
         self.proc: subprocess.Popen | None = None
         self.startup = float("nan")
 
@@ -142,7 +143,7 @@ class Server:
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             self.cmd,
-            cwd=REPO,
+            cwd=self.cwd,
             env={**os.environ, **self.env},
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
@@ -197,6 +198,10 @@ def genserve(port: int, state: Path, tag: str) -> Server:
 
 
 def peer(name: str, port: int, tag: str) -> Server:
+    if name.startswith("genserve@"):
+        server = genserve(port, WORK / "state" / tag, tag)
+        server.cwd = baseline_tree(name.split("@", 1)[1])
+        return server
     python = str(VENVS / name / "bin" / "python")
     env = {"OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     url = f"http://127.0.0.1:{port}"
@@ -209,6 +214,18 @@ def peer(name: str, port: int, tag: str) -> Server:
         return Server(name, cmd, env, f"GET {url}/v1/models", tag)
     cmd = [python, str(HERE / f"{name}_app.py"), "--port", str(port)]
     return Server(name, cmd, env, f"POST {url}/classify", tag)
+
+
+def baseline_tree(rev: str) -> Path:
+    """A worktree of this repository at `rev` (made once), to serve genserve as it was."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = WORK / f"genserve-{sha}"
+    if not tree.exists():
+        cmd = ["git", "worktree", "add", "--detach", str(tree), sha]
+        subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+    return tree
 
 
 def start_timeout(name: str) -> float:
@@ -426,6 +443,14 @@ def report(name: str, text: bool, rounds: list[dict[str, dict[int, dict[str, flo
             + " ".join(f"{x:.2f}" for x in lat)
             + f" (median {medians[level][1]:.2f})"
         )
+    starts = {who: [r[f"{who}_startup_s"] for r in rounds] for who in ("genserve", name)}
+    print(
+        "  start to ready (s): "
+        + ";  ".join(
+            f"{who} " + " ".join(f"{x:.1f}" for x in v) + f" (median {statistics.median(v):.1f})"
+            for who, v in starts.items()
+        )
+    )
     for level, want, what in TARGETS.get(name, []):
         if level in medians:
             tput, lat = medians[level]
@@ -440,9 +465,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--peers",
-        nargs="+",
+        nargs="*",
         default=[*CLASSIFY_PEERS, *TEXT_PEERS],
         choices=[*CLASSIFY_PEERS, *TEXT_PEERS],
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also compare genserve with itself at git revision REV (a before/after: REV is "
+        "checked out in a worktree under bench/peers/.work and served as the peer)",
+    )
+    parser.add_argument(
+        "--baseline-task", choices=["text", "classify"], default="text", help="what --baseline runs"
     )
     parser.add_argument("--smoke", action="store_true", help="correctness only, no load")
     parser.add_argument("--rounds", type=int, default=3, help="A B pairs per peer")
@@ -452,7 +486,13 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2, help="streamed requests per stream")
     parser.add_argument("--tokens", type=int, default=128)
     args = parser.parse_args()
-    missing = [p for p in args.peers if not (VENVS / VENV.get(p, p) / "bin" / "python").exists()]
+    if args.baseline:
+        args.peers.append(f"genserve@{args.baseline}")
+    missing = [
+        p
+        for p in args.peers
+        if "@" not in p and not (VENVS / VENV.get(p, p) / "bin" / "python").exists()
+    ]
     if missing:
         print(f"no virtualenv for {missing}: run bench/peers/setup.sh {' '.join(missing)}")
         return 2
@@ -471,7 +511,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         files = load_files(Path(tmp), args.tokens)
         for name in args.peers:
-            text = name in TEXT_PEERS
+            baseline = name.startswith("genserve@")
+            text = name in TEXT_PEERS or (baseline and args.baseline_task == "text")
             rounds = []
             for i in range(args.rounds):
                 r: dict[str, Any] = {}

@@ -163,6 +163,39 @@ def test_sklearn_artifact_round_trip(tmp_path, kind):
     )
 
 
+def test_vocabularies_are_saved_as_term_arrays(tmp_path):
+    """A vectorizer's vocabulary goes into the skops file as one array of terms, not a node
+    per term (the sentiment model loaded in 1.3 s that way, 0.02 s this way); the saved
+    pipeline is left as it was, and the loaded one has the same vocabularies."""
+    pipeline = make_pipeline(KINDS["classify-logreg"].params(), min_df=1).fit(TEXTS, LABELS)
+    vocabularies = [dict(t.vocabulary_) for _, t in pipeline[0].transformer_list]
+    save_artifact(tmp_path / "s", text_config(), estimator=pipeline, card="# card")
+    assert [t.vocabulary_ for _, t in pipeline[0].transformer_list] == vocabularies
+    schema = json.dumps(skops_schema(tmp_path / "s" / "model.skops"))
+    assert '"vocabulary_"' not in schema and '"love"' not in schema
+    loaded = load_artifact(tmp_path / "s")
+    assert [t.vocabulary_ for _, t in loaded.pipeline[0].transformer_list] == vocabularies
+    committed = load_artifact(PRETRAINED / "sentiment")  # saved this way
+    assert len(committed.pipeline[0].transformer_list[1][1].vocabulary_) > 10_000
+
+
+def test_a_bad_term_array_is_refused(tmp_path):
+    pipeline = make_pipeline(KINDS["classify-logreg"].params(), min_df=1).fit(TEXTS, LABELS)
+    word = pipeline[0].transformer_list[0][1]
+    del word.vocabulary_
+    word.genserve_terms_ = np.array(["love", "love"])  # one term for two columns
+    save_artifact(tmp_path / "s", text_config(), estimator=pipeline, card="# card")
+    with pytest.raises(ArtifactError, match="vocabulary"):
+        load_artifact(tmp_path / "s")
+
+
+def skops_schema(path: Path) -> dict:
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        return json.loads(zf.read("schema.json"))
+
+
 def test_save_replaces_previous_artifact_without_leftovers(tmp_path, cnn):
     save_artifact(tmp_path / "a", cnn_config(cnn), module=cnn, card="v1")
     pipeline = make_pipeline(KINDS["classify-nb"].params(), min_df=1).fit(TEXTS, LABELS)
