@@ -248,18 +248,18 @@ class GPT(nn.Module):
         """
         B = tokens.shape[0]
         C, nh = self.config.n_embd, self.config.n_head
+        eps = self.ln_f.eps  # every LayerNorm's
         pos = torch.tensor(positions, device=tokens.device)
         L = max(positions) + 1
         rows = torch.arange(B, device=tokens.device)
         mask = None  # one sequence sees all of its L keys; several are masked to their own
         if B > 1:
             mask = (torch.arange(L, device=tokens.device) <= pos[:, None])[:, None, None, :]
-        x = self.wte(tokens) + self.wpe(pos)  # (B, C)
-        for i, block in enumerate(self.blocks):
-            attn, mlp = block.attn, block.mlp
-            h = F.layer_norm(x, (C,), block.ln_1.weight, block.ln_1.bias)
-            qkv = F.linear(h, attn.c_attn.weight, attn.c_attn.bias).view(B, 3, nh, C // nh)
-            q, k, v = qkv.unbind(1)  # (B, nh, hs)
+        wte, wpe, ln_f, head, blocks = self._decode_weights()
+        x = F.embedding(tokens, wte) + F.embedding(pos, wpe)  # (B, C)
+        for i, (ln_1, c_attn, attn_proj, ln_2, c_fc, mlp_proj) in enumerate(blocks):
+            h = torch.layer_norm(x, (C,), *ln_1, eps)
+            q, k, v = F.linear(h, *c_attn).view(B, 3, nh, C // nh).unbind(1)  # (B, nh, hs)
             keys, values = cache.k[i, first : first + B], cache.v[i, first : first + B]
             if B == 1:
                 keys[0, :, positions[0]] = k[0].to(keys.dtype)
@@ -273,12 +273,29 @@ class GPT(nn.Module):
                 values[:, :, :L].to(q.dtype),
                 attn_mask=mask,
             )  # (B, nh, 1, hs)
-            x = x + F.linear(y.view(B, C), attn.c_proj.weight, attn.c_proj.bias)
-            h = F.layer_norm(x, (C,), block.ln_2.weight, block.ln_2.bias)
-            h = F.gelu(F.linear(h, mlp.c_fc.weight, mlp.c_fc.bias))
-            x = x + F.linear(h, mlp.c_proj.weight, mlp.c_proj.bias)
-        x = F.layer_norm(x, (C,), self.ln_f.weight, self.ln_f.bias)
-        return F.linear(x, self.lm_head.weight)
+            x = x + F.linear(y.view(B, C), *attn_proj)
+            h = F.gelu(F.linear(torch.layer_norm(x, (C,), *ln_2, eps), *c_fc))
+            x = x + F.linear(h, *mlp_proj)
+        x = torch.layer_norm(x, (C,), *ln_f, eps)
+        return F.linear(x, head)
+
+    def _decode_weights(self) -> tuple:
+        """The tensors decode_step reads, gathered once: looking each up through the modules
+        costs ~80 attribute lookups a step. Parameters are updated in place (loading,
+        .to()), so the same tensors stay current."""
+        if getattr(self, "_weights", None) is None:
+
+            def pair(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+                return m.weight, m.bias
+
+            blocks = [
+                (pair(b.ln_1), pair(b.attn.c_attn), pair(b.attn.c_proj), pair(b.ln_2),
+                 pair(b.mlp.c_fc), pair(b.mlp.c_proj))
+                for b in self.blocks
+            ]  # fmt: skip
+            head = self.lm_head.weight
+            self._weights = (self.wte.weight, self.wpe.weight, pair(self.ln_f), head, blocks)
+        return self._weights
 
 
 class GPTLanguageModel(LanguageModel):
