@@ -71,10 +71,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("serving %s on %d worker(s)", sorted(registry.active), len(pool.workers()))
         # What start-up made lives as long as the process: moved out of the collector's
         # generations, a full collection no longer walks it and stalls every request
+        # (/classify p99 at 32 connections: 150-164 -> 36-44 ms). Garbage first, so none of
+        # it is kept; unfrozen at shutdown, so an app made and dropped in-process is freed.
+        gc.collect()
         gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             watcher.cancel()
             await runners.stop()
             await pool.stop()
