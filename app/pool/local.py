@@ -247,9 +247,10 @@ class LocalPool(SharedPool[_Worker]):
         holds every step that arrived since the last (a timer only when none is waiting)."""
         events = pending.events
         assert events is not None
+        loop = asyncio.get_running_loop()
         try:
             while pending.remaining > 0 or not events.empty():
-                if events.empty():
+                if events.empty() or loop.time() >= deadline:  # past it: the timeout, queued or not
                     item = await self._next_event(pending.model, events.get, deadline)
                 else:
                     item = events.get_nowait()
