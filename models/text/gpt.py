@@ -198,8 +198,9 @@ class GPT(nn.Module):
         every: bool = False,
         lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """idx (B, T) continuing each slot at `start` -> logits of the last position (B, vocab),
-        or of every position (B, T, vocab) with `every`.
+        """idx (B, T) continuing each slot at `start` -> logits of the last position (B, vocab)
+        (the last before padding, with `lengths`), or of every position (B, T, vocab) with
+        `every`.
 
         `first`: the slots are first..first+B-1, so the cache is read as a view.
         `lengths` (B,): row b holds lengths[b] tokens and then padding (a batched prefill of
@@ -209,7 +210,11 @@ class GPT(nn.Module):
         x = self.wte(idx) + self.wpe(where.pos)
         for i, block in enumerate(self.blocks):
             x = block.forward_cached(x, cache.k[i], cache.v[i], where)
-        return self.lm_head(self.ln_f(x if every else x[:, -1]))  # (B, [T,] vocab)
+        if lengths is not None and not every:  # each row's last real token, not padding
+            x = x[torch.arange(x.shape[0], device=x.device), lengths - 1]
+        elif not every:
+            x = x[:, -1]
+        return self.lm_head(self.ln_f(x))  # (B, [T,] vocab)
 
     def cache_index(
         self,
@@ -363,8 +368,7 @@ class GPTLanguageModel(LanguageModel):
         lengths = torch.tensor([len(c) for c in chunks], device=self.device)
         s = torch.tensor(slots, device=self.device)
         p = torch.tensor(starts, device=self.device)
-        logits = self.model.forward_cached(ids, self.cache, s, p, every=True, lengths=lengths)
-        return logits[torch.arange(len(slots), device=self.device), lengths - 1].float()
+        return self.model.forward_cached(ids, self.cache, s, p, lengths=lengths).float()
 
     def prefill_scored(self, slot: int, ids: list[int]) -> torch.Tensor:
         """One forward pass while the text fits the context; past it, token by token (each

@@ -35,7 +35,6 @@ from models.training.image import (
     _image_labels,
     _image_result,
     _out_of_time,
-    _stop_asked,
 )
 from models.training.precision import autocast, grad_scaler
 from models.training.result import TrainResult
@@ -103,16 +102,17 @@ def train_diffusion(
         rows = 0
         stopped = False
         for i in range(steps_per_epoch):
-            if _stop_asked(hooks, device):
+            if distributed.stop_asked(hooks, device):
                 stopped = True
                 break
             step = epoch * steps_per_epoch + i  # optimizer steps before this one
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
             batch = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            if distributed.too_small(batch):
+            shared = distributed.share(batch)
+            if shared is None:
                 continue  # fewer rows than ranks: skipped by all
-            idx, weight = distributed.share(batch)
+            idx, weight = shared
             with autocast(device):
                 yb = None if y is None else y[idx]
                 loss = model.loss(x[idx], yb, cfg.p_uncond, gen, net=net)

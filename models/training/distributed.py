@@ -72,20 +72,23 @@ def checkpoint(hooks: TrainHooks, save: Callable[[Path], None]) -> None:
         hooks.on_checkpoint(Path(hooks.work_dir) if main else None)
 
 
-def share(batch: torch.Tensor) -> tuple[torch.Tensor, float]:
+def share(batch: torch.Tensor) -> tuple[torch.Tensor, float] | None:
     """This rank's rows of a global batch that may not split evenly, and the weight of its
     mean loss (rows here x world / rows in all): DDP's average of the weighted means is the
-    mean over the whole batch. A batch with fewer rows than ranks gives some rank nothing:
-    callers skip such a batch (`too_small`)."""
+    mean over the whole batch. None for a batch with fewer rows than ranks, which would give
+    some rank nothing: every rank skips it alike."""
     n = world_size()
     if n == 1:
         return batch, 1.0
+    if len(batch) < n:
+        return None
     part = torch.tensor_split(batch, n)[rank()]
     return part, len(part) * n / len(batch)
 
 
-def too_small(batch: torch.Tensor) -> bool:
-    return len(batch) < world_size()
+def stop_asked(hooks: TrainHooks, device: torch.device) -> bool:
+    """Whether a stop was asked on any rank, agreed by all (see `agree`)."""
+    return agree(hooks.should_stop is not None and hooks.should_stop(), device)
 
 
 def fork(gen: torch.Generator) -> torch.Generator:

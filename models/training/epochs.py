@@ -146,15 +146,15 @@ def train_epochs(
         epoch_batches = batches(gen)  # the same global batches on every rank
         gen = distributed.fork(gen)
         for idx in epoch_batches:
-            asked = hooks.should_stop is not None and hooks.should_stop()
-            if distributed.agree(asked, device):
+            if distributed.stop_asked(hooks, device):
                 stopped = True
                 break
             for group in optimizer.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * state["step"] / total))
-            if distributed.too_small(idx):
+            shared = distributed.share(idx)
+            if shared is None:
                 continue  # a ragged last batch with fewer rows than ranks: skipped by all
-            part, weight = distributed.share(idx)
+            part, weight = shared
             loss = loss_of(net, part, gen)
             optimizer.zero_grad(set_to_none=True)
             (loss * weight).backward()

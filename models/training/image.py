@@ -94,10 +94,6 @@ def _out_of_time(max_seconds: float, state: dict[str, Any], device: torch.device
     return distributed.agree(0 < max_seconds <= state["seconds"], device)
 
 
-def _stop_asked(hooks: TrainHooks, device: torch.device) -> bool:
-    return distributed.agree(hooks.should_stop is not None and hooks.should_stop(), device)
-
-
 def _as_tensors(
     images: np.ndarray, labels: np.ndarray | None, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -146,12 +142,13 @@ def train_vae(
         rows = 0
         stopped = False
         for n, i in enumerate(range(0, len(x), cfg.batch_size)):
-            if _stop_asked(hooks, device):
+            if distributed.stop_asked(hooks, device):
                 stopped = True
                 break
-            if distributed.too_small(order[i : i + cfg.batch_size]):
+            shared = distributed.share(order[i : i + cfg.batch_size])
+            if shared is None:
                 continue  # fewer rows than ranks: skipped by all
-            idx, weight = distributed.share(order[i : i + cfg.batch_size])
+            idx, weight = shared
             xb, yb = x[idx], None if y is None else y[idx]  # (B, 1, H, W), (B,)
             with autocast(device):
                 recon, mu, logvar = net(xb, yb)
@@ -254,11 +251,14 @@ def train_gan(
         totals = torch.zeros(4, device=device)  # d loss, g loss, D(real), D(fake)
         stopped = False
         for i in range(steps_per_epoch):
-            if _stop_asked(hooks, device):
+            if distributed.stop_asked(hooks, device):
                 stopped = True
                 break
             # whole batches only: every rank takes batch_size / num_workers rows
-            idx, _ = distributed.share(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
+            shared = distributed.share(order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
+            if shared is None:
+                continue
+            idx = shared[0]
             real, y_real = x[idx], None if y is None else y[idx]  # (B, 1, H, W), (B,)
             B = len(idx)
             z = torch.randn(B, latent, device=device)

@@ -159,7 +159,7 @@ def train(
         elapsed_all = time.perf_counter() - began
         out_of_time = cfg.max_seconds > 0 and agree(elapsed_all >= cfg.max_seconds)
         first = step == start  # later steps were asked at the end of the one before
-        if first and agree(hooks.should_stop is not None and hooks.should_stop()):
+        if first and distributed.stop_asked(hooks, device):
             break
         if out_of_time:
             break
@@ -182,7 +182,7 @@ def train(
         if on_step is not None:
             on_step(step + 1, cfg.max_steps, loss.detach())
         # asked to stop early (a time limit): this step is the last, evaluated and saved
-        stopping = agree(hooks.should_stop is not None and hooks.should_stop())
+        stopping = distributed.stop_asked(hooks, device)
         last = (
             step + 1 == cfg.max_steps
             or stopping
