@@ -78,6 +78,7 @@ class RayPool(SharedPool[_Actor]):
         self._connected = asyncio.Event()  # cleared while the cluster is being reconnected
         self._connected.set()
         self._floor = 0  # actors kept whatever the load, nodes' own ones aside
+        self._gcs_lost = False  # a direct driver serving on while the head is away
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -103,23 +104,27 @@ class RayPool(SharedPool[_Actor]):
         return slot
 
     async def _join(self) -> None:
-        """Joins the cluster at start, retrying with back-off for up to
-        GENSERVE_WORKER_START_TIMEOUT_S: a head still coming up (pods start in any order),
-        or a Ray Client server that fails to start a session, must not end the API."""
-        deadline = time.monotonic() + self.settings.worker_start_timeout_s
+        """Joins the cluster at start, retrying for up to GENSERVE_WORKER_START_TIMEOUT_S: a
+        head still coming up (pods start in any order), or a Ray Client server that fails to
+        start a session, must not end the API. A Ray of its own is started once."""
+        wait = self.settings.worker_start_timeout_s if self.settings.ray_address else 0.0
+        await self._connect(time.monotonic() + wait)
+
+    async def _connect(self, deadline: float | None) -> bool:
+        """Connects to the cluster, trying again with back-off until `deadline` (monotonic
+        seconds; past it the error is raised) or, with None, until the pool stops (False)."""
         delay = 1.0
-        while True:
+        while not self._stopping:
             try:
-                await asyncio.to_thread(self._init_ray)
-                return
+                await asyncio.to_thread(self._connect_again)
+                return True
             except Exception as exc:
-                if not self.settings.ray_address or time.monotonic() + delay > deadline:
+                if deadline is not None and time.monotonic() + delay > deadline:
                     raise
-                log.warning("could not join the Ray cluster (%s); retrying in %.0f s", exc, delay)
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(ray.shutdown)
+                log.warning("the Ray cluster is unreachable (%s); retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+        return False
 
     def _init_ray(self) -> None:
         address = self.settings.ray_address
@@ -156,10 +161,15 @@ class RayPool(SharedPool[_Actor]):
                     # Ray's core worker reconnects to a restarted GCS by itself (GCS fault
                     # tolerance) while the actors keep serving: dropping their handles would
                     # stop that. Without fault tolerance Ray ends this process.
-                    log.warning("the Ray GCS is unreachable (%s); serving on", exc)
+                    if not self._gcs_lost:  # once, not every tick until it is back
+                        log.warning("the Ray GCS is unreachable (%s); serving on", exc)
+                    self._gcs_lost = True
                 else:
                     await self._reconnect(exc)
                 continue
+            if self._gcs_lost:
+                log.info("the Ray GCS answers again")
+                self._gcs_lost = False
             try:
                 await self.scale(nodes)
             except Exception:
@@ -172,18 +182,9 @@ class RayPool(SharedPool[_Actor]):
         tolerance with GENSERVE_RAY_NODE_IP, for an API that outlives its head."""
         log.error("lost the Ray cluster (%s); reconnecting", exc)
         self._connected.clear()
-        delay = 1.0
-        while not self._stopping:
-            try:
-                await asyncio.to_thread(self._connect_again)
-            except Exception as again:
-                log.warning("the Ray cluster is still unreachable (%s); retrying", again)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
-                continue
+        if await self._connect(deadline=None):
             log.info("reconnected to the Ray cluster")
             self._connected.set()
-            return
 
     @property
     def _direct(self) -> bool:
@@ -193,6 +194,7 @@ class RayPool(SharedPool[_Actor]):
         return bool(address) and not _via_client(address)
 
     def _connect_again(self) -> None:
+        """One try: drops what is left of an earlier connection, joins, asks for the nodes."""
         with contextlib.suppress(Exception):
             ray.shutdown()
         self._init_ray()
