@@ -107,10 +107,16 @@ class Model(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     task: Mapped[str] = mapped_column(String(32))  # classification, text-generation, ...
     description: Mapped[str] = mapped_column(Text, default="")
+    # canary split of requests that name no version: {"3": 90, "4": 10}; None: the active one
+    traffic: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     versions: Mapped[list[ModelVersion]] = relationship(
         back_populates="model", order_by="ModelVersion.version", cascade="all, delete-orphan"
+    )
+    aliases: Mapped[list[ModelAlias]] = relationship(
+        back_populates="model", order_by="ModelAlias.alias", cascade="all, delete-orphan"
     )
 
 
@@ -139,11 +145,31 @@ class ModelVersion(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
-    source: Mapped[str] = mapped_column(String(16), default="trained")  # builtin | trained
+    source: Mapped[str] = mapped_column(String(16), default="trained")  # builtin|trained|imported
     is_active: Mapped[bool] = mapped_column(Boolean, default=False)
+    # lineage by value, so it outlives the rows it names: {"model": name, "version": v}
+    parent: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    job_id: Mapped[int | None] = mapped_column(Integer)  # the job that trained it
+    dataset_name: Mapped[str | None] = mapped_column(String(200))
+    dataset_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     model: Mapped[Model] = relationship(back_populates="versions")
+
+
+class ModelAlias(Base):
+    """A name for one version of a model (`staging`, `champion`), as in MLflow's registry."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (UniqueConstraint("model_id", "alias", name="uq_model_aliases_model_alias"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    alias: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    model: Mapped[Model] = relationship(back_populates="aliases")
 
 
 class ModelPlacement(Base):

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.tables import Model, ModelPlacement, ModelVersion, utcnow
+from app.tables import Model, ModelAlias, ModelPlacement, ModelVersion, utcnow
 
 log = logging.getLogger("genserve.registry")
 BUILTIN_PREFIX = "builtin:"
@@ -111,6 +111,25 @@ def set_active(session: Session, name: str, version: int) -> bool:
         return False
     _activate(session, model.id, version)
     return True
+
+
+def set_alias(session: Session, model: Model, alias: str, version: int) -> None:
+    """Points `alias` of `model` at `version` (created, or moved from another version)."""
+    row = session.scalar(
+        select(ModelAlias).where(ModelAlias.model_id == model.id, ModelAlias.alias == alias)
+    )
+    if row is None:
+        session.add(ModelAlias(model_id=model.id, alias=alias, version=version))
+    else:
+        row.version, row.updated_at = version, utcnow()
+
+
+def delete_alias(session: Session, model: Model, alias: str) -> bool:
+    """Removes `alias` of `model`; False if it had none of that name."""
+    result = session.execute(
+        delete(ModelAlias).where(ModelAlias.model_id == model.id, ModelAlias.alias == alias)
+    )
+    return bool(result.rowcount)
 
 
 def record_placement(

@@ -26,6 +26,7 @@ WRITERS = {
     "models": "app/services/versions.py",
     "model_versions": "app/services/versions.py",
     "model_placements": "app/services/versions.py",
+    "model_aliases": "app/services/versions.py",
 }
 TABLE_OF = {m.class_.__name__: m.local_table.name for m in Base.registry.mappers}
 STATEMENTS = {"insert", "update", "delete"}
