@@ -241,6 +241,15 @@ class Settings(BaseSettings):
             return [f"cuda:{i % gpus}" for i in range(count)]
         return ["cpu"] * (self.workers or 1)
 
+    def default_models(self) -> set[str]:
+        """The models requests get when they name none (one per task and input)."""
+        return {
+            self.default_text_classifier,
+            self.default_image_classifier,
+            self.default_text_model,
+            self.default_image_model,
+        }
+
     def worker_threads(self) -> int:
         """Half the cores go to workers: the API process and its clients need the rest, and
         oversubscribed OpenMP threads spin, making small models 100x slower."""

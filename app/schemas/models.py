@@ -7,7 +7,17 @@ from pydantic import BaseModel, ConfigDict
 from app.schemas.common import UTCDateTime
 
 
+class ParentPublic(BaseModel):
+    """The version a fine-tuned version started from."""
+
+    model: str
+    version: int
+
+
 class ModelVersionPublic(BaseModel):
+    """One version and its lineage: dataset (kept by name and sha256 once deleted), parent
+    version, the job that trained it and its params and metrics."""
+
     model_config = ConfigDict(from_attributes=True)
 
     version: int
@@ -17,8 +27,14 @@ class ModelVersionPublic(BaseModel):
     params: dict[str, Any]
     metrics: dict[str, Any]
     dataset_id: int | None
-    source: str
+    dataset_name: str | None = None
+    dataset_sha256: str | None = None
+    parent: ParentPublic | None = None
+    job_id: int | None = None
+    source: str  # builtin, trained or imported
     is_active: bool
+    aliases: list[str] = []  # the model's aliases that point at this version
+    traffic: int = 0  # its weight in the model's traffic split (0: none, or no split)
     created_at: UTCDateTime
 
 
@@ -50,7 +66,10 @@ class ModelPublic(BaseModel):
     name: str
     task: str
     description: str
+    default: bool = False  # what requests of its task (and input) that name no model get
     active_version: int | None  # the desired version, the same on every replica
+    aliases: dict[str, int] = {}  # alias -> version, for `model: "name@alias"`
+    traffic: dict[str, int] | None = None  # version -> weight for requests naming no version
     replica: str  # the replica that answered
     served_version: int | None  # what that replica's workers answer with
     degraded: DegradedPublic | None = None  # why served_version is not active_version

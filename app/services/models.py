@@ -19,11 +19,22 @@ def model_public(
     config = active.config if active is not None else {}
     desired = active.version if active is not None else None
     replicas = [PlacementPublic(**row) for row in placements]
+    aliases = {a.alias: a.version for a in model.aliases}
+    traffic = {str(v): int(w) for v, w in (model.traffic or {}).items()} or None
+    versions = []
+    for v in model.versions:
+        view = ModelVersionPublic.model_validate(v)
+        view.aliases = sorted(a for a, n in aliases.items() if n == v.version)
+        view.traffic = (traffic or {}).get(str(v.version), 0)
+        versions.append(view)
     return ModelPublic(
         name=model.name,
         task=model.task,
         description=model.description,
+        default=model.name in registry.settings.default_models(),
         active_version=desired,
+        aliases=aliases,
+        traffic=traffic,
         replica=registry.placements.replica,
         served_version=registry.served_version(pool, model.name),
         degraded=registry.degraded().get(model.name),
@@ -36,5 +47,5 @@ def model_public(
         input=config.get("input"),
         labels=config.get("labels"),
         workers=pool.placement().get(model.name, []),
-        versions=[ModelVersionPublic.model_validate(v) for v in model.versions],
+        versions=versions,
     )

@@ -329,14 +329,18 @@ class ModelRegistry:
         with self.db.session() as session:
             return list(
                 session.scalars(
-                    select(Model).options(selectinload(Model.versions)).order_by(Model.name)
+                    select(Model)
+                    .options(selectinload(Model.versions), selectinload(Model.aliases))
+                    .order_by(Model.name)
                 )
             )
 
     def get_model(self, name: str) -> Model:
         with self.db.session() as session:
             model = session.scalar(
-                select(Model).where(Model.name == name).options(selectinload(Model.versions))
+                select(Model)
+                .where(Model.name == name)
+                .options(selectinload(Model.versions), selectinload(Model.aliases))
             )
         if model is None:
             raise NotFound(f"unknown model {name!r}")
