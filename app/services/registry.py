@@ -113,12 +113,12 @@ class ModelRegistry:
         )
 
     def desired(self) -> dict[str, ModelSpec]:
-        """The versions the database says should be served."""
+        """The versions the database says should be served (archived models: none)."""
         with self.db.session() as session:
             rows = session.execute(
                 select(Model, ModelVersion)
                 .join(ModelVersion, ModelVersion.model_id == Model.id)
-                .where(ModelVersion.is_active)
+                .where(ModelVersion.is_active, Model.archived_at.is_(None))
             ).all()
             return {model.name: self._spec(model, version) for model, version in rows}
 
