@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.tables import Model, ModelAlias, ModelPlacement, ModelVersion, utcnow
@@ -137,10 +137,18 @@ def delete_alias(session: Session, model: Model, alias: str) -> bool:
 def locked_model(session: Session, name: str) -> Model | None:
     """The model row of `name` with its versions and aliases, locked until the caller commits:
     a delete or archive then serialises with activations and alias or traffic changes."""
-    model = session.scalar(select(Model).where(Model.name == name).with_for_update())
-    if model is not None:
-        session.refresh(model, ["versions", "aliases"])
-    return model
+    return _locked(session, Model.name == name)
+
+
+def _locked(session: Session, where: Any) -> Model | None:
+    """One model row locked FOR UPDATE, with its versions and aliases read afresh."""
+    return session.scalar(
+        select(Model)
+        .where(where)
+        .with_for_update()
+        .options(selectinload(Model.versions), selectinload(Model.aliases))
+        .execution_options(populate_existing=True)
+    )
 
 
 def in_use(model: Model, version: ModelVersion) -> str | None:
@@ -178,11 +186,12 @@ def prunable(session: Session, model_id: int, keep: int) -> list[ModelVersion]:
     """The oldest versions of the model past `keep`, sparing active, aliased and in-traffic
     ones, built-ins (their files are the repository's) and the newest. Fewer than the excess
     when no more may go: a new version is never refused for it."""
-    model = session.get_one(Model, model_id)
-    session.refresh(model, ["versions", "aliases"])
-    excess = len(model.versions) - keep
-    if keep <= 0 or excess <= 0:
+    if keep <= 0:
         return []
+    model = _locked(session, Model.id == model_id)
+    if model is None or len(model.versions) <= keep:
+        return []
+    excess = len(model.versions) - keep
     newest = max(v.version for v in model.versions)
     spare = [
         v
