@@ -81,8 +81,10 @@ class GenserveClient:
         return self._request("PUT", path, json={"version": version}).json()
 
     def delete_alias(self, name: str, alias: str) -> dict[str, Any]:
+        """Removes `alias`; the model view (read again if the server answers 204)."""
         path = f"/models/{_segment(name)}/aliases/{_segment(alias)}"
-        return self._request("DELETE", path).json()
+        response = self._request("DELETE", path)
+        return response.json() if response.content else self.get_model(name)
 
     def set_traffic(self, name: str, weights: dict[str, int]) -> dict[str, Any]:
         """Splits requests naming no version by weight (`{}`: back to the active version)."""
