@@ -67,6 +67,29 @@ class GenserveClient:
         path = f"/models/{_segment(name)}/versions/{_segment(version)}/activate"
         return self._request("POST", path, timeout=ACTIVATE_TIMEOUT_S).json()
 
+    def delete_version(self, name: str, version: int) -> None:
+        """Deletes a version and its artifact (409 while active, aliased or in traffic)."""
+        self._request("DELETE", f"/models/{_segment(name)}/versions/{_segment(version)}")
+
+    def archive_model(self, name: str) -> None:
+        """DELETE /models/{name}: archives it (no longer listed or served; files kept)."""
+        self._request("DELETE", f"/models/{_segment(name)}")
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """Points `alias` at `version`; the model view."""
+        path = f"/models/{_segment(name)}/aliases/{_segment(alias)}"
+        return self._request("PUT", path, json={"version": version}).json()
+
+    def delete_alias(self, name: str, alias: str) -> dict[str, Any]:
+        """Removes `alias`; the model view (read again if the server answers 204)."""
+        path = f"/models/{_segment(name)}/aliases/{_segment(alias)}"
+        response = self._request("DELETE", path)
+        return response.json() if response.content else self.get_model(name)
+
+    def set_traffic(self, name: str, weights: dict[str, int]) -> dict[str, Any]:
+        """Splits requests naming no version by weight (`{}`: back to the active version)."""
+        return self._request("POST", f"/models/{_segment(name)}/traffic", json=weights).json()
+
     # training jobs
 
     def train(
@@ -104,6 +127,9 @@ class GenserveClient:
     def cancel_job(self, job_id: int | str) -> dict[str, Any]:
         return self._request("POST", f"/train/{_segment(job_id)}/cancel").json()
 
+    def delete_job(self, job_id: int | str) -> None:
+        self._request("DELETE", f"/train/{_segment(job_id)}")
+
     def list_kinds(self) -> list[dict[str, Any]]:
         return self._request("GET", "/train/kinds").json()["data"]
 
@@ -126,6 +152,9 @@ class GenserveClient:
 
     def get_dataset(self, dataset_id: int | str) -> dict[str, Any]:
         return self._request("GET", f"/datasets/{_segment(dataset_id)}").json()
+
+    def delete_dataset(self, dataset_id: int | str) -> None:
+        self._request("DELETE", f"/datasets/{_segment(dataset_id)}")
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

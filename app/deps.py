@@ -20,6 +20,7 @@ from app.services.generate import GenerateService
 from app.services.generate_image import GenerateImageService
 from app.services.openai import OpenAIService
 from app.services.registry import ModelRegistry
+from app.services.retention import Retention
 from app.services.training import TrainingService
 from app.settings import ApiKey, Settings
 
@@ -43,6 +44,7 @@ TrainingServiceDep = Annotated[TrainingService, from_state("training")]
 GenerateServiceDep = Annotated[GenerateService, from_state("generate")]
 OpenAIServiceDep = Annotated[OpenAIService, from_state("openai")]
 GenerateImageServiceDep = Annotated[GenerateImageService, from_state("generate_image")]
+RetentionDep = Annotated[Retention, from_state("retention")]
 
 
 def require_scope(scope: Literal["read", "admin"]):  # type: ignore[no-untyped-def]

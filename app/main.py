@@ -26,6 +26,7 @@ from app.services.generate import GenerateService
 from app.services.generate_image import GenerateImageService
 from app.services.openai import OpenAIService
 from app.services.registry import ModelRegistry
+from app.services.retention import Retention
 from app.services.training import TrainingService
 from app.settings import Settings, get_settings
 
@@ -44,6 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database.from_settings(settings)
         app.state.datasets = DatasetService(settings, db)
         app.state.datasets.sweep_spool()
+        app.state.retention = Retention(db, settings)
+        # files whose rows a delete committed before a crash: before any runner starts
+        await asyncio.to_thread(app.state.retention.sweep)
         registry = ModelRegistry(db, settings)
         registry.sync_builtin()
         specs = list(registry.refresh().values())

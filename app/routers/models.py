@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query, status
 
-from app.deps import AdminScope, PoolDep, ReadScope, RegistryDep
+from app.deps import AdminScope, PoolDep, ReadScope, RegistryDep, RetentionDep
 from app.pool.base import WorkerPool
 from app.schemas.errors import error_responses
 from app.schemas.models import AliasTarget, ModelPublic, ModelsPublic, TrafficSplit
@@ -15,13 +15,19 @@ from app.services.registry import ALIAS, ModelRegistry
 router = APIRouter(prefix="/models", tags=["models"], dependencies=[ReadScope])
 
 
-@router.get("", response_model=ModelsPublic, responses=error_responses(401, 403))
-def read_models(registry: RegistryDep, pool: PoolDep) -> ModelsPublic:
+@router.get("", response_model=ModelsPublic, responses=error_responses(401, 403, 422))
+def read_models(
+    registry: RegistryDep,
+    pool: PoolDep,
+    archived: bool = Query(False, description="Also list archived models"),
+) -> ModelsPublic:
     """Registered models with their versions and metrics, the desired (active) version, what
     this replica serves, and which replicas serve what."""
     placements = registry.placements.by_model()
     data = [
-        model_public(m, registry, pool, placements.get(m.name, [])) for m in registry.list_models()
+        model_public(m, registry, pool, placements.get(m.name, []))
+        for m in registry.list_models()
+        if archived or m.archived_at is None
     ]
     return ModelsPublic(data=data, count=len(data))
 
@@ -119,3 +125,35 @@ async def set_traffic(
     makes its pick sticky. 409 if a version will not load here (nothing changes)."""
     await registry.set_traffic(pool, name, split.versions())
     return await asyncio.to_thread(_one, registry, pool, name)
+
+
+@router.delete(
+    "/{name}/versions/{version}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[AdminScope],
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+def delete_version(
+    retention: RetentionDep,
+    name: str = Path(max_length=200),
+    version: int = Path(ge=1, le=2**31 - 1),
+) -> None:
+    """Delete a version and its artifact. 409 `version_in_use` while it is active, an alias
+    points at it or it has weight in the traffic split, and for built-in defaults."""
+    retention.delete_version(name, version)
+
+
+@router.delete(
+    "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[AdminScope],
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+def archive_model(
+    retention: RetentionDep, registry: RegistryDep, name: str = Path(max_length=200)
+) -> None:
+    """Archive a model: left out of GET /models (unless `?archived=true`) and no longer served;
+    its versions and artifacts stay, and a version registered under its name brings it back.
+    409 for a server default model."""
+    retention.archive_model(name)
+    registry.active.pop(name, None)  # this replica stops now; the others at their next sync

@@ -1,7 +1,8 @@
 """Datasets: uploads validated and stored by content (sha256), built-ins registered at startup.
 
-A stored file is never deleted or rewritten with other bytes: its name is its hash, so the
-same upload twice is the same dataset, and a training job can always re-read what it used.
+A stored file is never rewritten with other bytes: its name is its hash, so the same upload
+twice is the same dataset, and a training job can always re-read what it used. It is deleted
+only with its row, once no queued or running job uses it (app/services/retention.py).
 An upload is spooled to `datasets/tmp` and renamed into place only once it parsed, then its
 row is inserted: a crash at any point leaves no row for a partial file, and the spool files
 of a process that died are swept when the service starts again.
@@ -21,20 +22,23 @@ from pathlib import Path, PurePath
 from typing import BinaryIO, NamedTuple
 
 from fastapi import UploadFile
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from app.db import Database
 from app.errors import (
     Conflict,
+    InsufficientStorage,
     InvalidInput,
     NotFound,
     Overloaded,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from app.jobs.store import forget_dataset, jobs_using
 from app.schemas.common import BAD_TEXT, CONTROL_CHARS, escape_controls
+from app.services import retention, versions
 from app.settings import Settings
 from app.tables import Dataset
 from models.artifacts import write_durably
@@ -148,6 +152,7 @@ class DatasetService:
                 raise UnsupportedMediaType(str(e), code="unsupported_format") from None
             except DatasetError as e:
                 raise InvalidInput(str(e), code="invalid_dataset") from None
+            await run_in_threadpool(self._check_quota, size)
             stored = f"datasets/{sha256}.{fmt}"
             os.replace(tmp.path, self.settings.state_dir / stored)  # same bytes if it exists
             row = Dataset(
@@ -209,6 +214,56 @@ class DatasetService:
         if removed:
             log.warning("removed %d upload spool file(s) left by a crash", len(removed))
         return removed
+
+    def _check_quota(self, size: int) -> None:
+        """507 when storing `size` more bytes would pass GENSERVE_MAX_DATASET_BYTES_TOTAL
+        (uploads together; built-ins take none). Two uploads checked at once may together
+        pass it by one file."""
+        limit = self.settings.max_dataset_bytes_total
+        if not limit:
+            return
+        with self.db.session() as session:
+            used = session.scalar(
+                select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(
+                    Dataset.builtin.is_(False)
+                )
+            )
+        if used + size > limit:
+            raise InsufficientStorage(
+                f"storing this {size}-byte file would put datasets at {used + size} bytes, past "
+                f"this server's {limit}-byte quota (GENSERVE_MAX_DATASET_BYTES_TOTAL); delete "
+                "datasets no longer needed (DELETE /datasets/{id}) and retry",
+                code="dataset_quota_exceeded",
+                details={"limit_bytes": limit, "used_bytes": used, "size_bytes": size},
+            )
+
+    def delete(self, dataset_id: int) -> None:
+        """Deletes an uploaded dataset, then its file. 409 while a queued or running job
+        trains on it, and for built-ins (registered again at every start). Versions trained
+        on it keep its name and sha256; finished jobs lose the reference."""
+        with self.db.session() as session:
+            row = session.scalar(select(Dataset).where(Dataset.id == dataset_id).with_for_update())
+            if row is None:
+                raise NotFound(f"unknown dataset {dataset_id}")
+            if row.builtin:
+                raise Conflict(
+                    f"dataset {dataset_id} ({row.name!r}) is built in: it is registered again "
+                    "at every start and has no file to reclaim",
+                    code="builtin_dataset",
+                )
+            busy = jobs_using(session, dataset_id)
+            if busy:
+                raise Conflict(
+                    f"dataset {dataset_id} ({row.name!r}) is used by queued or running job(s) "
+                    f"{', '.join(map(str, busy))}: cancel them or wait until they finish",
+                    code="dataset_in_use",
+                    details={"jobs": busy},
+                )
+            versions.forget_dataset(session, dataset_id, row.name, row.sha256)
+            forget_dataset(session, dataset_id)
+            session.delete(row)
+        retention.remove_dataset_file(self.settings, row.path)
+        log.info("deleted dataset %d (%s)", dataset_id, row.name)
 
     def _same_file(self, dataset: Dataset) -> Dataset:
         if dataset.builtin:  # only a file whose bytes are "builtin:<name>" gets here
