@@ -19,6 +19,7 @@ from app.cli.follow import FINAL_STATUSES, follow_job, wait_served
 from app.cli.render import cell, console, number, percent, timestamp
 from app.client import ClientError, GenserveClient
 from app.settings import get_settings
+from app.storage import archive_filename
 
 T = TypeVar("T")
 
@@ -228,6 +229,59 @@ def print_switch(model: dict[str, Any], before: int | None) -> None:
     if model.get("served_version") != active:  # the server answers once it is; but say so
         line = f"{name} {moved}, but {model.get('replica')} serves v{model.get('served_version')}"
     console.print(render.safe(line), markup=False, highlight=False)
+
+
+@models_app.command("export")
+def models_export(
+    ctx: typer.Context,
+    name: ModelName,
+    version: Annotated[int, typer.Argument(min=1, help="Version number (`genserve models`)")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", dir_okay=False, help="Where to write the tar; default: NAME-vV.tar"
+        ),
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Download VERSION of NAME as a tar (weights, config, card and a manifest of sha256s),
+    streamed to a file; `models import` loads it into another server."""
+    target = output or Path(archive_filename(name, version))
+    size = fetch(ctx, url, api_key, lambda c: c.export_version(name, version, target))
+    console.print(
+        render.safe(f"exported {name} v{version} to {target} ({size} bytes)"),
+        markup=False,
+        highlight=False,
+    )
+
+
+@models_app.command("import")
+def models_import(
+    ctx: typer.Context,
+    name: ModelName,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="A tar from `models export`"
+        ),
+    ],
+    activate: Annotated[bool, typer.Option("--activate", help="Serve it once imported")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Import an exported tar as the next version of NAME (created if new; an admin key).
+    The server checks every file and loads the model before it registers it."""
+    version = fetch(ctx, url, api_key, lambda c: c.import_version(name, file, activate))
+    state = ", active" if version.get("is_active") else ""
+    console.print(
+        render.safe(
+            f"imported {file.name} as {name} v{version['version']} ({version.get('kind')}, "
+            f"sha256 {str(version.get('sha256'))[:12]}...{state})"
+        ),
+        markup=False,
+        highlight=False,
+    )
 
 
 # training

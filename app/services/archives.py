@@ -52,7 +52,7 @@ from app.services.datasets import DatasetService, spool_prefix, spool_upload
 from app.services.registry import ArtifactMismatch, ModelRegistry
 from app.services.versions import BUILTIN_PREFIX
 from app.settings import REPO_ROOT, Settings
-from app.storage import ARTIFACT_FILES, MANIFEST_FILE, check_key
+from app.storage import ARTIFACT_FILES, MANIFEST_FILE, archive_filename, check_key
 from app.tables import Model, ModelVersion
 from models.artifacts import (
     CARD_FILE,
@@ -231,6 +231,7 @@ class ArchiveService:
         the files are removed again if the registration fails."""
         key = check_key(f"artifacts/{name}/import-{uuid.uuid4().hex[:12]}")
         store = self.registry.store
+        (staged.directory / MANIFEST_FILE).unlink()  # the archive's, not the artifact's
         published = store.publish(staged.directory, key)
         manifest = staged.manifest
         try:
@@ -264,12 +265,6 @@ class ArchiveService:
 
 
 # ---- the archive format ----------------------------------------------------------------------
-
-
-def archive_filename(name: str, version: int) -> str:
-    """`name-v3.tar`, with anything a header or a file system could misread replaced."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "model"
-    return f"{safe}-v{version}.tar"
 
 
 def export_manifest(model: Model, ver: ModelVersion, files: dict[str, bytes]) -> dict[str, Any]:
