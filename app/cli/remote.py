@@ -249,11 +249,8 @@ def models_export(
     streamed to a file; `models import` loads it into another server."""
     target = output or Path(archive_filename(name, version))
     size = fetch(ctx, url, api_key, lambda c: c.export_version(name, version, target))
-    console.print(
-        render.safe(f"exported {name} v{version} to {target} ({size} bytes)"),
-        markup=False,
-        highlight=False,
-    )
+    line = f"exported {name} v{version} to {target} ({size} bytes)"
+    console.print(render.safe(line), markup=False, highlight=False, soft_wrap=True)
 
 
 @models_app.command("import")
@@ -274,14 +271,8 @@ def models_import(
     The server checks every file and loads the model before it registers it."""
     version = fetch(ctx, url, api_key, lambda c: c.import_version(name, file, activate))
     state = ", active" if version.get("is_active") else ""
-    console.print(
-        render.safe(
-            f"imported {file.name} as {name} v{version['version']} ({version.get('kind')}, "
-            f"sha256 {str(version.get('sha256'))[:12]}...{state})"
-        ),
-        markup=False,
-        highlight=False,
-    )
+    line = f"imported {file.name} as {name} v{version['version']} ({version.get('kind')}{state})"
+    console.print(render.safe(line), markup=False, highlight=False, soft_wrap=True)
 
 
 # training
