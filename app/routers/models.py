@@ -114,8 +114,9 @@ async def import_version(
     """Import an exported archive as the next version of `name` (created if new), source
     `imported`: validated like an upload (plain files only, every sha256 checked, no pickle,
     a known kind, skops types on the allowlist) and loaded once before it is registered.
-    `activate` (query or form field) then serves it. 422 for a refused archive, 409 if `name`
-    is a model of another task; nothing is kept of a refused one."""
+    `activate` (query or form field) then serves it (should that fail, the version stays
+    registered, inactive). 422 for a refused archive, 409 if `name` is a model of another
+    task; nothing is kept of a refused one."""
     number = await archives.import_archive(pool, name, file, activate or activate_field)
     model = await asyncio.to_thread(registry.get_model, name)
     response.headers["Location"] = f"/models/{name}"

@@ -9,6 +9,7 @@ re-signing the manifest where needed, so that only the check under test can refu
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -186,6 +187,7 @@ HOSTILE: dict[str, tuple[str, Make, int, str]] = {
     ),
     "truncated tar": ("digits", lambda m, *_: tar_of(m)[:200_000], 422, "not a complete"),
     "not a tar": ("digits", lambda *_: b"MZ\x90\x00" + bytes(2000), 422, "not a complete"),
+    "gzipped tar": ("digits", lambda m, *_: gzip.compress(tar_of(m)), 422, "uncompressed tar"),
     "symlink member": (
         "digits",
         lambda m, *_: tar_of(m, special("evil", tarfile.SYMTYPE, "/etc/passwd")),
