@@ -248,7 +248,11 @@ def models_export(
     """Download VERSION of NAME as a tar (weights, config, card and a manifest of sha256s),
     streamed to a file; `models import` loads it into another server."""
     target = output or Path(archive_filename(name, version))
-    size = fetch(ctx, url, api_key, lambda c: c.export_version(name, version, target))
+    try:
+        size = fetch(ctx, url, api_key, lambda c: c.export_version(name, version, target))
+    except OSError as exc:  # the output's folder is missing or not writable
+        render.print_error(f"cannot write {target}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
     line = f"exported {name} v{version} to {target} ({size} bytes)"
     console.print(render.safe(line), markup=False, highlight=False, soft_wrap=True)
 

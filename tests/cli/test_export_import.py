@@ -79,6 +79,11 @@ def test_refusals_print_the_reason_and_leave_no_file(server: Server, tmp_path: P
     assert missing.returncode == 1
     assert "error: model 'digits' has no version 9" in missing.stderr
     assert list(tmp_path.iterdir()) == []
+    nowhere = genserve(
+        tmp_path, "models", "export", "digits", "1", "-o", "no/x.tar", url=url, **admin
+    )
+    assert nowhere.returncode == 1
+    assert "error: cannot write no/x.tar: No such file or directory" in nowhere.stderr
 
     cut = tmp_path / "cut.tar"
     cut.write_bytes(server.client.get("/models/digits/versions/1/artifact").content[:100_000])
