@@ -99,7 +99,7 @@ async def export_version(
     response_model=ModelVersionPublic,
     status_code=status.HTTP_201_CREATED,
     dependencies=[AdminScope],
-    responses=error_responses(400, 401, 403, 409, 413, 422, 429),
+    responses=error_responses(400, 401, 403, 409, 413, 422, 429, 503),
 )
 async def import_version(
     archives: ArchiveServiceDep,

@@ -21,6 +21,7 @@ is swept at start with the upload spool it lives in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -44,7 +45,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from app.db import Database
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound, Unavailable
 from app.pool.base import WorkerPool
 from app.schemas.common import BAD_TEXT, as_utc
 from app.services import versions
@@ -52,7 +53,7 @@ from app.services.datasets import DatasetService, spool_prefix, spool_upload
 from app.services.registry import ArtifactMismatch, ModelRegistry
 from app.services.versions import BUILTIN_PREFIX
 from app.settings import REPO_ROOT, Settings
-from app.storage import ARTIFACT_FILES, MANIFEST_FILE, archive_filename, check_key
+from app.storage import ARTIFACT_FILES, MANIFEST_FILE, archive_filename, check_key, store_fault
 from app.tables import Model, ModelVersion
 from models.artifacts import (
     CARD_FILE,
@@ -94,7 +95,6 @@ class _Staged:
     config: dict[str, Any]
     kind: str
     task: str
-    size: int
 
 
 def invalid(message: str) -> NoReturn:
@@ -232,9 +232,18 @@ class ArchiveService:
         key = check_key(f"artifacts/{name}/import-{uuid.uuid4().hex[:12]}")
         store = self.registry.store
         (staged.directory / MANIFEST_FILE).unlink()  # the archive's, not the artifact's
-        published = store.publish(staged.directory, key)
         manifest = staged.manifest
         try:
+            try:
+                published = store.publish(staged.directory, key)
+            except Exception as e:
+                if not store_fault(e):
+                    raise
+                log.error("cannot publish the import of %s to %s: %s", name, key, e)
+                raise Unavailable(
+                    f"the artifact store cannot be written: {type(e).__name__}; retry",
+                    retry_after=5,
+                ) from e
             if published.sha256 != manifest["sha256"]:  # changed on disk since it was checked
                 invalid("the artifact changed while it was imported")
             for attempt in range(2):  # another import of `name` may take the number first
@@ -260,7 +269,8 @@ class ArchiveService:
                     raise Conflict(str(e)) from e
             raise AssertionError("unreachable")
         except BaseException:
-            store.delete(key)
+            with contextlib.suppress(Exception):  # a store that failed may fail again
+                store.delete(key)
             raise
 
 
@@ -419,8 +429,7 @@ def check_artifact(directory: Path, digests: dict[str, str]) -> _Staged:
             (directory / CARD_FILE).read_text(encoding="utf-8")
         except UnicodeDecodeError:
             invalid(f"{CARD_FILE} is not UTF-8 text")
-    size = sum(len(d) for d in payload.values())
-    return _Staged(directory, manifest, config, kind.name, kind.task, size)
+    return _Staged(directory, manifest, config, kind.name, kind.task)
 
 
 def _manifest(directory: Path, digests: dict[str, str]) -> dict[str, Any]:

@@ -73,3 +73,30 @@ def test_an_imported_version_lives_in_the_bucket_and_exports_the_same(
         n: d for n, d in first.items() if n != "manifest.json"
     }
     assert json.loads(second["manifest.json"])["source"] == "imported"
+
+
+def test_an_import_the_store_cannot_take_is_a_503_and_registers_nothing(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    """The bucket is missing (an operator has yet to create it): retry later, never a 500."""
+    state = tmp_path / "state"
+    state.mkdir()
+    srv = Server(
+        state,
+        **s3.env(),
+        GENSERVE_ARTIFACT_URL="s3://genserve-no-such-bucket/store",
+        GENSERVE_PRETRAINED_DIR=str(small_pretrained(tmp_path / "pretrained", ("digits",), False)),
+        GENSERVE_RUNNER_SLOTS="0",
+    ).ready()
+    try:
+        archive = srv.client.get("/models/digits/versions/1/artifact").content
+        response = srv.client.post(
+            "/models/s3-digits/versions", files={"file": ("d.tar", archive)}, timeout=300
+        )
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "5"
+        assert "the artifact store cannot be written" in response.json()["error"]["message"]
+        assert srv.client.get("/models/s3-digits").status_code == 404
+        assert list((state / "datasets" / "tmp").iterdir()) == []
+    finally:
+        srv.stop()
