@@ -45,6 +45,7 @@ ADMIN = {
     ("POST", "/train/{job_id}/cancel"),
     ("POST", "/datasets"),
     ("POST", "/models/{name}/versions/{version}/activate"),
+    ("POST", "/models/{name}/versions"),
 }
 PATH_VALUES = {"{name}": "sentiment", "{version}": "1", "{job_id}": "1", "{dataset_id}": "1"}
 
