@@ -282,6 +282,7 @@ def test_hostile_archive_is_refused_and_leaves_nothing_behind(
     error = response.json()["error"]
     assert set(error) == {"code", "message", "details"}
     assert message in error["message"], error
+    assert str(server.state_dir) not in response.text  # no server path reaches the client
     assert server.client.get(f"/models/{name}").status_code == 404  # nothing registered
     assert left_behind(server) == before
     assert not marker.exists(), "a pickle payload was executed"
