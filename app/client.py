@@ -90,6 +90,40 @@ class GenserveClient:
         """Splits requests naming no version by weight (`{}`: back to the active version)."""
         return self._request("POST", f"/models/{_segment(name)}/traffic", json=weights).json()
 
+    def export_version(self, name: str, version: int, target: Path) -> int:
+        """Streams the version's archive into `target`; its size in bytes. Written beside it
+        and renamed into place once complete, so a cut-off download leaves no file."""
+        path = f"/models/{_segment(name)}/versions/{_segment(version)}/artifact"
+        partial = target.with_name(f".{target.name}.part")
+        size = 0
+        try:
+            with self._http.stream("GET", path, timeout=ACTIVATE_TIMEOUT_S) as response:
+                if response.is_error:
+                    response.read()
+                    raise _error_from(response)
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                        size += len(chunk)
+            partial.replace(target)
+        except httpx.TransportError as exc:
+            raise _transport_error(exc, self.url) from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        return size
+
+    def import_version(self, name: str, archive: Path, activate: bool = False) -> dict[str, Any]:
+        """Registers an exported archive as the next version of `name`; the server checks and
+        loads it first (and serves it with `activate`), hence the long timeout."""
+        with archive.open("rb") as fh:
+            return self._request(
+                "POST",
+                f"/models/{_segment(name)}/versions",
+                files={"file": (archive.name, fh, "application/x-tar")},
+                data={"activate": "true"} if activate else None,
+                timeout=ACTIVATE_TIMEOUT_S,
+            ).json()
+
     # training jobs
 
     def train(
@@ -159,16 +193,21 @@ class GenserveClient:
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
-        except httpx.ConnectError as exc:
-            message = f"cannot connect: is `genserve serve` running at {self.url}?"
-            raise ClientError(0, "unreachable", message) from exc
-        except httpx.TimeoutException as exc:
-            raise ClientError(0, "timeout", f"{self.url} did not answer in time") from exc
         except httpx.TransportError as exc:
-            raise ClientError(0, "transport_error", f"{self.url}: {exc}") from exc
+            raise _transport_error(exc, self.url) from exc
         if response.is_error:
             raise _error_from(response)
         return response
+
+
+def _transport_error(exc: httpx.TransportError, url: str) -> ClientError:
+    """No answer, or a cut-off one: status 0, which a follower may wait out."""
+    if isinstance(exc, httpx.ConnectError):
+        message = f"cannot connect: is `genserve serve` running at {url}?"
+        return ClientError(0, "unreachable", message)
+    if isinstance(exc, httpx.TimeoutException):
+        return ClientError(0, "timeout", f"{url} did not answer in time")
+    return ClientError(0, "transport_error", f"{url}: {exc}")
 
 
 def _segment(value: int | str) -> str:

@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -101,6 +102,13 @@ def check_key(key: str) -> str:
     ):
         raise ValueError(f"bad artifact key {key!r}")
     return "/".join(parts)
+
+
+def archive_filename(name: str, version: int) -> str:
+    """`name-v3.tar`, what an exported version is saved as, with anything a header or a file
+    system could misread replaced (the server's download name and the CLI's default)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "model"
+    return f"{safe}-v{version}.tar"
 
 
 def job_artifact_key(model: str, job_id: int) -> str:

@@ -19,6 +19,7 @@ from app.cli.follow import FINAL_STATUSES, follow_job, wait_served
 from app.cli.render import cell, console, number, percent, timestamp
 from app.client import ClientError, GenserveClient
 from app.settings import get_settings
+from app.storage import archive_filename
 
 T = TypeVar("T")
 
@@ -344,6 +345,54 @@ def print_routing(model: dict[str, Any]) -> None:
             "traffic": ", ".join(f"v{v} {w}%" for v, w in traffic.items()) or "active version",
         }
     )
+
+
+@models_app.command("export")
+def models_export(
+    ctx: typer.Context,
+    name: ModelName,
+    version: Annotated[int, typer.Argument(min=1, help="Version number (`genserve models`)")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", dir_okay=False, help="Where to write the tar; default: NAME-vV.tar"
+        ),
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Download VERSION of NAME as a tar (weights, config, card and a manifest of sha256s),
+    streamed to a file; `models import` loads it into another server."""
+    target = output or Path(archive_filename(name, version))
+    try:
+        size = fetch(ctx, url, api_key, lambda c: c.export_version(name, version, target))
+    except OSError as exc:  # the output's folder is missing or not writable
+        render.print_error(f"cannot write {target}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
+    line = f"exported {name} v{version} to {target} ({size} bytes)"
+    console.print(render.safe(line), markup=False, highlight=False, soft_wrap=True)
+
+
+@models_app.command("import")
+def models_import(
+    ctx: typer.Context,
+    name: ModelName,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="A tar from `models export`"
+        ),
+    ],
+    activate: Annotated[bool, typer.Option("--activate", help="Serve it once imported")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Import an exported tar as the next version of NAME (created if new; an admin key).
+    The server checks every file and loads the model before it registers it."""
+    version = fetch(ctx, url, api_key, lambda c: c.import_version(name, file, activate))
+    state = ", active" if version.get("is_active") else ""
+    line = f"imported {file.name} as {name} v{version['version']} ({version.get('kind')}{state})"
+    console.print(render.safe(line), markup=False, highlight=False, soft_wrap=True)
 
 
 # training

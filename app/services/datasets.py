@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -173,29 +174,12 @@ class DatasetService:
 
     def _spool(self, source: BinaryIO) -> _Spooled:
         """Copies the upload under the state dir while hashing it, refusing it past the limit."""
-        limit = self.settings.max_upload_bytes
-        tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        digest, size = hashlib.sha256(), 0
-        prefix = f"upload-{socket.gethostname()}-{os.getpid()}-"
-        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=prefix)
-        os.close(fd)
-        path = Path(name)
+        return spool_upload(source, self.spool_dir, self.settings.max_upload_bytes)
 
-        def chunks() -> Iterator[bytes]:
-            nonlocal size
-            while chunk := source.read(CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(
-                        f"the file exceeds the {limit}-byte upload limit",
-                        details={"max_bytes": limit},
-                    )
-                digest.update(chunk)
-                yield chunk
-
-        write_durably(path, chunks())
-        return _Spooled(path, digest.hexdigest(), size)
+    @property
+    def spool_dir(self) -> Path:
+        """Where uploads are received (datasets, imported archives); swept at start."""
+        return self.root / "tmp"
 
     def sweep_spool(self) -> list[str]:
         """Deletes the spool files of uploads cut short by a crash: those of this host's
@@ -207,7 +191,10 @@ class DatasetService:
             dead = match is not None and match["host"] == host and not _alive(int(match["pid"]))
             try:
                 if dead or path.stat().st_mtime < old:
-                    path.unlink()
+                    if path.is_dir():  # an imported archive being unpacked
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
                     removed.append(path.name)
             except FileNotFoundError:  # another process swept it first
                 continue
@@ -326,6 +313,36 @@ class DatasetService:
         if dataset.builtin or dataset.path.startswith(BUILTIN_PREFIX):
             return None
         return self.settings.state_dir / dataset.path
+
+
+def spool_prefix() -> str:
+    """`upload-<host>-<pid>-`: what `sweep_spool` reads to tell a dead process's leftovers."""
+    return f"upload-{socket.gethostname()}-{os.getpid()}-"
+
+
+def spool_upload(source: BinaryIO, tmp_dir: Path, limit: int) -> _Spooled:
+    """Copies `source` into a new spool file of `tmp_dir` while hashing it; 413 past `limit`
+    bytes (the partial file is removed)."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=spool_prefix())
+    os.close(fd)
+    path = Path(name)
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal size
+        while chunk := source.read(CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"the file exceeds the {limit}-byte upload limit",
+                    details={"max_bytes": limit},
+                )
+            digest.update(chunk)
+            yield chunk
+
+    write_durably(path, chunks())
+    return _Spooled(path, digest.hexdigest(), size)
 
 
 def _check_labels(labels: list[str]) -> None:

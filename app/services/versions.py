@@ -103,6 +103,46 @@ def register_trained(
     )
 
 
+def register_imported(
+    session: Session,
+    *,
+    name: str,
+    task: str,
+    kind: str,
+    artifact_path: str,
+    sha256: str,
+    size: int,
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    config: dict[str, Any],
+    lineage: dict[str, Any],
+) -> ModelVersion:
+    """Registers an imported archive as the next version of `name` (created if new), inactive;
+    its lineage (parent, dataset name and sha256) comes by value from the archive's manifest.
+
+    Raises ValueError if `name` is a model of another task.
+    """
+    model = _model(session, name, task, config.get("description", ""))
+    if model.task != task:
+        raise ValueError(f"model {name!r} is a {model.task} model, not {task}")
+    return _add_version(
+        session,
+        model,
+        kind=kind,
+        artifact_path=artifact_path,
+        sha256=sha256,
+        size_bytes=size,
+        params=params,
+        metrics=metrics,
+        config=config,
+        source="imported",
+        parent=lineage.get("parent"),
+        dataset_name=lineage.get("dataset_name"),
+        dataset_sha256=lineage.get("dataset_sha256"),
+        activate=False,
+    )
+
+
 def set_active(session: Session, name: str, version: int) -> bool:
     """Makes `version` of `name` the one to serve; False if there is no model `name`.
 

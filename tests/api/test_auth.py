@@ -52,6 +52,7 @@ ADMIN = {
     ("DELETE", "/models/{name}"),
     ("DELETE", "/train/{job_id}"),
     ("DELETE", "/datasets/{dataset_id}"),
+    ("POST", "/models/{name}/versions"),
 }
 PATH_VALUES = {
     "{name}": "sentiment",
