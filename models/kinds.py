@@ -14,7 +14,7 @@ without loading them.
 import importlib
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 
@@ -35,6 +35,8 @@ TestFraction = Annotated[float, Ge(0.01), Le(0.5)]
 BlockSize = Annotated[int, Ge(8), Le(4096)]
 WeightDecay = Annotated[float, Ge(0), Le(1)]
 Dropout = Annotated[float, Ge(0), Le(0.9)]
+Patience = Annotated[int, Ge(0), Le(10_000)]
+PATIENCE_DOC = "stop after this many evaluations without a lower validation loss (0: never)"
 
 
 # -----------------------------------------------------------------------------
@@ -171,10 +173,26 @@ class LMParams(ChatParams, DataParallelParams):
     weight_decay: WeightDecay = doc(0.1, "on weight matrices only")
     eval_every: Annotated[int, Ge(1), Le(10_000_000)] = doc(250, "steps between evaluations")
     eval_batches: Annotated[int, Ge(1), Le(1000)] = doc(10, "batches per evaluation")
+    patience: Patience = doc(0, PATIENCE_DOC)
     seed: Seed = doc(1337, "initialisation and batch sampling")
     test_fraction: TestFraction = doc(0.1, "uploads: the last fraction of characters validates")
     tokenizer: TokenizerKind = doc("char", TOKENIZER_DOC)
     vocab_size: VocabSize = doc(2048, VOCAB_DOC)
+    # params that shape the network, named as in its config's model_args: a fine-tune takes
+    # them from its parent
+    architecture: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def inherited(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The params a fine-tune takes from its parent's config.json: the architecture and
+        the tokenizer (a fine-tune continues with its parent's tokens)."""
+        args = config.get("model_args") or {}
+        tokenizer = (config.get("tokenizer") or {}).get("type", "char")
+        found = {name: args[name] for name in cls.architecture if name in args}
+        found["tokenizer"] = tokenizer
+        if tokenizer == "bpe" and "vocab_size" in args:
+            found["vocab_size"] = args["vocab_size"]
+        return found
 
     def network(self, vocab: int, kind: str) -> tuple[int, int, int]:
         """`kind`'s (parameters, bytes saved per token of a training step, bytes of the
@@ -197,6 +215,13 @@ class GPTParams(LMParams):
     n_head: Annotated[int, Ge(1), Le(64)] = doc(4, "attention heads; must divide n_embd")
     n_embd: Annotated[int, Ge(8), Le(4096)] = doc(128, "residual stream width")
     dropout: Dropout = doc(0.0, "dropout while training")
+    architecture: ClassVar[tuple[str, ...]] = (
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "block_size",
+        "dropout",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -226,6 +251,7 @@ class RNNParams(LMParams):
     hidden: Annotated[int, Ge(4), Le(8192)] = doc(256, "recurrent state width per layer")
     n_layer: Annotated[int, Ge(1), Le(8)] = doc(2, "stacked recurrent layers")
     dropout: Dropout = doc(0.0, "dropout while training")
+    architecture: ClassVar[tuple[str, ...]] = ("n_embd", "hidden", "n_layer", "dropout")
 
     def network(self, vocab: int, kind: str) -> tuple[int, int, int]:
         """Embedding, gates x H x (input + H) + 2 biases per layer (4 gates for the LSTM, 3

@@ -19,8 +19,9 @@ from sqlalchemy.orm import selectinload
 
 from app.db import Database
 from app.errors import Conflict, InvalidInput, NotFound, Overloaded
-from app.jobs.store import JobStore, add_job
+from app.jobs.store import PARENT_PARAM, JobStore, add_job
 from app.schemas.train import (
+    FineTuneFrom,
     JobDetail,
     JobMetricPublic,
     JobPublic,
@@ -135,11 +136,16 @@ class TrainingService:
                 f"unknown kind {request.kind!r}; one of: {', '.join(KINDS)}",
                 details={"kinds": list(KINDS)},
             )
-        params = validate_params(kind, request.params)
+        parent, inherited = (None, {}) if request.from_ is None else self._parent(kind, request)
+        params = validate_params(kind, {**request.params, **inherited})
         dataset = self.datasets.resolve(request.dataset)
         self._check_dataset(kind, dataset, params)
+        if parent is not None:
+            self._check_parent_data(request.from_, parent[1], dataset)
         self._check_memory(kind, dataset, params)
         self._check_backend(params)
+        if parent is not None:
+            params[PARENT_PARAM] = parent[0]  # the runner loads its weights
         with self.db.session() as session:
             queued = session.scalar(
                 select(func.count()).select_from(TrainingJob).where(TrainingJob.status == "queued")
@@ -159,6 +165,73 @@ class TrainingService:
                 session, kind.name, request.name, dataset.id, params, request.activate, owner
             )
             return job_public(job, None)
+
+    def _parent(
+        self, kind: Kind, request: TrainRequest
+    ) -> tuple[tuple[dict[str, Any], dict[str, Any]], dict[str, Any]]:
+        """((the parent's {"model", "version"}, its config), the params it fixes) for a
+        fine-tune; a 422 for a parent that is missing or of another kind, a kind without
+        weights to start from, or a param set to another value than the parent's."""
+        ref: FineTuneFrom = request.from_  # type: ignore[assignment]
+        inherited = getattr(kind.params, "inherited", None)
+        if inherited is None:
+            raise InvalidInput(
+                f"kind {kind.name} cannot be fine-tuned: it has no trained weights to start "
+                "from (it fits from scratch); train it on the new data instead",
+                details={"loc": ["from"]},
+            )
+        with self.db.session() as session:
+            where = [Model.name == ref.model]
+            where.append(
+                ModelVersion.version == ref.version if ref.version else ModelVersion.is_active
+            )
+            version = session.scalar(
+                select(ModelVersion).join(Model, Model.id == ModelVersion.model_id).where(*where)
+            )
+            if version is None:
+                which = f"version {ref.version}" if ref.version else "an active version"
+                raise InvalidInput(
+                    f"cannot fine-tune from {ref.model!r}: no such model or it has no {which}",
+                    details={"loc": ["from"]},
+                )
+            number, parent_kind, config = version.version, version.kind, dict(version.config)
+        if parent_kind != kind.name:
+            raise InvalidInput(
+                f"{ref.model} v{number} is a {parent_kind} model: a {kind.name} job cannot "
+                "start from its weights",
+                details={"loc": ["kind"], "kind": kind.name, "parent_kind": parent_kind},
+            )
+        fixed = inherited(config)
+        mismatched = [
+            {"param": k, "requested": request.params[k], "parent": v}
+            for k, v in fixed.items()
+            if k in request.params and request.params[k] != v
+        ]
+        if mismatched:
+            named = ", ".join(
+                f"{m['param']} {m['requested']!r} (parent: {m['parent']!r})" for m in mismatched
+            )
+            raise InvalidInput(
+                f"a fine-tune keeps the architecture of {ref.model} v{number}; these params "
+                f"differ from it: {named}",
+                code="architecture_mismatch",
+                details=mismatched,
+            )
+        return ({"model": ref.model, "version": number}, config), fixed
+
+    @staticmethod
+    def _check_parent_data(ref: Any, config: dict[str, Any], dataset: Dataset) -> None:
+        """A fine-tune keeps its parent's tokenizer: a character model cannot read a text
+        with more distinct characters than it knows (which ones: the job says, if fewer)."""
+        chars = (config.get("tokenizer") or {}).get("chars")
+        distinct = (dataset.meta or {}).get("vocab_size")
+        if chars is not None and distinct and distinct > len(chars):
+            raise InvalidInput(
+                f"{dataset.name!r} has {distinct} distinct characters; the character "
+                f"tokenizer of {ref.model} knows {len(chars)}: a fine-tune keeps its "
+                "parent's tokenizer, so its data must use those characters",
+                details={"loc": ["dataset"], "dataset_chars": distinct, "parent_chars": len(chars)},
+            )
 
     def _check_backend(self, params: dict[str, Any]) -> None:
         """A GPU per worker is Ray Train's to give: a local runner's ranks share the GPUs it

@@ -76,8 +76,13 @@ def register_trained(
     config: dict[str, Any],
     dataset_id: int | None,
     activate: bool,
+    parent: dict[str, Any] | None = None,
+    job_id: int | None = None,
+    dataset_name: str | None = None,
+    dataset_sha256: str | None = None,
 ) -> ModelVersion:
-    """Registers a trained artifact as the next version of `name` (created if new).
+    """Registers a trained artifact as the next version of `name` (created if new), with its
+    lineage: the version it was fine-tuned from, its job and its dataset by value.
 
     Raises ValueError if `name` is a model of another task. Two callers racing for the same
     version number make one of them hit the unique constraint (IntegrityError) at flush.
@@ -98,6 +103,10 @@ def register_trained(
         dataset_id=dataset_id,
         source="trained",
         activate=activate,
+        parent=parent,
+        job_id=job_id,
+        dataset_name=dataset_name,
+        dataset_sha256=dataset_sha256,
     )
 
 
