@@ -46,7 +46,7 @@ def test_patience_stops_and_the_best_weights_are_kept(kind: str) -> None:
         rows[-1]["step"],
     ]
     # the weights returned are the best evaluation's: scored again, the same number
-    train, test = split(TextCorpus(TEXT), 0.2, 0)
+    _train, test = split(TextCorpus(TEXT), 0.2, 0)
     tok = {c: i for i, c in enumerate(sorted(set(TEXT)))}
     val = torch.tensor([tok[c] for c in test.text])  # type: ignore[attr-defined]
     cfg = TrainConfig(batch_size=4, block_size=16, eval_batches=10)
@@ -68,7 +68,7 @@ def test_without_patience_every_step_runs_and_the_numbers_agree() -> None:
 
 def test_a_run_restarted_after_an_early_stop_stays_stopped(tmp_path: Path) -> None:
     work = tmp_path / "checkpoint"
-    first, rows = fit("text-gpt", TrainHooks(work_dir=work), patience=2, warmup_steps=0)
+    first, _rows = fit("text-gpt", TrainHooks(work_dir=work), patience=2, warmup_steps=0)
     assert (work / "best" / "checkpoint.json").is_file()
     again, more = fit("text-gpt", TrainHooks(work_dir=work), patience=2, warmup_steps=0)
     assert more == []  # nothing trained or evaluated after the stop
