@@ -189,9 +189,9 @@ class TrainingService:
                 select(ModelVersion).join(Model, Model.id == ModelVersion.model_id).where(*where)
             )
             if version is None:
-                which = f"version {ref.version}" if ref.version else "an active version"
+                which = f"version {ref.version}" if ref.version else "active version"
                 raise InvalidInput(
-                    f"cannot fine-tune from {ref.model!r}: no such model or it has no {which}",
+                    f"cannot fine-tune from {ref.model!r}: no such model, or no {which} of it",
                     details={"loc": ["from"]},
                 )
             number, parent_kind, config = version.version, version.kind, dict(version.config)
