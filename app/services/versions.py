@@ -110,6 +110,22 @@ def register_trained(
     )
 
 
+def link_builtin_datasets(session: Session, trained_on: dict[str, tuple[int, str, str]]) -> int:
+    """Links committed default versions never linked to their dataset to the one their
+    config.json names (training.dataset -> (id, name, sha256) in `trained_on`); how many."""
+    linked = 0
+    for version in session.scalars(
+        select(ModelVersion).where(
+            ModelVersion.source == "builtin", ModelVersion.dataset_name.is_(None)
+        )
+    ):
+        found = trained_on.get((version.config.get("training") or {}).get("dataset", ""))
+        if found is not None:
+            version.dataset_id, version.dataset_name, version.dataset_sha256 = found
+            linked += 1
+    return linked
+
+
 def set_active(session: Session, name: str, version: int) -> bool:
     """Makes `version` of `name` the one to serve; False if there is no model `name`.
 
