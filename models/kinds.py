@@ -505,6 +505,7 @@ class TextRNNParams(DataParallelParams):
     dropout: Dropout = doc(0.3, "dropout while training")
     max_len: Annotated[int, Ge(4), Le(4096)] = doc(256, "tokens kept per input")
     epochs: Epochs = doc(12, "passes over the training texts")
+    patience: Patience = doc(0, PATIENCE_DOC.replace("evaluations", "epochs"))
     batch_size: BatchSize = doc(32, "texts per step")
     lr: LearningRate = doc(3e-3, "AdamW learning rate")
     weight_decay: WeightDecay = doc(1e-2, "AdamW weight decay")
@@ -541,6 +542,7 @@ class TextRNNParams(DataParallelParams):
 @dataclass
 class CNNParams(DataParallelParams):
     epochs: Epochs = doc(30, "passes over the training images")
+    patience: Patience = doc(0, PATIENCE_DOC.replace("evaluations", "epochs"))
     batch_size: BatchSize = doc(64, "images per step")
     lr: LearningRate = doc(3e-3, "AdamW learning rate, cosine-decayed")
     weight_decay: WeightDecay = doc(1e-2, "AdamW weight decay")

@@ -13,12 +13,10 @@ evaluations in a row have not improved on it. A fine-tune starts from a parent a
 weights and tokenizer (TrainHooks.parent).
 """
 
-import copy
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +30,7 @@ from models.text.ngram import NGramConfig, NGramModel
 from models.text.rnn import RNNConfig, RNNModel
 from models.text.tokenizer import Tokenizer, UnknownCharacters, train_tokenizer
 from models.training import distributed
+from models.training.best import BestWeights
 from models.training.checkpoint import load_checkpoint, save_checkpoint
 from models.training.hooks import TrainHooks
 from models.training.precision import autocast, grad_scaler
@@ -167,9 +166,7 @@ def train(
     if saved:
         start, history = saved["step"], saved["history"]
     main = distributed.is_main()
-    best_dir = Path(checkpoint_dir) / "best" if checkpoint_dir is not None and main else None
-    best = min((r for r in history if "val_loss" in r), key=lambda r: r["val_loss"], default=None)
-    best_state = _best_weights(model, best_dir) if saved and best is not None else None
+    best = BestWeights(model, checkpoint_dir if main else None, history, cfg.patience)
     early = bool(saved and saved.get("early_stopped"))  # stopped before its restart
     hooks = distributed.rank_hooks(hooks)
     on_step = hooks.on_step
@@ -222,17 +219,11 @@ def train(
         if main and evaluating:
             elapsed = time.perf_counter() - t0
             val_loss = round(evaluate(model, val_data, cfg, device, cfg.eval_batches), 4)
-            if best is None or val_loss < best["val_loss"]:
-                best = {"step": step + 1, "val_loss": val_loss}
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if best_dir is not None:  # a restarted run still knows the best weights
-                    save_checkpoint(best_dir, {"model": model}, {}, dict(best))
             metrics = {
                 "step": step + 1,
                 "train_loss": round(loss.item(), 4),
                 "val_loss": val_loss,
-                "best_val_loss": best["val_loss"],
-                "best_step": best["step"],
+                **best.update(step + 1, val_loss),
                 "lr": lr,
                 "tokens_per_s": round(tokens / elapsed, 1),
                 "samples_per_s": round(tokens / cfg.block_size / elapsed, 2),
@@ -242,8 +233,7 @@ def train(
             tokens, t0 = 0, time.perf_counter()
             if hooks.on_epoch is not None:
                 hooks.on_epoch(metrics)
-            since_best = sum(1 for r in history if "val_loss" in r and r["step"] > best["step"])
-            early = bool(cfg.patience) and since_best >= cfg.patience
+            early = best.exhausted
         if evaluating and cfg.patience:
             early = agree(early)  # rank 0 decides; every rank leaves the loop at this step
         due = cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or last or early)
@@ -259,24 +249,10 @@ def train(
             )
         if stopping or early:
             break
-    if main and best is not None and best["step"] != metrics.get("step"):
-        if best_state is not None:
-            model.load_state_dict(best_state)  # the best evaluation's weights are the ones kept
-        else:  # resumed from a checkpoint without them: the last weights, and their score
-            best = {"step": metrics["step"], "val_loss": metrics["val_loss"]}
+    kept = best.restore(metrics) if main else None  # the best evaluation's weights
     model.eval()
     stopped = {"stopped_reason": "early_stopping"} if early else {}
-    return {"history": history, **metrics, "best": best, **stopped}
-
-
-def _best_weights(model: nn.Module, best_dir: Path | None) -> dict[str, torch.Tensor] | None:
-    """The best evaluation's weights a run saved before it restarted (None: not saved)."""
-    if best_dir is None:
-        return None
-    shadow = copy.deepcopy(model)
-    if load_checkpoint(best_dir, {"model": shadow}, {}) is None:
-        return None
-    return shadow.state_dict()
+    return {"history": history, **metrics, "best": kept, **stopped}
 
 
 # -----------------------------------------------------------------------------

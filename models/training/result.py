@@ -45,7 +45,16 @@ def rate(steps: int | None, batch: int, seconds: float | None) -> float | None:
 
 
 def classifier_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    keep = ("test_accuracy", "test_examples", "train_examples", "train_seconds", "samples_per_s")
+    keep = (
+        "test_accuracy",
+        "val_loss",
+        "best_step",
+        "stopped_reason",
+        "test_examples",
+        "train_examples",
+        "train_seconds",
+        "samples_per_s",
+    )
     return {k: metrics[k] for k in keep if k in metrics}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,3 +82,39 @@ def test_a_run_restarted_after_an_early_stop_stays_stopped(tmp_path: Path) -> No
     weights = [first.module.state_dict(), again.module.state_dict()]  # type: ignore[attr-defined]
     for k, v in weights[0].items():
         assert torch.equal(v, weights[1][k]), k
+
+
+CLASSIFIERS = {
+    "classify-cnn": {"hidden": 8, "batch_size": 8},
+    "classify-rnn": {"embed": 8, "hidden": 8, "batch_size": 8},
+}
+
+
+def classifier_data(kind: str) -> tuple[object, object]:
+    from models.data import ImageSet, LabelledTexts
+
+    rng = np.random.default_rng(0)
+    if kind == "classify-rnn":
+        texts = ["good fun great", "great good film", "bad dull awful", "awful bad film"] * 12
+        labels = np.array([1, 1, 0, 0] * 12, dtype=np.int64)
+        return split(LabelledTexts(texts, labels, ["bad", "good"]), 0.25, 0)
+    images = rng.random((64, 8, 8), dtype=np.float32)  # noise: held-out loss soon rises
+    return split(ImageSet(images, np.arange(64, dtype=np.int64) % 4, list("abcd")), 0.25, 0)
+
+
+@pytest.mark.parametrize("kind", sorted(CLASSIFIERS))
+def test_torch_classifiers_stop_on_validation_loss_and_keep_the_best_epoch(
+    kind: str, tmp_path: Path
+) -> None:
+    train, test = classifier_data(kind)
+    p = KINDS[kind].params(**CLASSIFIERS[kind], epochs=60, lr=0.05, patience=2)
+    rows: list[dict] = []
+    hooks = TrainHooks(on_epoch=rows.append, work_dir=tmp_path / "checkpoint")
+    result = KINDS[kind].trainer()(kind, train, test, p, hooks, torch.device("cpu"))
+    metrics = result.metrics
+    assert metrics["stopped_reason"] == "early_stopping" and len(rows) < 60
+    best = min(rows, key=lambda r: r["val_loss"])
+    assert metrics["best_step"] == best["step"] == rows[-1]["best_step"] < rows[-1]["step"]
+    assert metrics["val_loss"] == best["val_loss"] == rows[-1]["best_val_loss"]
+    # the test accuracy is the kept epoch's: the returned weights score as that epoch did
+    assert metrics["test_accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-4)
