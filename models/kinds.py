@@ -37,6 +37,7 @@ WeightDecay = Annotated[float, Ge(0), Le(1)]
 Dropout = Annotated[float, Ge(0), Le(0.9)]
 Patience = Annotated[int, Ge(0), Le(10_000)]
 PATIENCE_DOC = "stop after this many evaluations without a lower validation loss (0: never)"
+EPOCH_PATIENCE_DOC = "stop after this many epochs without a lower validation loss (0: never)"
 
 
 # -----------------------------------------------------------------------------
@@ -295,6 +296,7 @@ class ImageGenParams(DataParallelParams):
 @dataclass
 class VAEParams(ImageGenParams):
     hidden: Annotated[int, Ge(8), Le(8192)] = doc(256, "fully connected width around z")
+    patience: Patience = doc(0, EPOCH_PATIENCE_DOC)
 
     def footprint(self, data: DataShape, kind: str) -> Footprint:
         """Convs 1 -> 32 -> 64 (4x4, stride 2) and back, a hidden layer on both sides of z,
@@ -358,6 +360,7 @@ class DiffusionParams(DataParallelParams):
     )
     ema: Annotated[float, Ge(0), Le(0.99999)] = doc(0.999, "> 0: serve an EMA of the weights")
     epochs: Epochs = doc(20, "passes over the training images")
+    patience: Patience = doc(0, EPOCH_PATIENCE_DOC)
     batch_size: BatchSize = doc(64, "images per step")
     lr: LearningRate = doc(1e-3, "AdamW learning rate, constant after the warm-up")
     warmup_steps: Annotated[int, Ge(0), Le(1_000_000)] = doc(200, "linear warm-up steps")
@@ -505,7 +508,7 @@ class TextRNNParams(DataParallelParams):
     dropout: Dropout = doc(0.3, "dropout while training")
     max_len: Annotated[int, Ge(4), Le(4096)] = doc(256, "tokens kept per input")
     epochs: Epochs = doc(12, "passes over the training texts")
-    patience: Patience = doc(0, PATIENCE_DOC.replace("evaluations", "epochs"))
+    patience: Patience = doc(0, EPOCH_PATIENCE_DOC)
     batch_size: BatchSize = doc(32, "texts per step")
     lr: LearningRate = doc(3e-3, "AdamW learning rate")
     weight_decay: WeightDecay = doc(1e-2, "AdamW weight decay")
@@ -542,7 +545,7 @@ class TextRNNParams(DataParallelParams):
 @dataclass
 class CNNParams(DataParallelParams):
     epochs: Epochs = doc(30, "passes over the training images")
-    patience: Patience = doc(0, PATIENCE_DOC.replace("evaluations", "epochs"))
+    patience: Patience = doc(0, EPOCH_PATIENCE_DOC)
     batch_size: BatchSize = doc(64, "images per step")
     lr: LearningRate = doc(3e-3, "AdamW learning rate, cosine-decayed")
     weight_decay: WeightDecay = doc(1e-2, "AdamW weight decay")

@@ -118,3 +118,36 @@ def test_torch_classifiers_stop_on_validation_loss_and_keep_the_best_epoch(
     assert metrics["val_loss"] == best["val_loss"] == rows[-1]["best_val_loss"]
     # the test accuracy is the kept epoch's: the returned weights score as that epoch did
     assert metrics["test_accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-4)
+
+
+GENERATORS = {
+    "image-vae": {"latent_dim": 4, "hidden": 16},
+    "image-diffusion": {"channels": 8, "batch_size": 16, "blocks": 1, "attention": False},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GENERATORS))
+def test_image_generators_score_every_epoch_held_out_and_keep_the_best(kind: str) -> None:
+    from models.data import ImageSet
+    from models.image.vae import held_out_negative_elbo
+    from models.training.diffusion import held_out_loss
+
+    images = np.random.default_rng(0).random((48, 8, 8), dtype=np.float32)
+    train, test = split(ImageSet(images, np.arange(48, dtype=np.int64) % 4, list("abcd")), 0.25)
+    p = KINDS[kind].params(**GENERATORS[kind], epochs=60, lr=0.05, patience=2, conditional=False)
+    rows: list[dict] = []
+    result = KINDS[kind].trainer()(
+        kind, train, test, p, TrainHooks(on_epoch=rows.append), torch.device("cpu")
+    )
+    metrics = result.metrics
+    assert metrics["stopped_reason"] == "early_stopping" and len(rows) < 60
+    best = min(rows, key=lambda r: r["val_loss"])
+    assert metrics["best_step"] == best["step"] == rows[-1]["best_step"] < rows[-1]["step"]
+    assert metrics["val_loss"] == best["val_loss"] == rows[-1]["best_val_loss"]
+    module = result.module.eval()
+    with torch.no_grad():
+        if kind == "image-vae":
+            again = held_out_negative_elbo(module, test.images, None, torch.device("cpu"))
+        else:
+            again = held_out_loss(module, test.images, None, torch.device("cpu"))
+    assert round(again, 4) == metrics["val_loss"]  # the kept weights are the best epoch's
