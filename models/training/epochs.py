@@ -203,6 +203,7 @@ def train_epochs(
         if early:
             break
     kept = best.restore(state["history"][-1] if state["history"] else {}) if scored else None
+    distributed.same_weights(model)
     model.eval()
     reason = {"stopped_reason": "early_stopping"} if early else {}
     return {**state, "stopped": stopped, "resumed": resumed, "best": kept, **reason}

@@ -125,6 +125,7 @@ def _keep_best(
     them: the best epoch's step and loss, why it stopped."""
     last = state["history"][-1] if state["history"] else {}
     kept = best.restore(last) if validate is not None and distributed.is_main() else None
+    distributed.same_weights(best.model)
     return {"best": kept, **({"stopped_reason": "early_stopping"} if early else {})}
 
 

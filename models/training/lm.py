@@ -250,6 +250,7 @@ def train(
         if stopping or early:
             break
     kept = best.restore(metrics) if main else None  # the best evaluation's weights
+    distributed.same_weights(model)
     model.eval()
     stopped = {"stopped_reason": "early_stopping"} if early else {}
     return {"history": history, **metrics, "best": kept, **stopped}
