@@ -114,6 +114,36 @@ TOKENIZER_DOC = "char: one token per character; bpe: byte-level BPE (any UTF-8 t
 VOCAB_DOC = "bpe: tokens learnt from the training split, the 256 bytes included"
 
 
+class FineTunable:
+    """Params of a kind whose jobs may start from a parent version's weights (POST /train
+    `from`): the parent's config.json fixes the params that shape the network."""
+
+    architecture: ClassVar[tuple[str, ...]] = ()  # params named as in the config's model_args
+
+    @classmethod
+    def inherited(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The params a fine-tune takes from its parent's config.json."""
+        args = config.get("model_args") or {}
+        return {name: args[name] for name in cls.architecture if name in args}
+
+    @classmethod
+    def unsuited(cls, config: dict[str, Any], meta: dict[str, Any]) -> str | None:
+        """Why a dataset (its row's meta) cannot fine-tune this parent; None if it can."""
+        return None
+
+
+def images_unsuited(config: dict[str, Any], meta: dict[str, Any], classes: int) -> str | None:
+    """An image model keeps its image size, and its classes (`classes` > 0) and their names."""
+    args = config.get("model_args") or {}
+    size, parent = meta.get("image_size"), config.get("image_size") or args.get("image_size")
+    if size and parent and list(size) != list(parent):
+        return f"its images are {size[0]}x{size[1]}, the parent's {parent[0]}x{parent[1]}"
+    labels, parent_labels = meta.get("labels") or [], config.get("labels") or []
+    if classes and (len(labels) != classes or (parent_labels and labels != parent_labels)):
+        return f"its labels {labels} are not the parent's {parent_labels or classes}"
+    return None
+
+
 @dataclass
 class ChatParams:
     """How /v1/chat/completions turns messages into a prompt for the trained model."""
@@ -145,6 +175,7 @@ class DataParallelParams:
 
 @dataclass
 class NGramParams(ChatParams):
+    not_fine_tunable: ClassVar[str] = "its counts are fitted in one pass: train it on the data"
     order: Annotated[int, Ge(2), Le(12)] = doc(7, "longest n-gram (context = order - 1 tokens)")
     tokenizer: TokenizerKind = doc("char", TOKENIZER_DOC)
     vocab_size: VocabSize = doc(512, VOCAB_DOC)
@@ -162,7 +193,7 @@ class NGramParams(ChatParams):
 
 
 @dataclass
-class LMParams(ChatParams, DataParallelParams):
+class LMParams(ChatParams, DataParallelParams, FineTunable):
     """The shared loop of models/training/lm.py; the family adds its architecture."""
 
     max_steps: Annotated[int, Ge(1), Le(10_000_000)] = doc(2000, "optimizer steps")
@@ -179,21 +210,28 @@ class LMParams(ChatParams, DataParallelParams):
     test_fraction: TestFraction = doc(0.1, "uploads: the last fraction of characters validates")
     tokenizer: TokenizerKind = doc("char", TOKENIZER_DOC)
     vocab_size: VocabSize = doc(2048, VOCAB_DOC)
-    # params that shape the network, named as in its config's model_args: a fine-tune takes
-    # them from its parent
-    architecture: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def inherited(cls, config: dict[str, Any]) -> dict[str, Any]:
-        """The params a fine-tune takes from its parent's config.json: the architecture and
-        the tokenizer (a fine-tune continues with its parent's tokens)."""
+        """The architecture and the tokenizer: a fine-tune continues with its parent's tokens."""
         args = config.get("model_args") or {}
         tokenizer = (config.get("tokenizer") or {}).get("type", "char")
-        found = {name: args[name] for name in cls.architecture if name in args}
-        found["tokenizer"] = tokenizer
+        found = {**super().inherited(config), "tokenizer": tokenizer}
         if tokenizer == "bpe" and "vocab_size" in args:
             found["vocab_size"] = args["vocab_size"]
         return found
+
+    @classmethod
+    def unsuited(cls, config: dict[str, Any], meta: dict[str, Any]) -> str | None:
+        """A character tokenizer cannot read characters it never saw."""
+        chars = (config.get("tokenizer") or {}).get("chars")
+        distinct = meta.get("vocab_size")
+        if chars is not None and distinct and distinct > len(chars):
+            return (
+                f"it has {distinct} distinct characters and the parent's character tokenizer "
+                f"knows {len(chars)}: a fine-tune keeps its parent's tokenizer"
+            )
+        return None
 
     def network(self, vocab: int, kind: str) -> tuple[int, int, int]:
         """`kind`'s (parameters, bytes saved per token of a training step, bytes of the
@@ -294,9 +332,19 @@ class ImageGenParams(DataParallelParams):
 
 
 @dataclass
-class VAEParams(ImageGenParams):
+class VAEParams(ImageGenParams, FineTunable):
+    architecture: ClassVar[tuple[str, ...]] = ("latent_dim", "hidden")
     hidden: Annotated[int, Ge(8), Le(8192)] = doc(256, "fully connected width around z")
     patience: Patience = doc(0, EPOCH_PATIENCE_DOC)
+
+    @classmethod
+    def inherited(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The architecture, and conditional exactly when the parent has classes."""
+        return {**super().inherited(config), "conditional": bool(config.get("num_classes"))}
+
+    @classmethod
+    def unsuited(cls, config: dict[str, Any], meta: dict[str, Any]) -> str | None:
+        return images_unsuited(config, meta, int(config.get("num_classes") or 0))
 
     def footprint(self, data: DataShape, kind: str) -> Footprint:
         """Convs 1 -> 32 -> 64 (4x4, stride 2) and back, a hidden layer on both sides of z,
@@ -317,6 +365,9 @@ class VAEParams(ImageGenParams):
 
 @dataclass
 class GANParams(ImageGenParams):
+    not_fine_tunable: ClassVar[str] = (
+        "its artifact keeps the generator only, and training needs the discriminator too"
+    )
     latent_dim: Annotated[int, Ge(2), Le(1024)] = doc(64, "size of z")
     lr: LearningRate = doc(2e-4, "Adam learning rate for both networks (beta1 0.5)")
     channels: Annotated[int, Ge(4), Le(512)] = doc(32, "base width of both networks")
@@ -347,7 +398,8 @@ class GANParams(ImageGenParams):
 
 
 @dataclass
-class DiffusionParams(DataParallelParams):
+class DiffusionParams(DataParallelParams, FineTunable):
+    architecture: ClassVar[tuple[str, ...]] = ("blocks", "attention", "dropout")
     conditional: bool | None = doc(None, "condition on labels; default: when the data has them")
     channels: Annotated[int, Ge(8), Le(256)] = doc(
         16, "U-Net base width C (a multiple of 8): C, 2C, 4C channels at H, H/2, H/4"
@@ -367,6 +419,19 @@ class DiffusionParams(DataParallelParams):
     max_seconds: Seconds = doc(0.0, "wall-clock budget in seconds, 0 for none")
     seed: Seed = doc(0, "initialisation, shuffling, time steps and noise")
     test_fraction: TestFraction = doc(0.2, "uploads: held-out fraction for the final metrics")
+
+    @classmethod
+    def inherited(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The architecture (C of the C, 2C, 4C widths), conditional when the parent is."""
+        found = {**super().inherited(config), "conditional": bool(config.get("num_classes"))}
+        widths = (config.get("model_args") or {}).get("channels")
+        if widths:
+            found["channels"] = widths[0]
+        return found
+
+    @classmethod
+    def unsuited(cls, config: dict[str, Any], meta: dict[str, Any]) -> str | None:
+        return images_unsuited(config, meta, int(config.get("num_classes") or 0))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -417,6 +482,7 @@ class DiffusionParams(DataParallelParams):
 
 @dataclass
 class TextPipelineParams:
+    not_fine_tunable: ClassVar[str] = "a scikit-learn pipeline is fitted from scratch on its data"
     word_ngram_max: Annotated[int, Ge(1), Le(3)] = doc(2, "word n-grams 1..this")
     char_ngrams: bool = doc(True, "add char_wb 2-5-grams (catches misspellings and stems)")
     min_df: Annotated[int, Ge(1), Le(100)] = doc(2, "drop n-grams seen in fewer documents")
@@ -500,6 +566,7 @@ class MLPParams(TextPipelineParams):
 
 @dataclass
 class TextRNNParams(DataParallelParams):
+    not_fine_tunable: ClassVar[str] = "its vocabulary is built from its own training texts"
     level: Literal["char", "word"] = doc("word", "tokens: lower-cased words or characters")
     embed: Annotated[int, Ge(4), Le(1024)] = doc(128, "token embedding width")
     hidden: Annotated[int, Ge(4), Le(2048)] = doc(128, "GRU state width per direction")
@@ -543,7 +610,8 @@ class TextRNNParams(DataParallelParams):
 
 
 @dataclass
-class CNNParams(DataParallelParams):
+class CNNParams(DataParallelParams, FineTunable):
+    architecture: ClassVar[tuple[str, ...]] = ("hidden", "dropout")
     epochs: Epochs = doc(30, "passes over the training images")
     patience: Patience = doc(0, EPOCH_PATIENCE_DOC)
     batch_size: BatchSize = doc(64, "images per step")
@@ -554,6 +622,11 @@ class CNNParams(DataParallelParams):
     dropout: Dropout = doc(0.25, "dropout while training")
     seed: Seed = doc(0, "initialisation, shuffling and augmentation")
     test_fraction: TestFraction = doc(0.2, "uploads: stratified held-out fraction")
+
+    @classmethod
+    def unsuited(cls, config: dict[str, Any], meta: dict[str, Any]) -> str | None:
+        classes = int((config.get("model_args") or {}).get("num_classes") or 0)
+        return images_unsuited(config, meta, classes)
 
     def footprint(self, data: DataShape, kind: str) -> Footprint:
         """Two stages of two 3x3 convs (32, then 64 channels) and a 2x2 max-pool each, then

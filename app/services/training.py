@@ -34,7 +34,7 @@ from app.services.chat import check_template
 from app.services.datasets import DatasetService
 from app.settings import Settings
 from app.tables import Dataset, Model, ModelVersion, TrainingJob
-from models.kinds import KINDS, DataShape, Kind
+from models.kinds import KINDS, DataShape, FineTunable, Kind
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -141,7 +141,7 @@ class TrainingService:
         dataset = self.datasets.resolve(request.dataset)
         self._check_dataset(kind, dataset, params)
         if parent is not None:
-            self._check_parent_data(request.from_, parent[1], dataset)
+            self._check_parent_data(kind, request.from_, parent[1], dataset)
         self._check_memory(kind, dataset, params)
         self._check_backend(params)
         if parent is not None:
@@ -173,12 +173,10 @@ class TrainingService:
         fine-tune; a 422 for a parent that is missing or of another kind, a kind without
         weights to start from, or a param set to another value than the parent's."""
         ref: FineTuneFrom = request.from_  # type: ignore[assignment]
-        inherited = getattr(kind.params, "inherited", None)
-        if inherited is None:
+        if not issubclass(kind.params, FineTunable):
+            reason = getattr(kind.params, "not_fine_tunable", "it has no weights to start from")
             raise InvalidInput(
-                f"kind {kind.name} cannot be fine-tuned: it has no trained weights to start "
-                "from (it fits from scratch); train it on the new data instead",
-                details={"loc": ["from"]},
+                f"kind {kind.name} cannot be fine-tuned: {reason}", details={"loc": ["from"]}
             )
         with self.db.session() as session:
             where = [Model.name == ref.model]
@@ -201,7 +199,7 @@ class TrainingService:
                 "start from its weights",
                 details={"loc": ["kind"], "kind": kind.name, "parent_kind": parent_kind},
             )
-        fixed = inherited(config)
+        fixed = kind.params.inherited(config)
         mismatched = [
             {"param": k, "requested": request.params[k], "parent": v}
             for k, v in fixed.items()
@@ -220,17 +218,13 @@ class TrainingService:
         return ({"model": ref.model, "version": number}, config), fixed
 
     @staticmethod
-    def _check_parent_data(ref: Any, config: dict[str, Any], dataset: Dataset) -> None:
-        """A fine-tune keeps its parent's tokenizer: a character model cannot read a text
-        with more distinct characters than it knows (which ones: the job says, if fewer)."""
-        chars = (config.get("tokenizer") or {}).get("chars")
-        distinct = (dataset.meta or {}).get("vocab_size")
-        if chars is not None and distinct and distinct > len(chars):
+    def _check_parent_data(kind: Kind, ref: Any, config: dict[str, Any], dataset: Dataset) -> None:
+        """The dataset must suit the parent: its tokenizer, image size, classes."""
+        problem = kind.params.unsuited(config, dataset.meta or {})
+        if problem is not None:
             raise InvalidInput(
-                f"{dataset.name!r} has {distinct} distinct characters; the character "
-                f"tokenizer of {ref.model} knows {len(chars)}: a fine-tune keeps its "
-                "parent's tokenizer, so its data must use those characters",
-                details={"loc": ["dataset"], "dataset_chars": distinct, "parent_chars": len(chars)},
+                f"{dataset.name!r} cannot fine-tune {ref.model}: {problem}",
+                details={"loc": ["dataset"]},
             )
 
     def _check_backend(self, params: dict[str, Any]) -> None:

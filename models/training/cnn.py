@@ -14,7 +14,7 @@ from models.data.uploads import ImageSet
 from models.kinds import CNNParams
 from models.training.epochs import data_digest, loop_metrics, train_epochs
 from models.training.hooks import TrainHooks
-from models.training.result import TrainResult, classifier_metrics
+from models.training.result import TrainResult, classifier_metrics, parent_module
 
 
 def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 1) -> torch.Tensor:
@@ -84,7 +84,9 @@ def fit_image_cnn(
         dropout=p.dropout,
         **architecture,
     )
-    model = ImageCNN(config).to(device)
+    parent = parent_module(hooks, ImageCNN, ImageCNNConfig)  # a fine-tune starts from it
+    model = (ImageCNN(config) if parent is None else parent).to(device)
+    config = model.config
 
     def loss_of(net: nn.Module, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         idx = idx.to(device)

@@ -41,7 +41,7 @@ from models.training.image import (
     _validate_epoch,
 )
 from models.training.precision import autocast, grad_scaler
-from models.training.result import TrainResult
+from models.training.result import TrainResult, parent_module
 
 
 @dataclass
@@ -182,16 +182,18 @@ def train_image_diffusion(
     labels, num_classes = _image_labels(train, p.conditional)
     torch.manual_seed(p.seed)
     c = p.channels
-    model = UNet(
-        DiffusionConfig(
-            tuple(train.images.shape[1:]),
-            (c, 2 * c, 4 * c),  # the recipe's widths at C = 16
-            p.blocks,
-            p.attention,
-            p.dropout,
-            num_classes,
+    model = parent_module(hooks, UNet, DiffusionConfig)  # a fine-tune starts from its parent
+    if model is None:
+        model = UNet(
+            DiffusionConfig(
+                tuple(train.images.shape[1:]),
+                (c, 2 * c, 4 * c),  # the recipe's widths at C = 16
+                p.blocks,
+                p.attention,
+                p.dropout,
+                num_classes,
+            )
         )
-    )
     cfg = DiffusionTrainConfig(
         p.epochs,
         p.batch_size,

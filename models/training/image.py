@@ -29,7 +29,7 @@ from models.training.best import BestWeights
 from models.training.checkpoint import load_checkpoint, save_checkpoint
 from models.training.hooks import TrainHooks
 from models.training.precision import autocast, grad_scaler
-from models.training.result import TrainResult
+from models.training.result import TrainResult, parent_module
 
 
 @dataclass
@@ -414,7 +414,9 @@ def train_image_vae(
     labels, num_classes = _image_labels(train, p.conditional)
     torch.manual_seed(p.seed)
     image_size = tuple(train.images.shape[1:])
-    model = VAE(VAEConfig(image_size, p.latent_dim, hidden=p.hidden, num_classes=num_classes))
+    model = parent_module(hooks, VAE, VAEConfig)  # a fine-tune starts from its parent
+    if model is None:
+        model = VAE(VAEConfig(image_size, p.latent_dim, hidden=p.hidden, num_classes=num_classes))
     cfg = VAETrainConfig(p.epochs, p.batch_size, p.lr, p.max_seconds, p.seed, p.patience)
     held_out = test.labels[:2000] if test.labels is not None else None
 

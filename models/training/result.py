@@ -26,6 +26,17 @@ class TrainResult:
         return self.config.get("metrics", {})
 
 
+def parent_module(hooks: TrainHooks | None, module_class: type, config_class: type) -> Any:
+    """A fine-tune's starting network: its parent artifact rebuilt by the artifact loader
+    (model_args and weights, strictly); None for a fit from scratch."""
+    if hooks is None or hooks.parent is None:
+        return None
+    from models.artifacts import load_module
+
+    config, payload = hooks.parent
+    return load_module(module_class, config_class, config, payload).train()
+
+
 def check_stop(hooks: TrainHooks) -> None:
     if hooks.should_stop is not None:
         hooks.should_stop()

@@ -166,3 +166,23 @@ def test_a_fine_tune_keeps_its_parents_architecture_or_is_refused(client: TestCl
     )
     assert job["params"]["lr"] == 3e-4
     assert client.post(f"/train/{job['id']}/cancel").status_code == 200
+
+
+def test_image_fine_tunes_keep_the_parents_images_and_classes(client: TestClient) -> None:
+    """digits: a committed 8x8 CNN (hidden 128); tiny-cvae: a conditional 28x28 VAE."""
+    cnn = {"kind": "classify-cnn", "dataset": "digits", "name": "ft-cnn"}
+    status, body = submit(client, **cnn, params={"hidden": 64}, **{"from": {"model": "digits"}})
+    assert status == 422 and body["error"]["details"] == [
+        {"param": "hidden", "requested": 64, "parent": 128}
+    ]
+    vae = {"kind": "image-vae", "dataset": "digits", "name": "ft-vae"}
+    status, body = submit(client, **vae, **{"from": {"model": "tiny-cvae"}})
+    assert status == 422 and "8x8, the parent's 28x28" in body["error"]["message"]
+    gan = {"kind": "image-gan", "dataset": "digits", "name": "ft-gan"}
+    status, body = submit(client, **gan, **{"from": {"model": "tiny-cvae"}})
+    assert status == 422 and "image-gan cannot be fine-tuned" in body["error"]["message"]
+
+    status, job = submit(client, **cnn, params={"epochs": 1}, **{"from": {"model": "digits"}})
+    assert status == 202, job
+    assert (job["params"]["hidden"], job["params"]["dropout"]) == (128, 0.25)
+    assert client.post(f"/train/{job['id']}/cancel").status_code == 200
