@@ -53,6 +53,7 @@ EPOCH_PATIENCE_DOC = "stop after this many epochs without a lower validation los
 
 F32 = 4  # bytes per float32
 ADAM = 16  # bytes per trainable parameter while training
+BEST = F32  # bytes per parameter of the best evaluation's weights, kept beside them
 CHECKPOINT = 28  # bytes per parameter while a checkpoint is written: the weights cloned,
 # then the weights and moments as one bytes object per tensor and once more joined
 SLACK = 1.5  # peak resident memory of a training step over the tensors it saves
@@ -94,10 +95,11 @@ class Footprint:
 def torch_footprint(
     params: int, activations: int, data: int, *, evaluation: int = 0, extra: int = 0
 ) -> Footprint:
-    """A torch fit: Adam's states and `extra` (weights outside the optimizer, such as an
-    EMA copy); the largest of a step's saved `activations` (with SLACK), an `evaluation`
-    batch and a checkpoint's copies, which are never alive together; the data it holds."""
-    model = ADAM * params + extra
+    """A torch fit: Adam's states, the best evaluation's weights and `extra` (weights outside
+    the optimizer, such as an EMA copy); the largest of a step's saved `activations` (with
+    SLACK), an `evaluation` batch and a checkpoint's copies, which are never alive together;
+    the data it holds."""
+    model = (ADAM + BEST) * params + extra
     peak = max(int(SLACK * activations), evaluation, CHECKPOINT * params)
     parts = {"model": model, "activations": peak, "data": data, "runtime": RUNTIME}
     return Footprint(params, sum(parts.values()), parts)
