@@ -118,6 +118,18 @@ def forget_version(session: Session, version_id: int) -> None:
     _set(session, TrainingJob.model_version_id == version_id, model_version_id=None)
 
 
+def prune_versions(session: Session, model_id: int, keep: int) -> list[str]:
+    """Enforces GENSERVE_MAX_VERSIONS_PER_MODEL (`keep`) after a registration (a job's or an
+    import's), in its transaction; returns the artifact keys to delete once it committed."""
+    keys = []
+    for doomed in versions.prunable(session, model_id, keep):
+        forget_version(session, doomed.id)
+        log.info("pruning version %d of model %d (version cap)", doomed.version, model_id)
+        if (key := versions.delete_version(session, doomed)) is not None:
+            keys.append(key)
+    return keys
+
+
 def thin_history(session: Session, job_id: int, cap: int) -> int:
     """Keeps a job's history within `cap` rows: the first and the latest stay, and every
     other row of the middle goes, until it fits; old stretches of a long curve end up coarse,
@@ -349,15 +361,7 @@ class JobStore:
         raise AssertionError("unreachable")
 
     def prune(self, session: Session, model_id: int) -> list[str]:
-        """Enforces GENSERVE_MAX_VERSIONS_PER_MODEL after a registration, in its transaction;
-        returns the artifact keys to delete once it committed."""
-        keys = []
-        for doomed in versions.prunable(session, model_id, self.settings.max_versions_per_model):
-            forget_version(session, doomed.id)
-            log.info("pruning version %d of model %d (version cap)", doomed.version, model_id)
-            if (key := versions.delete_version(session, doomed)) is not None:
-                keys.append(key)
-        return keys
+        return prune_versions(session, model_id, self.settings.max_versions_per_model)
 
     def _register(
         self,

@@ -46,6 +46,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db import Database
 from app.errors import Conflict, InvalidInput, NotFound, Unavailable
+from app.jobs.store import prune_versions
 from app.pool.base import WorkerPool
 from app.schemas.common import BAD_TEXT, as_utc
 from app.services import versions
@@ -53,7 +54,14 @@ from app.services.datasets import DatasetService, spool_prefix, spool_upload
 from app.services.registry import ArtifactMismatch, ModelRegistry
 from app.services.versions import BUILTIN_PREFIX
 from app.settings import REPO_ROOT, Settings
-from app.storage import ARTIFACT_FILES, MANIFEST_FILE, archive_filename, check_key, store_fault
+from app.storage import (
+    ARTIFACT_FILES,
+    MANIFEST_FILE,
+    archive_filename,
+    check_key,
+    remove_artifacts,
+    store_fault,
+)
 from app.tables import Model, ModelVersion
 from models.artifacts import (
     CARD_FILE,
@@ -249,7 +257,7 @@ class ArchiveService:
             for attempt in range(2):  # another import of `name` may take the number first
                 try:
                     with self.db.session() as session:
-                        return versions.register_imported(
+                        imported = versions.register_imported(
                             session,
                             name=name,
                             task=staged.task,
@@ -261,7 +269,11 @@ class ArchiveService:
                             metrics=_object(manifest.get("metrics")),
                             config=staged.config,
                             lineage=_lineage(manifest.get("lineage")),
-                        ).version
+                        )
+                        keep = self.settings.max_versions_per_model
+                        pruned = prune_versions(session, imported.model_id, keep)
+                    remove_artifacts(self.settings, pruned)  # committed: the rows are gone
+                    return imported.version
                 except IntegrityError:
                     if attempt:
                         raise

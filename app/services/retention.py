@@ -19,12 +19,13 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
 from app.db import Database
 from app.errors import AppError, NotFound
-from app.jobs.store import TERMINAL, forget_version
+from app.jobs.store import PARENT_PARAM, TERMINAL, forget_version
 from app.services import versions
 from app.settings import Settings
 from app.storage import open_store, remove_artifacts
@@ -59,6 +60,8 @@ class Retention:
             why = versions.in_use(model, version)
             if why is None and version.source == "builtin":
                 why = "it is a built-in default, registered again at every start"
+            if why is None and (jobs := _fine_tuning(session, name, number)):
+                why = f"job {', '.join(map(str, jobs))} fine-tunes it: let it finish or cancel it"
             if why is not None:
                 raise InUse(
                     f"cannot delete {name} v{number}: {why}",
@@ -151,6 +154,18 @@ class Retention:
             remove_job_dir(self.settings, int(path.name))
             removed.append(f"jobs/{path.name}")
         return removed
+
+
+def _fine_tuning(session: Any, name: str, version: int) -> list[int]:
+    """Queued or running jobs that start from `version` of `name`."""
+    unfinished = session.execute(
+        select(TrainingJob.id, TrainingJob.params).where(TrainingJob.status.not_in(TERMINAL))
+    )
+    return [
+        job_id
+        for job_id, params in unfinished
+        if (params or {}).get(PARENT_PARAM) == {"model": name, "version": version}
+    ]
 
 
 def remove_job_dir(settings: Settings, job_id: int) -> None:

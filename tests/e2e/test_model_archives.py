@@ -202,3 +202,23 @@ def test_an_artifact_changed_on_disk_is_not_exported(source: Server) -> None:
     finally:
         config.write_bytes(original)
     assert source.client.get(f"/models/{TRAINED}/versions/1/artifact").status_code == 200
+
+
+def test_imports_keep_the_version_cap(source: Server, tmp_path: Path) -> None:
+    """GENSERVE_MAX_VERSIONS_PER_MODEL holds for imports as for trained versions: the
+    oldest version that may go is pruned, files and all."""
+    capped = start_server(
+        tmp_path / "capped", GENSERVE_RUNNER_SLOTS="0", GENSERVE_MAX_VERSIONS_PER_MODEL="2"
+    )
+    try:
+        archive = export(source, "sentiment")
+        for _ in range(3):
+            response = capped.client.post(
+                "/models/copied/versions", files={"file": ("s.tar", archive)}, timeout=300
+            )
+            assert response.status_code == 201, response.text
+        model = capped.client.get("/models/copied").json()
+        assert [v["version"] for v in model["versions"]] == [2, 3]
+        assert len(list((capped.state_dir / "artifacts" / "copied").iterdir())) == 2
+    finally:
+        capped.stop()

@@ -9,9 +9,11 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from app.db import Database
+from app.errors import AppError
 from app.jobs.store import JobStore, NewVersion
 from app.services import versions
 from app.services.retention import Retention
@@ -149,3 +151,23 @@ def test_the_sweep_of_an_object_store_spares_referenced_running_and_young_artifa
     assert not (bucket / keys["finished"]).exists()
     for name in ("referenced", "running", "young"):
         assert store.published(keys[name]) is not None, name
+
+
+def test_a_version_a_queued_fine_tune_starts_from_stays(db: Database, tmp_path: Path) -> None:
+    """Deleting the parent of a job still to run would fail that job later: 409 instead."""
+    state = tmp_path / "state"
+    settings = make_settings(tmp_path)
+    store = JobStore(db, settings)
+    add_jobs(db, 3)
+    for _ in range(2):
+        finish(store, state)  # v1 (active), v2
+    with db.session() as session:
+        job = session.scalars(select(TrainingJob).where(TrainingJob.status == "queued")).first()
+        assert job is not None
+        job.params = {"from": {"model": "lm", "version": 2}}  # what POST /train records
+    retention = Retention(db, settings)
+    with pytest.raises(AppError, match=f"job {job.id} fine-tunes it") as refused:
+        retention.delete_version("lm", 2)
+    assert refused.value.status == 409
+    store.cancel(job.id)
+    retention.delete_version("lm", 2)  # a cancelled job holds nothing
