@@ -147,6 +147,7 @@ def test_tables_reflow_at_phone_width(
     page = open_page(browser, server, console, viewport={"width": 390, "height": 844})
     page.wait_for_selector("#jobs-body tr[data-job]")
     page.wait_for_selector("#models-list article")
+    page.eval_on_selector_all("details", "all => all.forEach((d) => { d.open = true; })")
     clipped = page.evaluate(
         """() => [...document.querySelectorAll('.table-wrap, .table-wrap *')]
           .filter((el) => !el.closest('thead'))  // visually hidden: its cells are not shown
