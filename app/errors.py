@@ -23,6 +23,7 @@ from app.pool.errors import (
     ModelLoadFailed,
     ModelLoading,
     ModelNotServed,
+    NoRoom,
     OutOfMemory,
     QueueFull,
     WorkerLost,
@@ -99,6 +100,7 @@ ENGINE_ERRORS: dict[type[EngineError], tuple[int, str, int | None]] = {
     InferenceFailed: (500, "inference_failed", None),
     EngineTimeout: (504, "timeout", None),
     LoadFailed: (409, "load_failed", None),
+    NoRoom: (503, "no_room", 5),
 }
 
 

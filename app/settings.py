@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     # to last token; past it the worker drops the sequences and the client gets 504
     worker_start_timeout_s: float = Field(120.0, gt=0)
     model_load_timeout_s: float = Field(300.0, gt=0)  # hot-loading a new version per worker
+    # artifact bytes of the versions a worker holds: the active ones and those served beside
+    # them (named as name@3 or an alias, or in a traffic split), least recently used evicted
+    # first; 0: no limit
+    max_loaded_bytes: int = Field(2 * 1024**3, ge=0)
     registry_poll_s: float = Field(1.0, gt=0, le=3600)  # how often versions activated elsewhere
     # (the job runner, another replica) are picked up
     replica_id: str = Field("", max_length=200)  # names this replica in model placements;

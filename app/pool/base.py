@@ -25,6 +25,7 @@ from app.pool.errors import (
     ModelLoadFailed,
     ModelLoading,
     ModelNotServed,
+    NoRoom,
     QueueFull,
 )
 from app.settings import Settings
@@ -44,6 +45,7 @@ class WorkerInfo:
     restarts: int
     inflight: int
     node: str | None = None  # the Ray node it runs on (None: a local process)
+    beside: dict[str, list[int]] = field(default_factory=dict)  # name -> versions beside
 
 
 class WorkerPool(ABC):
@@ -80,6 +82,20 @@ class WorkerPool(ABC):
         """Hot-loads a model version on every worker; the old one serves until it is ready."""
 
     @abstractmethod
+    async def ensure(self, spec: ModelSpec) -> None:
+        """Makes `spec` servable under `key(spec)`: a version other than the active one is
+        loaded beside it on the workers that lack it, evicting the least recently used such
+        versions to stay within the memory budget."""
+
+    def key(self, spec: ModelSpec) -> str:
+        """What `infer` and `generate` take for `spec`: its name while it is the version this
+        pool serves for it (whichever worker has it), else `name@version`."""
+        for served in self.specs:
+            if served.name == spec.name:
+                return spec.name if served.version == spec.version else spec.key
+        return spec.key
+
+    @abstractmethod
     def workers(self) -> list[WorkerInfo]: ...
 
     def placement(self) -> dict[str, list[int]]:
@@ -109,6 +125,7 @@ class Slot:
     pid: int | None = None
     ready: bool = False
     models: dict[str, int] = field(default_factory=dict)  # name -> loaded version
+    side: dict[str, set[int]] = field(default_factory=dict)  # name -> versions loaded beside
     load_errors: dict[str, str] = field(default_factory=dict)
     inflight: int = 0  # requests
     inflight_rows: int = 0  # what routing balances: a request of 64 rows weighs 64
@@ -169,6 +186,9 @@ class SharedPool(WorkerPool, Generic[S]):
         # model -> what is admitted and not finished: requests (inference) or sequences
         # (generation: a request of n choices is n sequences for the worker's batch)
         self._queued: dict[str, int] = {}
+        # versions served beside the active ones, by key, in least recently used order
+        self._beside: dict[str, ModelSpec] = {}
+        self._loading: dict[str, asyncio.Future[None]] = {}  # key -> its load in flight
 
     def worker_config(self, slot: Slot) -> WorkerConfig:
         """What a new worker for `slot` is started with: the versions asked for right now."""
@@ -197,17 +217,33 @@ class SharedPool(WorkerPool, Generic[S]):
                 restarts=s.restarts,
                 inflight=s.inflight,
                 node=s.node,
+                beside={name: sorted(v) for name, v in s.side.items() if v},
             )
             for s in self.slots
         ]
 
     # -- admission and routing ---------------------------------------------------------------
 
-    def _pick(self, model: str) -> S:
-        """The least loaded ready worker that serves `model`."""
+    def _pick(self, model: str) -> tuple[S, str]:
+        """The least loaded ready worker that serves `model`, and the key it knows it by: a
+        `name@version` is the worker's active model on one worker and loaded beside on
+        another."""
+        name, _, version = model.partition("@")
+        if version:
+            if (spec := self._beside.pop(model, None)) is not None:
+                self._beside[model] = spec  # most recently used
+            v = int(version)
+            pairs = [
+                (s, name if s.models.get(name) == v else model)
+                for s in self.slots
+                if s.ready and (s.models.get(name) == v or v in s.side.get(name, ()))
+            ]
+            if pairs:
+                return min(pairs, key=lambda pair: pair[0].inflight_rows)
+            raise ModelLoading(f"model {model!r} is loading; retry shortly")
         candidates = [s for s in self.slots if s.ready and model in s.models]
         if candidates:
-            return min(candidates, key=lambda s: s.inflight_rows)
+            return min(candidates, key=lambda s: s.inflight_rows), model
         if not any(s.name == model for s in self.specs):
             raise ModelNotServed(f"model {model!r} is not served by this pool")
         errors = {s.id: s.load_errors[model] for s in self.slots if model in s.load_errors}
@@ -217,10 +253,11 @@ class SharedPool(WorkerPool, Generic[S]):
 
     def _admit(
         self, model: str, rows: int, limit: int, units: int = 1, generation: bool = False
-    ) -> S:
+    ) -> tuple[S, str]:
         """Picks a worker and counts `units` (1 per inference request, n per generation)
-        against its model's queue, or refuses them when they would take it past `limit`."""
-        slot = self._pick(model)
+        against its model's queue, or refuses them when they would take it past `limit`.
+        Returns the worker and the key to send it (see `_pick`)."""
+        slot, key = self._pick(model)
         if self._queued.get(model, 0) + units > limit:
             raise QueueFull(f"the queue for {model!r} is full; retry shortly")
         self._queued[model] = self._queued.get(model, 0) + units
@@ -230,7 +267,7 @@ class SharedPool(WorkerPool, Generic[S]):
         if generation:
             slot.sequences[model] = slot.sequences.get(model, 0) + units
             self._sequence_gauges(slot, model)
-        return slot
+        return slot, key
 
     def _release(
         self, slot: Slot, model: str, rows: int, units: int = 1, generation: bool = False
@@ -294,6 +331,7 @@ class SharedPool(WorkerPool, Generic[S]):
     def _on_ready(self, slot: Slot, ready: Ready) -> None:
         slot.pid = ready.pid
         slot.models, slot.load_errors = dict(ready.models), dict(ready.load_errors)
+        slot.side = {}
         for name, seconds in ready.load_seconds.items():
             metrics.MODEL_LOAD_SECONDS.labels(name).set(seconds)
         slot.ready = True
@@ -301,7 +339,7 @@ class SharedPool(WorkerPool, Generic[S]):
         log.info("worker %d (pid %d) ready with %s", slot.id, ready.pid, slot.models)
 
     def _on_lost(self, slot: Slot, restarting: bool) -> None:
-        slot.ready, slot.pid, slot.models = False, None, {}
+        slot.ready, slot.pid, slot.models, slot.side = False, None, {}, {}
         for model in slot.running:  # nothing runs there now; its requests fail as they learn
             slot.running[model] = 0
             self._sequence_gauges(slot, model)
@@ -311,17 +349,28 @@ class SharedPool(WorkerPool, Generic[S]):
             metrics.WORKER_RESTARTS.inc()
 
     def _on_loaded(self, slot: Slot, loaded: Loaded) -> None:
-        if loaded.error is None:
+        if loaded.error is not None:
+            return
+        beside = slot.side.setdefault(loaded.name, set())
+        if loaded.side:
+            beside.add(loaded.version)
+        else:  # activated: loaded anew, or promoted from beside
             slot.models[loaded.name] = loaded.version
             slot.load_errors.pop(loaded.name, None)
+            beside.discard(loaded.version)
 
     def _outdated(self, slot: Slot) -> list[ModelSpec]:
         """Versions activated while the worker was starting with older ones."""
         return [s for s in self.specs if slot.models.get(s.name, s.version) != s.version]
 
     @abstractmethod
-    async def _load_on(self, slot: S, spec: ModelSpec) -> str | None:
-        """Hot-loads `spec` on one worker: the error, or None once it serves it."""
+    async def _load_on(self, slot: S, spec: ModelSpec, side: bool = False) -> str | None:
+        """Hot-loads `spec` on one worker (beside the active version, with `side`): the
+        error, or None once it serves it."""
+
+    @abstractmethod
+    def _unload_on(self, slot: S, key: str) -> None:
+        """Tells one worker to drop the version it serves beside as `key`."""
 
     async def load(self, spec: ModelSpec) -> None:
         """Every ready worker loads `spec` beside what it serves, then switches to it; requests
@@ -329,8 +378,19 @@ class SharedPool(WorkerPool, Generic[S]):
         """
         previous = list(self.specs)
         self.specs = [s for s in self.specs if s.name != spec.name] + [spec]
+        try:
+            await self._load_everywhere(spec, side=False)
+        except LoadFailed:
+            # Back to the old version: workers that did switch keep serving, the next restart
+            # (or activation) evens them out.
+            self.specs = previous
+            raise
+        self._beside.pop(spec.key, None)  # promoted where it was loaded beside
+
+    async def _load_everywhere(self, spec: ModelSpec, side: bool) -> None:
+        """Loads `spec` on every ready worker; LoadFailed with each worker's error."""
         ready = [slot for slot in self.slots if slot.ready]
-        loads = [asyncio.ensure_future(self._load_on(slot, spec)) for slot in ready]
+        loads = [asyncio.ensure_future(self._load_on(slot, spec, side)) for slot in ready]
         timeout = self.settings.model_load_timeout_s
         done: set[asyncio.Future[str | None]] = set()
         try:
@@ -344,7 +404,73 @@ class SharedPool(WorkerPool, Generic[S]):
         results = [load.result() if load in done else late for load in loads]
         errors = {slot.id: err for slot, err in zip(ready, results, strict=True) if err is not None}
         if errors:
-            # Back to the old version: workers that did switch keep serving, the next restart
-            # (or activation) evens them out.
-            self.specs = previous
             raise LoadFailed(f"could not load {spec.name!r} version {spec.version}", details=errors)
+
+    # -- versions served beside the active ones -----------------------------------------------
+
+    async def ensure(self, spec: ModelSpec) -> None:
+        key = self.key(spec)
+        if key == spec.name:
+            return
+        name, version = spec.name, spec.version
+        if any(
+            s.ready and (s.models.get(name) == version or version in s.side.get(name, ()))
+            for s in self.slots
+        ):
+            self._beside[key] = self._beside.pop(key, spec)  # most recently used
+            return
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = self._loading[key] = asyncio.ensure_future(self._load_beside(spec))
+            loading.add_done_callback(lambda _: self._loading.pop(key, None))
+        await asyncio.shield(loading)
+
+    async def _load_beside(self, spec: ModelSpec) -> None:
+        self._make_room(spec)
+        self._beside[spec.key] = spec
+        try:
+            await self._load_everywhere(spec, side=True)
+        except LoadFailed:
+            if not any(spec.version in s.side.get(spec.name, ()) for s in self.slots):
+                self._beside.pop(spec.key, None)
+                raise
+        log.info("serving %s beside the active versions", spec.key)
+
+    def loaded_bytes(self) -> int:
+        """What the workers hold by the budget's count: each served version's artifact."""
+        return sum(s.size_bytes for s in self.specs) + sum(
+            s.size_bytes for s in self._beside.values()
+        )
+
+    def _make_room(self, spec: ModelSpec) -> None:
+        """Evicts versions served beside, least recently used first, until `spec` fits in
+        `max_loaded_bytes`; one with requests in flight stays. NoRoom if it cannot fit."""
+        budget = self.settings.max_loaded_bytes
+        if not budget:
+            return
+        for key in list(self._beside):
+            if self.loaded_bytes() + spec.size_bytes <= budget:
+                return
+            if self._queued.get(key, 0) == 0:
+                self.unload(key)
+        if self.loaded_bytes() + spec.size_bytes > budget:
+            raise NoRoom(
+                f"loading {spec.key} ({spec.size_bytes:,} bytes) would pass the workers' "
+                f"memory budget of {budget:,} bytes (GENSERVE_MAX_LOADED_BYTES), and the "
+                "versions served beside the active ones are in use; retry shortly"
+            )
+
+    def unload(self, key: str) -> None:
+        """Stops serving a version beside the active ones, on every worker."""
+        self._beside.pop(key, None)
+        name, _, version = key.partition("@")
+        for slot in self.slots:
+            beside = slot.side.get(name, set())
+            if int(version) in beside:
+                beside.discard(int(version))
+                self._unload_on(slot, key)
+        log.info("evicted %s", key)
+
+    def beside(self) -> list[str]:
+        """Versions served beside the active ones, least recently used first."""
+        return list(self._beside)

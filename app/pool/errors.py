@@ -56,6 +56,11 @@ class LoadFailed(EngineError):
     """A model version that verified on disk still would not load in a worker."""
 
 
+class NoRoom(EngineError):
+    """Loading a version beside the active ones would pass the workers' memory budget, and
+    every version that could be evicted is in use."""
+
+
 def failure_error(failure: Failure) -> EngineError:
     """The error for a failure a worker reported."""
     if failure.out_of_memory:

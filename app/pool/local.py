@@ -17,6 +17,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+import msgspec
+
 from app import metrics
 from app.pool.base import SharedPool, Slot, StreamMeter
 from app.pool.errors import EngineTimeout, WorkerLost, failure_error
@@ -199,7 +201,9 @@ class LocalPool(SharedPool[_Worker]):
     def _submit(self, message: msg.Infer | msg.Generate, pending: _Pending, limit: int) -> _Worker:
         """Sends `message` to the least loaded worker, or refuses it when the queue is full."""
         generation = pending.events is not None
-        worker = self._admit(pending.model, pending.rows, limit, pending.units, generation)
+        worker, key = self._admit(pending.model, pending.rows, limit, pending.units, generation)
+        if key != message.model:  # the worker serves this version as its active one
+            message = msgspec.structs.replace(message, model=key)
         worker.pending[message.request_id] = pending
         if not self._send(worker, message):
             worker.process.exited()  # fails this request with WorkerLost too
@@ -272,16 +276,21 @@ class LocalPool(SharedPool[_Worker]):
             if self._forget(worker, request_id) is not None:
                 self._send(worker, msg.Cancel(request_id))
 
-    async def _load_on(self, worker: _Worker, spec: msg.ModelSpec) -> str | None:
+    async def _load_on(
+        self, worker: _Worker, spec: msg.ModelSpec, side: bool = False
+    ) -> str | None:
         assert self._loop is not None
         request_id = next(self._ids)
         future = self._loads[request_id] = self._loop.create_future()
         try:
-            if not self._send(worker, msg.Load(request_id, spec)):
+            if not self._send(worker, msg.Load(request_id, spec, side)):
                 return f"worker {worker.id} is gone"
             return await future
         finally:
             self._loads.pop(request_id, None)
+
+    def _unload_on(self, worker: _Worker, key: str) -> None:
+        self._send(worker, msg.Unload(key))
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

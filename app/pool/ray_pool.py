@@ -47,6 +47,7 @@ from app.worker.protocol import (
     ModelSpec,
     Ready,
     TokenEvent,
+    Unload,
 )
 from app.worker.ray_actor import WorkerActor
 
@@ -362,10 +363,10 @@ class RayPool(SharedPool[_Actor]):
     # -- the API ---------------------------------------------------------------------------
 
     async def infer(self, model: str, inputs: Any, rows: int) -> Any:
-        slot = self._admit(model, rows, self.settings.max_queue)
+        slot, key = self._admit(model, rows, self.settings.max_queue)
         timeout = self.settings.request_timeout_s
         try:
-            call = slot.actor.infer.remote(Infer(next(self._ids), model, inputs, rows))
+            call = slot.actor.infer.remote(Infer(next(self._ids), key, inputs, rows))
             reply: InferReply = await asyncio.wait_for(self._call(slot, call), timeout)
         except TimeoutError:
             raise EngineTimeout(f"{model!r} did not answer within {timeout:g} s") from None
@@ -382,15 +383,16 @@ class RayPool(SharedPool[_Actor]):
     ) -> AsyncIterator[list[TokenEvent]]:
         # Submitted now, not on first iteration, so a full queue is an error before streaming.
         meter = StreamMeter(model)
-        slot = self._admit(model, n, self._generation_limit(), units=n, generation=True)
-        request = Generate(next(self._ids), model, prompt, params, n)
+        slot, key = self._admit(model, n, self._generation_limit(), units=n, generation=True)
+        request = Generate(next(self._ids), key, prompt, params, n)
         submitted = slot.actor.generate.remote(request)
-        return self._events(slot, slot.actor, request, submitted, self._deadline(), meter)
+        return self._events(slot, slot.actor, model, request, submitted, self._deadline(), meter)
 
     async def _events(
         self,
         slot: _Actor,
         actor: Any,
+        model: str,
         request: Generate,
         submitted: Any,
         deadline: float,
@@ -398,7 +400,7 @@ class RayPool(SharedPool[_Actor]):
     ) -> AsyncIterator[list[TokenEvent]]:
         """Polls the actor for events until every choice finished, it failed, or a timeout:
         each reply's events are one batch."""
-        model, remaining = request.model, request.n
+        remaining = request.n
 
         def poll() -> Awaitable[EventsReply]:
             return self._call(slot, actor.next_events.remote(request.request_id))
@@ -431,13 +433,18 @@ class RayPool(SharedPool[_Actor]):
         except RayActorError:
             raise WorkerLost(f"worker {slot.id} died; retry the request") from None
 
-    async def _load_on(self, slot: _Actor, spec: ModelSpec) -> str | None:
+    async def _load_on(self, slot: _Actor, spec: ModelSpec, side: bool = False) -> str | None:
         try:
-            loaded: Loaded = await _wait(slot.actor.load.remote(Load(next(self._ids), spec)))
+            load = Load(next(self._ids), spec, side)
+            loaded: Loaded = await _wait(slot.actor.load.remote(load))
         except RayActorError:
             return f"worker {slot.id} is gone"
         self._on_loaded(slot, loaded)
         return loaded.error
+
+    def _unload_on(self, slot: _Actor, key: str) -> None:
+        if slot.actor is not None:
+            slot.actor.unload.remote(Unload(key))
 
 
 def _wait(ref: ray.ObjectRef) -> Awaitable[Any]:

@@ -19,7 +19,7 @@ async def create_classification(
     body: ClassifyRequest, request: Request, service: ClassifyServiceDep
 ) -> Response:
     """Classify texts or base64 PNG images; omit `model` for the default of that input type."""
-    spec = service.resolve(body)
+    spec = await service.resolve(body)
     serve_model(request, spec)
     result = await service.classify(body, spec)
     # Built by us from the response model: pydantic-core writes the JSON in one pass, where

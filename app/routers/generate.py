@@ -23,7 +23,7 @@ async def create_text(
     body: GenerateTextRequest, request: Request, service: GenerateServiceDep
 ) -> GenerateTextResponse | EventSourceResponse:
     """Sample text; with `stream: true`, one SSE `token` event per token, then `done`."""
-    spec = service.resolve(body.model)
+    spec = await service.resolve(body.model, body.user)
     serve_model(request, spec)
     events = service.start_text(spec, body)
     if body.stream:
@@ -40,7 +40,7 @@ async def create_image(
     body: GenerateImageRequest, request: Request, service: GenerateImageServiceDep
 ) -> GenerateImageResponse | Response:
     """Generate images; with `Accept: image/png`, one PNG holding a grid of the n images."""
-    spec = service.resolve(body.model)
+    spec = await service.resolve(body.model, body.user)
     serve_model(request, spec)
     labels, pixels = await service.generate(spec, body)
     if "image/png" in request.headers.get("accept", ""):

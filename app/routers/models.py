@@ -7,9 +7,9 @@ from fastapi import APIRouter, Path
 from app.deps import AdminScope, PoolDep, ReadScope, RegistryDep
 from app.pool.base import WorkerPool
 from app.schemas.errors import error_responses
-from app.schemas.models import ModelPublic, ModelsPublic
+from app.schemas.models import AliasTarget, ModelPublic, ModelsPublic, TrafficSplit
 from app.services.models import model_public
-from app.services.registry import ModelRegistry
+from app.services.registry import ALIAS, ModelRegistry
 
 # Every route needs a read key at least; writes also ask for admin (which implies read).
 router = APIRouter(prefix="/models", tags=["models"], dependencies=[ReadScope])
@@ -60,4 +60,62 @@ async def activate_version(
     Answers once this replica serves it; `acknowledged_by` lists the replicas that do so far.
     409 if its artifact fails the sha256 check or will not load here (nothing changes)."""
     await registry.activate(pool, name, version)
+    return await asyncio.to_thread(_one, registry, pool, name)
+
+
+AliasPath = Path(pattern=ALIAS.pattern, description="letters, digits, _ . -; starts with a letter")
+
+
+@router.put(
+    "/{name}/aliases/{alias}",
+    response_model=ModelPublic,
+    dependencies=[AdminScope],
+    responses=error_responses(401, 403, 404, 422),
+)
+async def set_alias(
+    body: AliasTarget,
+    registry: RegistryDep,
+    pool: PoolDep,
+    name: str = Path(max_length=200),
+    alias: str = AliasPath,
+) -> ModelPublic:
+    """Points `alias` at a version, as MLflow's registry does: requests for `name@alias` get
+    that version, loaded beside the active one if it is another."""
+    await registry.set_alias(name, alias, body.version)
+    return await asyncio.to_thread(_one, registry, pool, name)
+
+
+@router.delete(
+    "/{name}/aliases/{alias}",
+    response_model=ModelPublic,
+    dependencies=[AdminScope],
+    responses=error_responses(401, 403, 404, 422),
+)
+async def delete_alias(
+    registry: RegistryDep,
+    pool: PoolDep,
+    name: str = Path(max_length=200),
+    alias: str = AliasPath,
+) -> ModelPublic:
+    """Removes an alias; requests that name it get 404 from then on."""
+    await registry.delete_alias(name, alias)
+    return await asyncio.to_thread(_one, registry, pool, name)
+
+
+@router.post(
+    "/{name}/traffic",
+    response_model=ModelPublic,
+    dependencies=[AdminScope],
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+async def set_traffic(
+    split: TrafficSplit,
+    registry: RegistryDep,
+    pool: PoolDep,
+    name: str = Path(max_length=200),
+) -> ModelPublic:
+    """Splits the requests that name no version by weight, e.g. `{"3": 90, "4": 10}` (the
+    weights add up to 100; `{}` sends all to the active version again). A request's `user`
+    makes its pick sticky. 409 if a version will not load here (nothing changes)."""
+    await registry.set_traffic(pool, name, split.versions())
     return await asyncio.to_thread(_one, registry, pool, name)

@@ -25,7 +25,7 @@ async def create_completion(
 ) -> CompletionResponse | EventSourceResponse:
     """OpenAI-compatible completions; `stream: true` ends with `data: [DONE]`. `echo` with
     `max_tokens: 0` and `logprobs` scores a prompt, as lm-evaluation-harness does."""
-    spec = service.resolve(body.model)
+    spec = await service.resolve(body.model, body.user)
     serve_model(request, spec)
     if body.stream:
         return EventSourceResponse(service.stream_completion(spec, body), ping=15)
@@ -42,7 +42,7 @@ async def create_chat_completion(
 ) -> ChatCompletionResponse | EventSourceResponse:
     """OpenAI-compatible chat: the messages become a prompt through the model's chat
     template (docs/api.md); the reply ends at the end of the assistant's turn."""
-    spec = service.resolve(body.model)
+    spec = await service.resolve(body.model, body.user)
     serve_model(request, spec)
     if body.stream:
         return EventSourceResponse(service.stream_chat(spec, body), ping=15)

@@ -22,6 +22,6 @@ async def create_score(
 ) -> ScoreResponse:
     """The text's total log-probability, nats per character and perplexity, and per token
     its logprob (P(token | the text before it)) with the top-k next tokens if asked."""
-    spec = service.resolve(body.model)
+    spec = await service.resolve(body.model, body.user)
     serve_model(request, spec)
     return await service.score(spec, body)

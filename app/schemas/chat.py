@@ -36,14 +36,14 @@ class ChatMessage(RequestBody):
 class ChatCompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use
 
-    model: str | None = Field(None, max_length=200)
+    model: str | None = Field(None, max_length=266)  # name, name@3 or name@alias
     messages: list[ChatMessage] = Field(..., min_length=1, max_length=MESSAGES_MAX)
     max_tokens: int | None = Field(None, ge=1, description="default: the server's limit")
     max_completion_tokens: int | None = Field(None, ge=1, description="max_tokens' new name")
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=TOP_LOGPROBS_MAX)
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: str | None = Field(None, max_length=256)  # keeps a traffic split's pick
 
     @model_validator(mode="before")
     @classmethod

@@ -13,7 +13,12 @@ class ClassifyRequest(RequestBody):
         json_schema_extra={"examples": [{"inputs": ["What a great phone!"]}]},
     )
 
-    model: str | None = Field(None, max_length=200, description="Omit for the default model")
+    model: str | None = Field(
+        None, max_length=266, description="Omit for the default model; name@3, name@alias"
+    )
+    user: str | None = Field(
+        None, max_length=256, description="Who asks: keeps a traffic split's pick per user"
+    )
     inputs: list[str] | None = Field(None, min_length=1, description="Texts to classify")
     images: list[str] | None = Field(None, min_length=1, description="Base64-encoded PNGs")
     top_k: int | None = Field(None, ge=1, le=1000, description="Labels per result in `scores`")

@@ -64,7 +64,12 @@ class GenerateTextRequest(SamplingFields):
         json_schema_extra={"examples": [{"prompt": "ROMEO:", "max_new_tokens": 100, "seed": 1}]},
     )
 
-    model: str | None = Field(None, max_length=200, description="Omit for the default model")
+    model: str | None = Field(
+        None, max_length=266, description="Omit for the default model; name@3, name@alias"
+    )
+    user: str | None = Field(
+        None, max_length=256, description="Who asks: keeps a traffic split's pick per user"
+    )
     prompt: str = Field("", description="Characters must be in the model's vocabulary")
     max_new_tokens: int = Field(64, ge=1, description="Limited by GENSERVE_MAX_NEW_TOKENS")
     logprobs: bool = Field(False, description="Return each generated token's log-probability")
@@ -120,7 +125,12 @@ class ScoreRequest(RequestBody):
         extra="forbid", json_schema_extra={"examples": [{"text": "ROMEO:\nBut soft!"}]}
     )
 
-    model: str | None = Field(None, max_length=200, description="Omit for the default model")
+    model: str | None = Field(
+        None, max_length=266, description="Omit for the default model; name@3, name@alias"
+    )
+    user: str | None = Field(
+        None, max_length=256, description="Who asks: keeps a traffic split's pick per user"
+    )
     text: str = Field(..., min_length=1, description="The text to score")
     top_logprobs: int = Field(
         0, ge=0, le=TOP_LOGPROBS_MAX, description="Per token, the k most likely next tokens"

@@ -10,7 +10,12 @@ class GenerateImageRequest(RequestBody):
         extra="forbid", json_schema_extra={"examples": [{"n": 8, "seed": 1, "label": 3}]}
     )
 
-    model: str | None = Field(None, max_length=200, description="Omit for the default model")
+    model: str | None = Field(
+        None, max_length=266, description="Omit for the default model; name@3, name@alias"
+    )
+    user: str | None = Field(
+        None, max_length=256, description="Who asks: keeps a traffic split's pick per user"
+    )
     n: int = Field(1, ge=1, description="Images to generate; limited by GENSERVE_MAX_IMAGES")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed, same pixels")
     label: int | None = Field(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from app.schemas.common import UTCDateTime
 
@@ -78,9 +78,36 @@ class ModelPublic(BaseModel):
     input: str | None = None
     labels: list[str] | None = None  # a classifier's labels; a conditional generator's classes
     workers: list[int]  # ready workers serving the active version
+    loaded: list[int] = []  # versions this replica's workers hold: active, and beside it
     versions: list[ModelVersionPublic]
 
 
 class ModelsPublic(BaseModel):
     data: list[ModelPublic]
     count: int
+
+
+class AliasTarget(BaseModel):
+    version: int = Field(ge=1, le=2**31 - 1)
+
+
+class TrafficSplit(RootModel[dict[str, int]]):
+    """{version: weight}: whole-number weights from 0 to 100 that add up to 100, or {}."""
+
+    @model_validator(mode="after")
+    def _check(self) -> TrafficSplit:
+        split = self.root
+        if len(split) > 16:
+            raise ValueError("a traffic split has at most 16 versions")
+        for version, weight in split.items():
+            if not version.isdigit() or not 1 <= int(version) < 2**31:
+                raise ValueError(f"{version!r} is not a version number")
+            if not 0 <= weight <= 100:
+                raise ValueError(f"the weight of version {version} must be 0 to 100, not {weight}")
+        total = sum(split.values())
+        if split and total != 100:
+            raise ValueError(f"the weights must add up to 100, not {total}")
+        return self
+
+    def versions(self) -> dict[int, int]:
+        return {int(v): w for v, w in self.root.items()}

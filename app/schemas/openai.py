@@ -22,7 +22,7 @@ Prompt = str | list[str] | list[int] | list[list[int]]
 class CompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use
 
-    model: str | None = Field(None, max_length=200)
+    model: str | None = Field(None, max_length=266)  # name, name@3 or name@alias
     prompt: Prompt = Field(
         "",
         description=f"a prompt, token ids, or up to {PROMPTS_MAX} of either (each gets `n` "
@@ -34,7 +34,7 @@ class CompletionRequest(SamplingFields):
     best_of: int | None = Field(None, ge=1, le=16, description="only equal to n: no reranking")
     suffix: str | None = Field(None, description="not supported: the models write left to right")
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: str | None = Field(None, max_length=256)  # keeps a traffic split's pick
 
     @field_validator("prompt")
     @classmethod

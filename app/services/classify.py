@@ -23,14 +23,14 @@ class ClassifyService:
         self.registry = registry
         self.pool = pool
 
-    def resolve(self, request: ClassifyRequest) -> ModelSpec:
+    async def resolve(self, request: ClassifyRequest) -> ModelSpec:
         input_type = "text" if request.inputs is not None else "image"
         name = request.model or (
             self.settings.default_text_classifier
             if input_type == "text"
             else self.settings.default_image_classifier
         )
-        spec = self.registry.spec(name, "classification")
+        spec = await self.registry.serve(self.pool, name, "classification", request.user)
         takes = spec.config.get("input", "text")
         if takes != input_type:
             field = "inputs" if takes == "text" else "images"
@@ -42,7 +42,7 @@ class ClassifyService:
     async def classify(
         self, request: ClassifyRequest, spec: ModelSpec | None = None
     ) -> ClassifyResponse:
-        spec = spec or self.resolve(request)
+        spec = spec or await self.resolve(request)
         items = request.inputs if request.inputs is not None else request.images
         assert items is not None
         if len(items) > self.settings.max_inputs:
@@ -53,7 +53,7 @@ class ClassifyService:
             inputs = self._check_texts(request.inputs)
         else:
             inputs = await self._decode_images(request.images or [], spec)
-        probs = await self.pool.infer(spec.name, inputs, len(items))
+        probs = await self.pool.infer(self.pool.key(spec), inputs, len(items))
         labels: list[str] = spec.config["labels"]
         return ClassifyResponse(
             model=spec.name,

@@ -119,8 +119,9 @@ class GenerateService:
         self.pool = pool
         self.drain = drain or Drain(settings.drain_timeout_s)
 
-    def resolve(self, model: str | None) -> ModelSpec:
-        return self.registry.spec(model or self.settings.default_text_model, "text-generation")
+    async def resolve(self, model: str | None, user: str | None = None) -> ModelSpec:
+        ref = model or self.settings.default_text_model
+        return await self.registry.serve(self.pool, ref, "text-generation", user)
 
     def check(
         self,
@@ -192,7 +193,7 @@ class GenerateService:
             "logprobs": logprobs,
             "echo": echo,
         }
-        return self.pool.generate(spec.name, prompt, params, sampling.n)
+        return self.pool.generate(self.pool.key(spec), prompt, params, sampling.n)
 
     def start_text(
         self, spec: ModelSpec, body: GenerateTextRequest

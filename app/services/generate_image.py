@@ -25,8 +25,9 @@ class GenerateImageService:
         self.registry = registry
         self.pool = pool
 
-    def resolve(self, model: str | None) -> ModelSpec:
-        return self.registry.spec(model or self.settings.default_image_model, "image-generation")
+    async def resolve(self, model: str | None, user: str | None = None) -> ModelSpec:
+        ref = model or self.settings.default_image_model
+        return await self.registry.serve(self.pool, ref, "image-generation", user)
 
     async def generate(
         self, spec: ModelSpec, request: GenerateImageRequest
@@ -62,7 +63,7 @@ class GenerateImageService:
             )
         params = {"seed": request.seed, "label": request.label, "truncation": request.truncation}
         params.update(options)  # only when asked: the executor passes them to generate()
-        return await self.pool.infer(spec.name, params, request.n)
+        return await self.pool.infer(self.pool.key(spec), params, request.n)
 
     async def to_json(
         self, spec: ModelSpec, labels: list[int] | None, pixels: np.ndarray

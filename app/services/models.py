@@ -19,6 +19,7 @@ def model_public(
     config = active.config if active is not None else {}
     desired = active.version if active is not None else None
     replicas = [PlacementPublic(**row) for row in placements]
+    ready = [w for w in pool.workers() if w.ready]
     aliases = {a.alias: a.version for a in model.aliases}
     traffic = {str(v): int(w) for v, w in (model.traffic or {}).items()} or None
     versions = []
@@ -47,6 +48,10 @@ def model_public(
         input=config.get("input"),
         labels=class_labels(config),
         workers=pool.placement().get(model.name, []),
+        loaded=sorted(
+            {w.models[model.name] for w in ready if model.name in w.models}
+            | {v for w in ready for v in w.beside.get(model.name, [])}
+        ),
         versions=versions,
     )
 

@@ -89,8 +89,8 @@ class OpenAIService:
         self.generate = generate
         self.settings = generate.settings
 
-    def resolve(self, model: str | None) -> ModelSpec:
-        return self.generate.resolve(model)
+    async def resolve(self, model: str | None, user: str | None = None) -> ModelSpec:
+        return await self.generate.resolve(model, user)
 
     # -- completions -------------------------------------------------------------------------
 
@@ -102,7 +102,8 @@ class OpenAIService:
         bias = body.token_bias()
         for prompt in prompts:
             self.generate.check(spec, prompt, body.max_tokens, bias)
-        self.generate.pool.check_room(spec.name, len(prompts) * body.n)
+        pool = self.generate.pool
+        pool.check_room(pool.key(spec), len(prompts) * body.n)
         streams = [
             self.generate.start(
                 spec, p, body.max_tokens, body, logprobs=body.logprobs, echo=body.echo

@@ -11,9 +11,13 @@ database. Rows are written through app.services.versions only.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import random
+import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +58,42 @@ class ArtifactMismatch(AppError):
     status, code = 409, "artifact_mismatch"
 
 
+CATALOG_MISS_S = 0.5
+ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")  # never all digits: name@3 is a version
+
+
+@dataclass
+class Catalog:
+    """One model's versions, aliases and traffic split as the request path sees them: kept in
+    memory from the last sync, so that resolving `name@alias` never queries the database."""
+
+    task: str
+    versions: dict[int, ModelSpec] = field(default_factory=dict)
+    aliases: dict[str, int] = field(default_factory=dict)
+    traffic: list[tuple[int, int]] = field(default_factory=list)  # (version, weight)
+
+    def pick(self, user: str | None) -> int:
+        """A version of the split by weight: the same one every time for one `user`."""
+        total = sum(weight for _, weight in self.traffic)
+        if user is None:
+            point = random.randrange(total)
+        else:
+            digest = hashlib.blake2b(user.encode(), digest_size=8).digest()
+            point = int.from_bytes(digest) % total
+        for version, weight in self.traffic:
+            if point < weight:
+                return version
+            point -= weight
+        raise AssertionError("weights sum to total")
+
+
 class ModelRegistry:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
         self.active: dict[str, ModelSpec] = {}
+        self.catalog: dict[str, Catalog] = {}  # every servable version, by model name
+        self._catalog_read_at = 0.0
         self._switching = asyncio.Lock()  # one activation or sync at a time
         self._backoff: dict[str, Degraded] = {}  # desired versions that would not load here
         self._created: dict[tuple[str, int], int] = {}  # (name, version) -> unix seconds
@@ -110,6 +145,7 @@ class ModelRegistry:
             sha256=version.sha256,
             config=version.config,
             artifact_url=url,
+            size_bytes=version.size_bytes,
         )
 
     def desired(self) -> dict[str, ModelSpec]:
@@ -123,9 +159,76 @@ class ModelRegistry:
             return {model.name: self._spec(model, version) for model, version in rows}
 
     def refresh(self) -> dict[str, ModelSpec]:
-        """Reloads the active versions from the database."""
+        """Reloads the active versions and the catalog from the database."""
         self.active = self.desired()
+        self.catalog = self.read_catalog()
         return self.active
+
+    def read_catalog(self) -> dict[str, Catalog]:
+        """Every version, alias and traffic split of the models that are not archived."""
+        catalog: dict[str, Catalog] = {}
+        with self.db.session() as session:
+            models = session.scalars(
+                select(Model)
+                .where(Model.archived_at.is_(None))
+                .options(selectinload(Model.versions), selectinload(Model.aliases))
+            )
+            for model in models:
+                entry = catalog[model.name] = Catalog(model.task)
+                entry.versions = {v.version: self._spec(model, v) for v in model.versions}
+                entry.aliases = {a.alias: a.version for a in model.aliases}
+                entry.traffic = [
+                    (int(v), int(w)) for v, w in sorted((model.traffic or {}).items()) if w
+                ]
+        return catalog
+
+    async def serve(
+        self, pool: WorkerPool, ref: str, task: str | None = None, user: str | None = None
+    ) -> ModelSpec:
+        """The version a request for `ref` gets, loaded and ready to route with `pool.key`.
+
+        `name` is the traffic split's pick (sticky per `user`) or the active version;
+        `name@3` is version 3 and `name@staging` the version that alias points at. A version
+        other than the active one is loaded beside it on first use."""
+        try:
+            spec = self.lookup(ref, task, user)
+        except NotFound:
+            # registered since the last sync (a job just finished, another replica set an
+            # alias)? Read again, at most every CATALOG_MISS_S however many requests miss.
+            if "@" not in ref or time.monotonic() - self._catalog_read_at < CATALOG_MISS_S:
+                raise
+            self._catalog_read_at = time.monotonic()
+            await self.reread_catalog()
+            spec = self.lookup(ref, task, user)
+        await pool.ensure(spec)
+        return spec
+
+    async def reread_catalog(self) -> None:
+        self.catalog = await asyncio.to_thread(self.read_catalog)
+
+    def lookup(self, ref: str, task: str | None = None, user: str | None = None) -> ModelSpec:
+        """`ref`'s version (see `serve`); 404 if unknown, 400 if it does not do `task`."""
+        name, at, selector = ref.partition("@")
+        entry = self.catalog.get(name)
+        if not at and (entry is None or not entry.traffic):
+            return self.spec(name, task)
+        if entry is None:
+            self.spec(name, task)  # the usual 404
+            raise AssertionError
+        if not at:
+            version = entry.pick(user)
+        elif selector.isdigit():
+            version = int(selector)
+        elif selector in entry.aliases:
+            version = entry.aliases[selector]
+        else:
+            known = ", ".join(sorted(entry.aliases)) or "none"
+            raise NotFound(f"model {name!r} has no alias {selector!r}; its aliases: {known}")
+        spec = entry.versions.get(version)
+        if spec is None:
+            raise NotFound(f"model {name!r} has no version {selector or version}")
+        self._check_task(spec, task)
+        return spec
 
     def verify(self, spec: ModelSpec) -> None:
         """Digest of the artifact against the registered sha256: hashed on disk, or, in object
@@ -210,6 +313,7 @@ class ModelRegistry:
         changed = []
         async with self._switching:
             desired = await asyncio.to_thread(self.desired)
+            await self.reread_catalog()
             for name, spec in desired.items():
                 if self._serves(pool, spec):
                     self._served(spec)  # clears a back-off left from an earlier version
@@ -319,11 +423,77 @@ class ModelRegistry:
         if spec is None:
             known = ", ".join(sorted(self.active)) or "none"
             raise NotFound(f"unknown model {name!r}; served models: {known}")
+        self._check_task(spec, task)
+        return spec
+
+    @staticmethod
+    def _check_task(spec: ModelSpec, task: str | None) -> None:
         if task is not None and spec.task != task:
             raise BadRequest(
-                f"model {name!r} is a {spec.task} model, not {TASK_NOUNS.get(task, task)}"
+                f"model {spec.name!r} is a {spec.task} model, not {TASK_NOUNS.get(task, task)}"
             )
-        return spec
+
+    # -- aliases and traffic ----------------------------------------------------------------
+
+    async def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Points `alias` at `version`: requests for `name@alias` get it from the next sync
+        on every replica (at once on this one)."""
+        await asyncio.to_thread(self._write_alias, name, alias, version)
+        await self.reread_catalog()
+
+    def _write_alias(self, name: str, alias: str, version: int | None) -> None:
+        with self.db.session() as session:
+            model = self._locked_model(session, name)
+            if version is None:
+                if not versions.delete_alias(session, model, alias):
+                    raise NotFound(f"model {name!r} has no alias {alias!r}")
+                return
+            self._check_versions(model, [version])
+            versions.set_alias(session, model, alias, version)
+
+    async def delete_alias(self, name: str, alias: str) -> None:
+        await asyncio.to_thread(self._write_alias, name, alias, None)
+        await self.reread_catalog()
+
+    async def set_traffic(self, pool: WorkerPool, name: str, split: dict[int, int]) -> None:
+        """Splits the requests that name no version of `name` by weight (an empty split: all
+        to the active version). Every version in it is verified and loaded here first, so a
+        version that will not load is refused (409) before any request is sent to it."""
+        for version in sorted(v for v, weight in split.items() if weight):
+            spec = await asyncio.to_thread(self._version_spec, name, version)
+            await asyncio.to_thread(self.verify, spec)
+            await pool.ensure(spec)
+        await asyncio.to_thread(self._write_traffic, name, split)
+        await self.reread_catalog()
+        log.info("traffic of %s: %s", name, split or "all to the active version")
+
+    def _write_traffic(self, name: str, split: dict[int, int]) -> None:
+        with self.db.session() as session:
+            model = self._locked_model(session, name)
+            self._check_versions(model, list(split))
+            versions.set_traffic(session, model, split)
+
+    @staticmethod
+    def _locked_model(session: Any, name: str) -> Model:
+        model = session.scalar(
+            select(Model)
+            .where(Model.name == name, Model.archived_at.is_(None))
+            .options(selectinload(Model.versions))
+            .with_for_update()
+        )
+        if model is None:
+            raise NotFound(f"unknown model {name!r}")
+        return model
+
+    @staticmethod
+    def _check_versions(model: Model, wanted: list[int]) -> None:
+        known = {v.version for v in model.versions}
+        missing = sorted(set(wanted) - known)
+        if missing:
+            raise NotFound(
+                f"model {model.name!r} has no version {', '.join(map(str, missing))}; "
+                f"its versions: {', '.join(map(str, sorted(known))) or 'none'}"
+            )
 
     def list_models(self) -> list[Model]:
         with self.db.session() as session:

@@ -132,6 +132,11 @@ def delete_alias(session: Session, model: Model, alias: str) -> bool:
     return bool(result.rowcount)
 
 
+def set_traffic(session: Session, model: Model, split: dict[int, int]) -> None:
+    """Replaces `model`'s traffic split ({version: weight}); an empty one removes it."""
+    model.traffic = {str(v): w for v, w in sorted(split.items()) if w} or None
+
+
 def record_placement(
     session: Session,
     replica_id: str,

@@ -38,6 +38,7 @@ from app.worker.protocol import (
     Ready,
     Stop,
     Tokens,
+    Unload,
     WorkerConfig,
 )
 
@@ -82,6 +83,7 @@ class Built(NamedTuple):
     spec: ModelSpec
     served: Any  # None when it failed
     error: str | None
+    side: bool
 
 
 def load_error(spec: ModelSpec, exc: Exception) -> str:
@@ -181,28 +183,44 @@ class Worker:
 
         return fetch_artifact(spec.artifact_url, spec.sha256, self.cache_dir, self.storage_options)
 
-    def install(self, spec: ModelSpec, served: Any) -> None:
-        """Serves `served` as `spec.name` from now on. Sequences the old engine is generating
-        finish on it: it keeps stepping until empty, then it is dropped."""
+    def install(self, spec: ModelSpec, served: Any, side: bool = False) -> None:
+        """Serves `served` as `spec.name` from now on (as `spec.key` beside it, with `side`).
+        Sequences the old engine is generating finish on it: it keeps stepping until empty,
+        then it is dropped."""
         from app.worker.continuous_batching import GenerationEngine
 
+        key = spec.key if side else spec.name
         if isinstance(served, GenerationEngine):
-            old = self.engines.pop(spec.name, None)
-            if old is not None and old.has_work():
-                self.retiring.append(old)
-            self.engines[spec.name] = served
+            self.retire(key)
+            self.engines[key] = served
         else:
-            self.batched[spec.name] = served  # queued requests run on the new version
+            self.batched[key] = served  # queued requests run on the new version
+
+    def retire(self, key: str) -> None:
+        """Stops serving `key`; a generation engine finishes what it is generating first."""
+        self.batched.pop(key, None)
+        old = self.engines.pop(key, None)
+        if old is not None and old.has_work():
+            self.retiring.append(old)
+
+    def promote(self, spec: ModelSpec) -> bool:
+        """Activates a version already served beside the active one, without loading it."""
+        for served in (self.batched, self.engines):
+            if spec.key in served:
+                self.install(spec, served.pop(spec.key))
+                return True
+        return False
 
     def load_in_background(self, request: Load) -> None:
         """Hot load: the old version keeps serving on the main thread while this one loads."""
-        spec = request.spec
+        spec, side = request.spec, request.side
 
         def run() -> None:
             try:
-                self.inbox.put(Built(request.request_id, spec, self.build(spec), None))
+                self.inbox.put(Built(request.request_id, spec, self.build(spec), None, side))
             except Exception as exc:
-                self.inbox.put(Built(request.request_id, spec, None, load_error(spec, exc)))
+                error = load_error(spec, exc)
+                self.inbox.put(Built(request.request_id, spec, None, error, side))
 
         threading.Thread(target=run, name=f"load-{spec.name}", daemon=True).start()
 
@@ -231,7 +249,7 @@ class Worker:
                 self.generate_step(engine.lm.name or "retiring", engine)
             self.retiring = [e for e in self.retiring if e.has_work()]
 
-    def handle(self, message: Infer | Generate | Cancel | Load | Built) -> None:
+    def handle(self, message: Infer | Generate | Cancel | Load | Unload | Built) -> None:
         match message:
             case Infer(model=model) if model in self.batched:
                 request = Request(message.request_id, model, message.inputs, message.rows)
@@ -246,13 +264,19 @@ class Worker:
             case Cancel(request_id=request_id):
                 for engine in [*self.engines.values(), *self.retiring]:
                     engine.cancel(request_id)
+            case Load(request_id=request_id, spec=spec, side=False) if self.promote(spec):
+                log.info("now serving %s v%d (it was loaded beside)", spec.name, spec.version)
+                self.outbox.send(Loaded(request_id, spec.name, spec.version, None))
             case Load():
                 self.load_in_background(message)
-            case Built(request_id, spec, served, error):
+            case Unload(key=key):
+                self.retire(key)
+                log.info("unloaded %s", key)
+            case Built(request_id, spec, served, error, side):
                 if served is not None:
-                    self.install(spec, served)
-                    log.info("now serving %s v%d", spec.name, spec.version)
-                self.outbox.send(Loaded(request_id, spec.name, spec.version, error))
+                    self.install(spec, served, side)
+                    log.info("now serving %s%s", spec.key, " beside" if side else "")
+                self.outbox.send(Loaded(request_id, spec.name, spec.version, error, side))
 
     def run_batch(self, model: str, batch: list[Request]) -> None:
         started = time.perf_counter()

@@ -4,7 +4,7 @@ A local worker process gets and sends them over its two pipes; a Ray actor takes
 arguments and answers with them. Both transports pickle them (inputs and outputs hold numpy
 arrays), and msgspec Structs stay cheap to build and to pickle on the per-token path.
 
-    API -> worker    WorkerConfig (at start), then Infer | Generate | Cancel | Load | Stop
+    API -> worker    WorkerConfig (at start), then Infer | Generate | Cancel | Load | Unload | Stop
     worker -> API    Ready | Loaded | BatchDone | Tokens | Failed
     Ray replies      InferReply, EventsReply (an actor answers calls instead of streaming)
 
@@ -34,6 +34,12 @@ class ModelSpec(msgspec.Struct, frozen=True):
     sha256: str
     config: dict[str, Any] = msgspec.field(default_factory=dict)
     artifact_url: str = ""
+    size_bytes: int = 0  # the artifact's, what the pool counts against its memory budget
+
+    @property
+    def key(self) -> str:
+        """How a version loaded beside the active one is named to its workers."""
+        return f"{self.name}@{self.version}"
 
 
 class TokenInfo(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -106,17 +112,26 @@ class Cancel(msgspec.Struct, frozen=True, gc=False):
 
 
 class Load(msgspec.Struct, frozen=True):
-    """Hot-load `spec` beside what the worker serves, then switch to it."""
+    """Hot-load `spec` beside what the worker serves, then switch to it; with `side`, serve it
+    beside the active version as `spec.key` (a version or alias named in a request, a canary).
+    Activating a version loaded beside promotes it without loading it again."""
 
     request_id: int
     spec: ModelSpec
+    side: bool = False
+
+
+class Unload(msgspec.Struct, frozen=True):
+    """Drop a version served beside the active one (`name@version`): the pool evicts it."""
+
+    key: str
 
 
 class Stop(msgspec.Struct, frozen=True):
     """Finish the current step and exit."""
 
 
-ToWorker = Infer | Generate | Cancel | Load | Stop
+ToWorker = Infer | Generate | Cancel | Load | Unload | Stop
 
 
 # -- worker -> API ---------------------------------------------------------------------------
@@ -138,6 +153,7 @@ class Loaded(msgspec.Struct, frozen=True):
     name: str
     version: int
     error: str | None
+    side: bool = False  # loaded beside the active version, as `name@version`
 
 
 class BatchDone(msgspec.Struct, frozen=True, gc=False):

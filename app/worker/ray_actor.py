@@ -33,6 +33,7 @@ from app.worker.protocol import (
     Ready,
     TokenEvent,
     Tokens,
+    Unload,
     WorkerConfig,
 )
 
@@ -108,6 +109,10 @@ class WorkerActor:
         """Hot-loads a version beside what this worker serves; answers once it serves or failed."""
         return await self._call(request.request_id, request)
 
+    async def unload(self, request: Unload) -> None:
+        """Drops a version served beside the active one (the pool evicts it)."""
+        self.worker.inbox.put(request)
+
     async def generate(self, request: Generate) -> None:
         self.active_at = time.monotonic()
         self.streams[request.request_id] = _Stream(remaining=request.n)
@@ -159,7 +164,7 @@ class WorkerActor:
                 self.models = dict(message.models)
                 self.ready.set_result(message)
             case Loaded():
-                if message.error is None:
+                if message.error is None and not message.side:
                     self.models[message.name] = message.version
                 self._resolve(message.request_id, message)
             case BatchDone(rows=rows, results=results):

@@ -45,8 +45,17 @@ ADMIN = {
     ("POST", "/train/{job_id}/cancel"),
     ("POST", "/datasets"),
     ("POST", "/models/{name}/versions/{version}/activate"),
+    ("PUT", "/models/{name}/aliases/{alias}"),
+    ("DELETE", "/models/{name}/aliases/{alias}"),
+    ("POST", "/models/{name}/traffic"),
 }
-PATH_VALUES = {"{name}": "sentiment", "{version}": "1", "{job_id}": "1", "{dataset_id}": "1"}
+PATH_VALUES = {
+    "{name}": "sentiment",
+    "{version}": "1",
+    "{job_id}": "1",
+    "{dataset_id}": "1",
+    "{alias}": "staging",
+}
 
 
 def operations(client: TestClient) -> list[tuple[str, str, str]]:

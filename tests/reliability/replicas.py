@@ -31,8 +31,11 @@ def fresh_database(url: str) -> None:
     migrate(url)
 
 
-def start_replicas(root: Path, url: str, names: tuple[str, ...] = ("a", "b")) -> list[Server]:
-    """Starts every replica at once on `url`, then waits for each to be ready."""
+def start_replicas(
+    root: Path, url: str, names: tuple[str, ...] = ("a", "b"), **env: str
+) -> list[Server]:
+    """Starts every replica at once on `url` (`env`: more settings), then waits for each to
+    be ready."""
     pretrained = small_pretrained(root / "pretrained", names=(MODEL,), generators=False)
     servers = []
     for name in names:
@@ -48,6 +51,7 @@ def start_replicas(root: Path, url: str, names: tuple[str, ...] = ("a", "b")) ->
                 GENSERVE_RUNNER_SLOTS="0",
                 GENSERVE_THREADS_PER_WORKER="1",
                 GENSERVE_MAX_WAIT_MS="0",
+                **env,
             )
         )
     for server in servers:
