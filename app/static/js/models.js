@@ -179,8 +179,11 @@ function versionRow(model, v) {
   const label = `${model.name} v${v.version}`;
   const serving = [
     v.is_active ? h("span", { class: "badge", text: "active" }) : null,
+    !v.is_active && (model.loaded || []).includes(v.version)
+      ? h("span", { class: "badge loaded", text: "loaded" })
+      : null,
     ...v.aliases.map((alias) => h("span", { class: "badge alias", text: `@${alias}` })),
-    v.traffic ? h("span", { class: "badge traffic", text: `traffic ${v.traffic}` }) : null,
+    v.traffic ? h("span", { class: "badge traffic", text: `traffic ${v.traffic} %` }) : null,
   ].filter(Boolean);
   return h(
     "tr",
@@ -215,7 +218,13 @@ function manage(model, versions, open) {
       "label",
       {},
       "Alias",
-      h("input", { name: "alias", required: true, maxlength: 100, placeholder: "staging" }),
+      h("input", {
+        name: "alias",
+        required: true,
+        pattern: "[A-Za-z][A-Za-z0-9_.\\-]{0,63}",
+        title: "letters, digits, _ . -; starts with a letter",
+        placeholder: "staging",
+      }),
     ),
     h("label", {}, "Version", h("select", { name: "version" }, ...options)),
     h("button", {
@@ -255,7 +264,10 @@ function manage(model, versions, open) {
     { class: "manage", "data-model": model.name, open: open || null },
     h("summary", { text: `Manage ${model.name}` }),
     aliasForm,
-    h("p", { class: "hint", text: "Requests that name no version are split by these weights." }),
+    h("p", {
+      class: "hint",
+      text: "Requests that name no version are split by these weights, which add up to 100.",
+    }),
     trafficForm,
     smallButton("Archive model", `Archive ${model.name}`, () => archive(model.name), {
       class: "small danger",
