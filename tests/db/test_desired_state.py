@@ -53,6 +53,8 @@ class FakePool(WorkerPool):
             raise LoadFailed(f"cannot load v{spec.version}", details={1: "broken"})
         self.served[spec.name] = spec.version
 
+    async def ensure(self, spec: ModelSpec) -> None: ...
+
     def workers(self) -> list[WorkerInfo]:
         return [WorkerInfo(1, 1, "cpu", True, dict(self.served), 0, 0)]
 

@@ -59,26 +59,29 @@ def start_replicas(
     return servers
 
 
-def add_version(url: str, replicas: list[Server], relative: str) -> int:
-    """Registers a copy of the committed sentiment artifact as the next, inactive version;
-    its files go to `relative` under each of `replicas`' state dirs."""
+def add_version(
+    url: str, replicas: list[Server], relative: str, source: Path = PRETRAINED_DIR / MODEL
+) -> int:
+    """Registers a copy of the artifact at `source` (the committed sentiment one) as the next,
+    inactive version of its model; its files go to `relative` under each of `replicas`' state
+    dirs."""
     for server in replicas:
-        shutil.copytree(PRETRAINED_DIR / MODEL, server.state_dir / relative)
-    source = PRETRAINED_DIR / MODEL
+        shutil.copytree(source, server.state_dir / relative)
     sha256, size = artifact_digest(source)
+    config = json.loads((source / "config.json").read_text())
     db = Database(url)
     try:
         with db.session() as session:
             version = versions.register_trained(
                 session,
-                name=MODEL,
-                task="classification",
-                kind="classify-logreg",
+                name=config["name"],
+                task=config["task"],
+                kind=config["kind"],
                 artifact_path=relative,
                 sha256=sha256,
                 size=size,
                 params={},
-                config=json.loads((source / "config.json").read_text()),
+                config=config,
                 dataset_id=None,
                 activate=False,
             )

@@ -8,16 +8,19 @@ answered: the response's `version` and its X-Model-Version header.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
 from app.settings import PRETRAINED_DIR
 from models.artifacts import artifact_digest
 from tests.e2e.server import Server
 from tests.reliability.replicas import MODEL, add_version, fresh_database, start_replicas
+from tests.tiny_models import small_pretrained
 
 SIZE = artifact_digest(PRETRAINED_DIR / MODEL)[1]
 
@@ -153,5 +156,51 @@ def test_versions_beside_the_active_one_fit_the_memory_budget(db_url: str, tmp_p
         assert response.json()["error"]["code"] == "no_room"
         assert "GENSERVE_MAX_LOADED_BYTES" in response.json()["error"]["message"]
         assert classify(server, MODEL) == 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_text_model_version_beside_the_active_one_streams(db_url: str, tmp_path: Path) -> None:
+    """A second GPT version generates beside the first: through the openai client, and as
+    SSE from /generate/text, with the version's headers; greedy text matches (same weights)."""
+    fresh_database(db_url)
+    pretrained = small_pretrained(tmp_path / "pretrained", names=(), generators=True)
+    server = Server(
+        tmp_path,
+        GENSERVE_DATABASE_URL=db_url,
+        GENSERVE_PRETRAINED_DIR=str(pretrained),
+        GENSERVE_DEFAULT_TEXT_MODEL="tiny-gpt",
+        GENSERVE_DEFAULT_IMAGE_MODEL="tiny-cvae",
+        GENSERVE_RUNNER_SLOTS="0",
+        GENSERVE_THREADS_PER_WORKER="1",
+    ).ready()
+    try:
+        assert add_version(db_url, [server], "artifacts/gpt-v2", pretrained / "tiny-gpt") == 2
+        api = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+        texts = {}
+        for ref in ("tiny-gpt@1", "tiny-gpt@2"):
+            raw = api.completions.with_raw_response.create(
+                model=ref, prompt="ROMEO:", max_tokens=8, temperature=0
+            )
+            assert raw.headers["x-model-version"] == ref[-1]
+            texts[ref] = raw.parse().choices[0].text
+        assert texts["tiny-gpt@1"] == texts["tiny-gpt@2"]
+
+        body = {"model": "tiny-gpt@2", "prompt": "ROMEO:", "max_new_tokens": 8, "stream": True}
+        body |= {"temperature": 0}
+        with server.client.stream("POST", "/generate/text", json=body) as response:
+            assert response.status_code == 200
+            assert response.headers["x-model-version"] == "2"
+            event, streamed = "", ""
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    event = line.removeprefix("event:").strip()
+                elif line.startswith("data:") and event == "token":
+                    streamed += json.loads(line.removeprefix("data:")).get("text", "")
+        assert streamed == texts["tiny-gpt@2"]
+
+        with pytest.raises(openai.NotFoundError, match="no alias 'prod'"):
+            api.completions.create(model="tiny-gpt@prod", prompt="A", max_tokens=1)
     finally:
         server.stop()
