@@ -67,6 +67,63 @@ class GenserveClient:
         path = f"/models/{_segment(name)}/versions/{_segment(version)}/activate"
         return self._request("POST", path, timeout=ACTIVATE_TIMEOUT_S).json()
 
+    def delete_version(self, name: str, version: int) -> None:
+        """Deletes a version and its artifact (409 while active, aliased or in traffic)."""
+        self._request("DELETE", f"/models/{_segment(name)}/versions/{_segment(version)}")
+
+    def archive_model(self, name: str) -> None:
+        """DELETE /models/{name}: archives it (no longer listed or served; files kept)."""
+        self._request("DELETE", f"/models/{_segment(name)}")
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """Points `alias` at `version`; the model view."""
+        path = f"/models/{_segment(name)}/aliases/{_segment(alias)}"
+        return self._request("PUT", path, json={"version": version}).json()
+
+    def delete_alias(self, name: str, alias: str) -> dict[str, Any]:
+        """Removes `alias`; the model view (read again if the server answers 204)."""
+        path = f"/models/{_segment(name)}/aliases/{_segment(alias)}"
+        response = self._request("DELETE", path)
+        return response.json() if response.content else self.get_model(name)
+
+    def set_traffic(self, name: str, weights: dict[str, int]) -> dict[str, Any]:
+        """Splits requests naming no version by weight (`{}`: back to the active version)."""
+        return self._request("POST", f"/models/{_segment(name)}/traffic", json=weights).json()
+
+    def export_version(self, name: str, version: int, target: Path) -> int:
+        """Streams the version's archive into `target`; its size in bytes. Written beside it
+        and renamed into place once complete, so a cut-off download leaves no file."""
+        path = f"/models/{_segment(name)}/versions/{_segment(version)}/artifact"
+        partial = target.with_name(f".{target.name}.part")
+        size = 0
+        try:
+            with self._http.stream("GET", path, timeout=ACTIVATE_TIMEOUT_S) as response:
+                if response.is_error:
+                    response.read()
+                    raise _error_from(response)
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                        size += len(chunk)
+            partial.replace(target)
+        except httpx.TransportError as exc:
+            raise _transport_error(exc, self.url) from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        return size
+
+    def import_version(self, name: str, archive: Path, activate: bool = False) -> dict[str, Any]:
+        """Registers an exported archive as the next version of `name`; the server checks and
+        loads it first (and serves it with `activate`), hence the long timeout."""
+        with archive.open("rb") as fh:
+            return self._request(
+                "POST",
+                f"/models/{_segment(name)}/versions",
+                files={"file": (archive.name, fh, "application/x-tar")},
+                data={"activate": "true"} if activate else None,
+                timeout=ACTIVATE_TIMEOUT_S,
+            ).json()
+
     # training jobs
 
     def train(
@@ -104,6 +161,9 @@ class GenserveClient:
     def cancel_job(self, job_id: int | str) -> dict[str, Any]:
         return self._request("POST", f"/train/{_segment(job_id)}/cancel").json()
 
+    def delete_job(self, job_id: int | str) -> None:
+        self._request("DELETE", f"/train/{_segment(job_id)}")
+
     def list_kinds(self) -> list[dict[str, Any]]:
         return self._request("GET", "/train/kinds").json()["data"]
 
@@ -127,19 +187,27 @@ class GenserveClient:
     def get_dataset(self, dataset_id: int | str) -> dict[str, Any]:
         return self._request("GET", f"/datasets/{_segment(dataset_id)}").json()
 
+    def delete_dataset(self, dataset_id: int | str) -> None:
+        self._request("DELETE", f"/datasets/{_segment(dataset_id)}")
+
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
-        except httpx.ConnectError as exc:
-            message = f"cannot connect: is `genserve serve` running at {self.url}?"
-            raise ClientError(0, "unreachable", message) from exc
-        except httpx.TimeoutException as exc:
-            raise ClientError(0, "timeout", f"{self.url} did not answer in time") from exc
         except httpx.TransportError as exc:
-            raise ClientError(0, "transport_error", f"{self.url}: {exc}") from exc
+            raise _transport_error(exc, self.url) from exc
         if response.is_error:
             raise _error_from(response)
         return response
+
+
+def _transport_error(exc: httpx.TransportError, url: str) -> ClientError:
+    """No answer, or a cut-off one: status 0, which a follower may wait out."""
+    if isinstance(exc, httpx.ConnectError):
+        message = f"cannot connect: is `genserve serve` running at {url}?"
+        return ClientError(0, "unreachable", message)
+    if isinstance(exc, httpx.TimeoutException):
+        return ClientError(0, "timeout", f"{url} did not answer in time")
+    return ClientError(0, "transport_error", f"{url}: {exc}")
 
 
 def _segment(value: int | str) -> str:

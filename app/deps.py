@@ -14,12 +14,14 @@ from fastapi import Depends, Request
 from app.db import Database
 from app.errors import Forbidden, Unauthorized
 from app.pool.base import WorkerPool
+from app.services.archives import ArchiveService
 from app.services.classify import ClassifyService
 from app.services.datasets import DatasetService
 from app.services.generate import GenerateService
 from app.services.generate_image import GenerateImageService
 from app.services.openai import OpenAIService
 from app.services.registry import ModelRegistry
+from app.services.retention import Retention
 from app.services.training import TrainingService
 from app.settings import ApiKey, Settings
 
@@ -43,6 +45,8 @@ TrainingServiceDep = Annotated[TrainingService, from_state("training")]
 GenerateServiceDep = Annotated[GenerateService, from_state("generate")]
 OpenAIServiceDep = Annotated[OpenAIService, from_state("openai")]
 GenerateImageServiceDep = Annotated[GenerateImageService, from_state("generate_image")]
+RetentionDep = Annotated[Retention, from_state("retention")]
+ArchiveServiceDep = Annotated[ArchiveService, from_state("archives")]
 
 
 def require_scope(scope: Literal["read", "admin"]):  # type: ignore[no-untyped-def]

@@ -71,6 +71,7 @@ Conflict = error_type("Conflict", 409, "conflict")
 PayloadTooLarge = error_type("PayloadTooLarge", 413, "payload_too_large")
 UnsupportedMediaType = error_type("UnsupportedMediaType", 415, "unsupported_media_type")
 InvalidInput = error_type("InvalidInput", 422, "invalid_input")
+InsufficientStorage = error_type("InsufficientStorage", 507, "insufficient_storage")
 
 
 class Overloaded(AppError):

@@ -20,12 +20,14 @@ from app.middleware import BodySizeLimit, RequestContext, RequestMetrics, TextGu
 from app.pool.base import WorkerPool
 from app.pool.local import LocalPool
 from app.routers import classify, datasets, docs, generate, health, models, openai, score, train, ui
+from app.services.archives import IMPORT_PATH, ArchiveService
 from app.services.classify import ClassifyService
 from app.services.datasets import DatasetService
 from app.services.generate import GenerateService
 from app.services.generate_image import GenerateImageService
 from app.services.openai import OpenAIService
 from app.services.registry import ModelRegistry
+from app.services.retention import Retention
 from app.services.training import TrainingService
 from app.settings import Settings, get_settings
 
@@ -44,6 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database.from_settings(settings)
         app.state.datasets = DatasetService(settings, db)
         app.state.datasets.sweep_spool()
+        app.state.retention = Retention(db, settings)
+        # files whose rows a delete committed before a crash: before any runner starts
+        await asyncio.to_thread(app.state.retention.sweep)
         registry = ModelRegistry(db, settings)
         registry.sync_builtin()
         specs = list(registry.refresh().values())
@@ -64,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.openai = OpenAIService(app.state.generate)
         app.state.generate_image = GenerateImageService(settings, registry, pool)
         app.state.training = TrainingService(db, app.state.datasets, settings)
+        app.state.archives = ArchiveService(settings, db, registry, app.state.datasets)
         runners = RunnerSupervisor(settings, JobStore(db, settings))
         await runners.start()
         app.state.runners = runners
@@ -99,11 +105,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
         # an upload larger than the whole spool could never be admitted: 413, not 429
-        path_limits={"/datasets": min(settings.max_upload_bytes, settings.max_spool_bytes)},
+        path_limits={
+            "/datasets": min(settings.max_upload_bytes, settings.max_spool_bytes),
+            IMPORT_PATH: min(settings.max_upload_bytes, settings.max_spool_bytes),
+        },
     )
     app.add_middleware(
         UploadGate,
         paths={"/datasets"},
+        patterns=(IMPORT_PATH,),  # POST /models/{name}/versions: an imported archive
         limit=settings.max_uploads_in_flight,
         max_bytes=settings.max_spool_bytes,
     )

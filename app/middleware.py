@@ -54,11 +54,15 @@ class BodyTooLarge(HTTPException):
 class BodySizeLimit(HTTPMiddleware):
     """Refuses bodies over the limit by Content-Length, or while streaming chunked ones.
 
-    `path_limits` maps a path prefix to its own limit (uploads get more than JSON requests).
+    `path_limits` maps a path prefix, or a pattern the whole path matches, to its own limit
+    (uploads get more than JSON requests).
     """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        path_limits: dict[str | re.Pattern[str], int] | None = None,
     ) -> None:
         super().__init__(app)
         self.max_bytes = max_bytes
@@ -66,7 +70,10 @@ class BodySizeLimit(HTTPMiddleware):
 
     def limit_for(self, path: str) -> int:
         for prefix, limit in self.path_limits.items():
-            if path == prefix or path.startswith(prefix + "/"):
+            if isinstance(prefix, re.Pattern):
+                if prefix.fullmatch(path):
+                    return limit
+            elif path == prefix or path.startswith(prefix + "/"):
                 return limit
         return self.max_bytes
 
@@ -133,16 +140,24 @@ class UploadGate:
     `max_bytes` on its own is left to BodySizeLimit (413): waiting would never help it.
     """
 
-    def __init__(self, app: ASGIApp, paths: set[str], limit: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        paths: set[str],
+        limit: int,
+        max_bytes: int,
+        patterns: tuple[re.Pattern[str], ...] = (),
+    ) -> None:
         self.app = app
         self.paths = paths
+        self.patterns = patterns  # upload paths with a parameter, matched whole
         self.limit = limit
         self.max_bytes = max_bytes
         self.inflight = 0
         self.spooling = 0  # bytes reserved by the uploads in flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+        if scope["type"] != "http" or scope["method"] != "POST" or not self._upload(scope["path"]):
             await self.app(scope, receive, send)
             return
         if self.inflight >= self.limit:
@@ -194,6 +209,9 @@ class UploadGate:
             self.spooling -= reserved
         if refused and not started:
             await _answer(self._full(), scope, receive, send)
+
+    def _upload(self, path: str) -> bool:
+        return path in self.paths or any(p.fullmatch(path) for p in self.patterns)
 
     def _full(self) -> Overloaded:
         return Overloaded(

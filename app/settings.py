@@ -140,6 +140,14 @@ class Settings(BaseSettings):
     # at once, all uploads together (declared Content-Length, else counted); beyond: 429. An
     # upload bigger than this alone is 413: it could never fit
     max_inputs: int = Field(256, ge=1, le=100_000)  # texts or images per /classify request
+    # retention (docs/operations.md, "Delete and retention"); 0: no limit
+    max_dataset_bytes_total: int = Field(0, ge=0)  # uploaded datasets together; past it 507
+    max_versions_per_model: int = Field(0, ge=0, le=1_000_000)  # registering one more prunes
+    # the oldest versions that are not active, aliased, in traffic or built-in (files too)
+    max_job_metric_rows: int = Field(2000, ge=10, le=10_000_000)  # history rows kept per job:
+    # the first and the latest, the middle thinned to every other row when past it
+    sweep_grace_s: float = Field(3600.0, ge=0)  # the start-up sweep leaves unreferenced files
+    # this young alone: another replica may be writing them before their row commits
     max_text_chars: int = Field(10_000, ge=1)
     max_prompt_chars: int = Field(4096, ge=1)
     max_new_tokens: int = Field(1024, ge=1, le=100_000)

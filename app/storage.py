@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -80,6 +81,14 @@ class ArtifactStore(Protocol):
         """Removes the artifact under `key`, if any."""
         ...
 
+    def children(self, key: str) -> list[str]:
+        """The names directly under `key` (none if nothing is there): what a sweep walks."""
+        ...
+
+    def modified(self, key: str) -> float | None:
+        """Unix time of the newest file under `key`; None when unknown or nothing is there."""
+        ...
+
 
 def check_key(key: str) -> str:
     """A relative key of plain segments: no absolute path, `..` or backslash can reach
@@ -95,9 +104,32 @@ def check_key(key: str) -> str:
     return "/".join(parts)
 
 
+def archive_filename(name: str, version: int) -> str:
+    """`name-v3.tar`, what an exported version is saved as, with anything a header or a file
+    system could misread replaced (the server's download name and the CLI's default)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "model"
+    return f"{safe}-v{version}.tar"
+
+
 def job_artifact_key(model: str, job_id: int) -> str:
     """Where a training job's artifact goes in the store; registered as its version's path."""
     return check_key(f"artifacts/{model}/job-{job_id}")
+
+
+def remove_artifacts(settings: Settings, keys: list[str]) -> None:
+    """Deletes the artifacts of rows already deleted (their transaction committed). A failure
+    is only logged: the start-up sweep (app/services/retention.py) removes what is left."""
+    if not keys:
+        return
+    store = open_store(settings)
+    for key in keys:
+        try:
+            store.delete(key)
+            log.info("deleted artifact %s", key)
+        except Exception:
+            log.warning(
+                "could not delete artifact %s; the next start sweeps it", key, exc_info=True
+            )
 
 
 def store_fault(exc: Exception) -> bool:
@@ -169,6 +201,16 @@ class LocalStore:
     def delete(self, key: str) -> None:
         shutil.rmtree(self.path(key), ignore_errors=True)
 
+    def children(self, key: str) -> list[str]:
+        path = self.path(key)
+        return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+
+    def modified(self, key: str) -> float | None:
+        path = self.path(key)
+        files = [path, *path.rglob("*")] if path.is_dir() else [path]
+        times = [f.lstat().st_mtime for f in files if f.exists() or f.is_symlink()]
+        return max(times, default=None)
+
 
 # -----------------------------------------------------------------------------
 # object storage through fsspec
@@ -199,6 +241,38 @@ class FsspecStore:
 
     def delete(self, key: str) -> None:
         delete_artifact(self.url(key), self.options)
+
+    def children(self, key: str) -> list[str]:
+        fs, root = _filesystem(self.url(key), self.options)
+        try:
+            listing = fs.ls(root, detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        here = root.rstrip("/")
+        items = (str(item).rstrip("/") for item in listing)
+        return sorted({PurePosixPath(item).name for item in items if item != here})
+
+    def modified(self, key: str) -> float | None:
+        """From the listing's stamps (S3's LastModified, a local file's mtime)."""
+        fs, root = _filesystem(self.url(key), self.options)
+        try:
+            found = fs.find(root, detail=True)
+        except FileNotFoundError:
+            return None
+        times = [_stamp(info) for info in found.values()]
+        known = [t for t in times if t is not None]
+        return max(known) if known and len(known) == len(times) else None
+
+
+def _stamp(info: dict[str, Any]) -> float | None:
+    """A listing entry's modification time in unix seconds, whatever the filesystem calls it."""
+    for field in ("LastModified", "mtime", "updated", "created"):
+        value = info.get(field)
+        if isinstance(value, int | float):
+            return float(value)
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+    return None
 
 
 def _filesystem(url: str, options: dict[str, Any]) -> tuple[AbstractFileSystem, str]:

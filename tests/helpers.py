@@ -33,3 +33,11 @@ def held_out_sentences(count: int) -> tuple[list[str], list[str]]:
 
 def accuracy(predicted: list[str], expected: list[str]) -> float:
     return sum(p == e for p, e in zip(predicted, expected, strict=True)) / len(expected)
+
+
+def tar_members(archive: bytes) -> dict[str, bytes]:
+    """The regular files of a tar (an exported model version), by name, in archive order."""
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]

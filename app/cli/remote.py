@@ -19,6 +19,7 @@ from app.cli.follow import FINAL_STATUSES, follow_job, wait_served
 from app.cli.render import cell, console, number, percent, timestamp
 from app.client import ClientError, GenserveClient
 from app.settings import get_settings
+from app.storage import archive_filename
 
 T = TypeVar("T")
 
@@ -230,6 +231,170 @@ def print_switch(model: dict[str, Any], before: int | None) -> None:
     console.print(render.safe(line), markup=False, highlight=False)
 
 
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")]
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Asks before a delete unless --yes; no answer (not a terminal) or "n" aborts, exit 1."""
+    if yes:
+        return
+    try:
+        agreed = typer.confirm(render.safe(question), default=False)
+    except typer.Abort:  # end of input, or Ctrl-C at the prompt
+        agreed = False
+    if not agreed:
+        render.print_error("nothing deleted (pass --yes to skip this question)")
+        raise typer.Exit(1)
+
+
+def say(line: str) -> None:
+    console.print(render.safe(line), markup=False, highlight=False)
+
+
+@models_app.command("delete")
+def models_delete(
+    ctx: typer.Context,
+    name: ModelName,
+    version: Annotated[
+        int | None,
+        typer.Argument(min=1, help="Delete this version; without it, archive the model"),
+    ] = None,
+    yes: YesOption = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete VERSION of NAME and its artifact; without VERSION, archive NAME.
+
+    An archived model is no longer listed or served; its versions stay. An active, aliased
+    or in-traffic version is refused. Asks first unless --yes."""
+    if version is None:
+        confirm(f"archive model {name} (no longer listed or served)?", yes)
+        fetch(ctx, url, api_key, lambda c: c.archive_model(name))
+        say(f"archived {name}; a new version registered under this name brings it back")
+        return
+    confirm(f"delete {name} v{version} and its artifact?", yes)
+    fetch(ctx, url, api_key, lambda c: c.delete_version(name, version))
+    say(f"deleted {name} v{version}")
+
+
+@models_app.command("alias")
+def models_alias(
+    ctx: typer.Context,
+    name: ModelName,
+    alias: Annotated[str, typer.Argument(help="Alias, e.g. staging (`model: NAME@ALIAS`)")],
+    version: Annotated[int | None, typer.Argument(min=1, help="Version it points at")] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the alias")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Point ALIAS of NAME at VERSION, or remove it with --delete."""
+    if (version is None) != delete:
+        render.print_error("give VERSION, or --delete without one")
+        raise typer.Exit(2)
+    if delete:
+        model = fetch(ctx, url, api_key, lambda c: c.delete_alias(name, alias))
+    else:
+        model = fetch(ctx, url, api_key, lambda c: c.set_alias(name, alias, version or 0))
+    print_routing(model)
+
+
+@models_app.command("traffic")
+def models_traffic(
+    ctx: typer.Context,
+    name: ModelName,
+    weights: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[VERSION=WEIGHT]...", help="e.g. 3=90 4=10", show_default=False),
+    ] = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="No split: the active version answers")
+    ] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Split NAME's requests that name no version by weight (a canary), or --clear it."""
+    if bool(weights) == clear:
+        render.print_error("give VERSION=WEIGHT pairs, or --clear without any")
+        raise typer.Exit(2)
+    split = parse_weights(weights or [])
+    model = fetch(ctx, url, api_key, lambda c: c.set_traffic(name, split))
+    print_routing(model)
+
+
+def parse_weights(items: list[str]) -> dict[str, int]:
+    """`3=90 4=10` as the API takes it, `{"3": 90, "4": 10}`."""
+    split: dict[str, int] = {}
+    for item in items:
+        version, sep, weight = item.partition("=")
+        if not (sep and version.strip().isdigit() and weight.strip().isdigit()):
+            raise typer.BadParameter(f"expected VERSION=WEIGHT, got {item!r}", param_hint="weights")
+        split[str(int(version))] = int(weight)
+    return split
+
+
+def print_routing(model: dict[str, Any]) -> None:
+    """A model's active version, aliases and traffic split, after changing one of them."""
+    aliases = model.get("aliases") or {}
+    traffic = model.get("traffic") or {}
+    active = model.get("active_version")
+    render.print_details(
+        {
+            "model": model.get("name"),
+            "active": f"v{active}" if active is not None else "none",
+            "aliases": ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())) or "none",
+            "traffic": ", ".join(f"v{v} {w}%" for v, w in traffic.items()) or "active version",
+        }
+    )
+
+
+@models_app.command("export")
+def models_export(
+    ctx: typer.Context,
+    name: ModelName,
+    version: Annotated[int, typer.Argument(min=1, help="Version number (`genserve models`)")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", dir_okay=False, help="Where to write the tar; default: NAME-vV.tar"
+        ),
+    ] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Download VERSION of NAME as a tar (weights, config, card and a manifest of sha256s),
+    streamed to a file; `models import` loads it into another server."""
+    target = output or Path(archive_filename(name, version))
+    try:
+        size = fetch(ctx, url, api_key, lambda c: c.export_version(name, version, target))
+    except OSError as exc:  # the output's folder is missing or not writable
+        render.print_error(f"cannot write {target}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
+    line = f"exported {name} v{version} to {target} ({size} bytes)"
+    console.print(render.safe(line), markup=False, highlight=False, soft_wrap=True)
+
+
+@models_app.command("import")
+def models_import(
+    ctx: typer.Context,
+    name: ModelName,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="A tar from `models export`"
+        ),
+    ],
+    activate: Annotated[bool, typer.Option("--activate", help="Serve it once imported")] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Import an exported tar as the next version of NAME (created if new; an admin key).
+    The server checks every file and loads the model before it registers it."""
+    version = fetch(ctx, url, api_key, lambda c: c.import_version(name, file, activate))
+    state = ", active" if version.get("is_active") else ""
+    line = f"imported {file.name} as {name} v{version['version']} ({version.get('kind')}{state})"
+    console.print(render.safe(line), markup=False, highlight=False, soft_wrap=True)
+
+
 # training
 
 
@@ -386,6 +551,22 @@ def jobs_cancel(
     console.print(render.job_line(job, requested))
 
 
+@jobs_app.command("delete")
+def jobs_delete(
+    ctx: typer.Context,
+    job_id: JobId,
+    yes: YesOption = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete a finished job and its metric history (its model version stays).
+
+    Asks first unless --yes."""
+    confirm(f"delete job {job_id} and its metric history?", yes)
+    fetch(ctx, url, api_key, lambda c: c.delete_job(job_id))
+    say(f"deleted job {job_id}")
+
+
 @jobs_app.command("kinds")
 def jobs_kinds(
     ctx: typer.Context,
@@ -524,3 +705,20 @@ def datasets_show(
             "meta": json.dumps(ds.get("meta") or {}),
         }
     )
+
+
+@datasets_app.command("delete")
+def datasets_delete(
+    ctx: typer.Context,
+    dataset_id: Annotated[str, typer.Argument(metavar="ID", help="Dataset id")],
+    yes: YesOption = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete an uploaded dataset and its file.
+
+    Versions trained on it keep its name and sha256. Refused while a queued or running job
+    uses it. Asks first unless --yes."""
+    confirm(f"delete dataset {dataset_id} and its file?", yes)
+    fetch(ctx, url, api_key, lambda c: c.delete_dataset(dataset_id))
+    say(f"deleted dataset {dataset_id}")

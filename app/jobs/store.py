@@ -17,13 +17,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from app.db import Database, db_now
 from app.services import versions
 from app.settings import Settings
+from app.storage import remove_artifacts
 from app.tables import JobMetric, TrainingJob
 
 log = logging.getLogger("genserve.jobs")
@@ -75,6 +76,66 @@ def add_job(
     session.add(job)
     session.flush()
     return job
+
+
+def delete_finished(session: Session, job_id: int) -> str | None:
+    """Deletes a finished job and its metric history; returns the status it had (None: no
+    such job). A queued or running job is left alone: the caller answers 409."""
+    status = session.scalar(
+        select(TrainingJob.status).where(TrainingJob.id == job_id).with_for_update()
+    )
+    if status in TERMINAL:
+        session.execute(delete(JobMetric).where(JobMetric.job_id == job_id))
+        session.execute(delete(TrainingJob).where(TrainingJob.id == job_id))
+    return status
+
+
+def jobs_using(session: Session, dataset_id: int) -> list[int]:
+    """The queued and running jobs that train on the dataset."""
+    return list(
+        session.scalars(
+            select(TrainingJob.id).where(
+                TrainingJob.dataset_id == dataset_id, TrainingJob.status.not_in(TERMINAL)
+            )
+        )
+    )
+
+
+def forget_dataset(session: Session, dataset_id: int) -> None:
+    """Finished jobs that used a dataset being deleted lose the reference (their versions
+    keep its name and sha256)."""
+    _set(session, TrainingJob.dataset_id == dataset_id, dataset_id=None)
+
+
+def forget_version(session: Session, version_id: int) -> None:
+    """The job that produced a version being deleted no longer points at it."""
+    _set(session, TrainingJob.model_version_id == version_id, model_version_id=None)
+
+
+def thin_history(session: Session, job_id: int, cap: int) -> int:
+    """Keeps a job's history within `cap` rows: the first and the latest stay, and every
+    other row of the middle goes, until it fits; old stretches of a long curve end up coarse,
+    the recent ones fine. Returns the rows deleted."""
+    count = session.scalar(select(func.count()).where(JobMetric.job_id == job_id)) or 0
+    if count <= cap:
+        return 0
+    ids = list(
+        session.scalars(
+            select(JobMetric.id)
+            .where(JobMetric.job_id == job_id)
+            .order_by(JobMetric.step, JobMetric.id)
+        )
+    )
+    doomed: set[int] = set()
+    while len(ids) > cap:
+        latest = max(cap // 2, 1)
+        middle = ids[1:-latest]
+        gone = set(middle[1::2]) if len(middle) > 1 else set(middle)
+        doomed |= gone
+        ids = [i for i in ids if i not in gone]
+    if doomed:
+        session.execute(delete(JobMetric).where(JobMetric.id.in_(doomed)))
+    return len(doomed)
 
 
 def _set(session: Session, *where: ColumnElement[bool], **values: Any) -> int:
@@ -180,6 +241,9 @@ class JobStore:
             if beat != 1:
                 raise JobLost(f"job {job_id} is no longer held by {runner_id}")
             session.add_all(JobMetric(job_id=job_id, step=s, values=v) for s, v in rows)
+            if rows:
+                session.flush()
+                thin_history(session, job_id, self.settings.max_job_metric_rows)
             return bool(
                 session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job_id))
             )
@@ -267,13 +331,27 @@ class JobStore:
         the loser retries with the next one.
         """
         for attempt in range(5):
+            pruned: list[str] = []
             try:
                 with self.db.session() as session:
-                    return self._register(session, job_id, runner_id, new, rows)
+                    version = self._register(session, job_id, runner_id, new, rows, pruned)
+                remove_artifacts(self.settings, pruned)  # committed: the rows are gone
+                return version
             except IntegrityError:
                 if attempt == 4:
                     raise
         raise AssertionError("unreachable")
+
+    def prune(self, session: Session, model_id: int) -> list[str]:
+        """Enforces GENSERVE_MAX_VERSIONS_PER_MODEL after a registration, in its transaction;
+        returns the artifact keys to delete once it committed."""
+        keys = []
+        for doomed in versions.prunable(session, model_id, self.settings.max_versions_per_model):
+            forget_version(session, doomed.id)
+            log.info("pruning version %d of model %d (version cap)", doomed.version, model_id)
+            if (key := versions.delete_version(session, doomed)) is not None:
+                keys.append(key)
+        return keys
 
     def _register(
         self,
@@ -282,6 +360,7 @@ class JobStore:
         runner_id: str,
         new: NewVersion,
         rows: list[tuple[int, dict[str, Any]]],
+        pruned: list[str],
     ) -> int | None:
         # The conditional UPDATE comes first: it takes the row lock (PostgreSQL) or the write
         # lock (SQLite) before anything is read, so a cancel either committed before it, and
@@ -306,4 +385,5 @@ class JobStore:
         job.model_version_id = version.id
         job.metrics = {**job.metrics, **new.config.get("metrics", {})}
         log.info("job %d registered %s v%d", job_id, job.name, version.version)
+        pruned += self.prune(session, version.model_id)
         return version.version

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/datasets", tags=["datasets"], dependencies=[ReadScop
     dependencies=[AdminScope],
     responses={
         200: {"model": DatasetPublic},
-        **error_responses(400, 401, 403, 409, 413, 415, 422, 429),
+        **error_responses(400, 401, 403, 409, 413, 415, 422, 429, 507),
     },
 )
 async def create_dataset(
@@ -52,3 +52,15 @@ def read_dataset(
 ) -> DatasetPublic:
     """One dataset: its kind, format, sha256, record count and labels or image size."""
     return DatasetPublic.model_validate(service.get(dataset_id))
+
+
+@router.delete(
+    "/{dataset_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[AdminScope],
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+def delete_dataset(service: DatasetServiceDep, dataset_id: int = Path(ge=1, le=2**31 - 1)) -> None:
+    """Delete an uploaded dataset and its file. 409 while a queued or running job uses it,
+    and for built-ins; versions trained on it keep its name and sha256."""
+    service.delete(dataset_id)

@@ -79,3 +79,15 @@ def read_job(service: TrainingServiceDep, job_id: int = JobId) -> JobDetail:
 def cancel_job(service: TrainingServiceDep, job_id: int = JobId) -> JobDetail:
     """Cancel a queued job now, or a running one at its next step (409 once finished)."""
     return service.cancel(job_id)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[AdminScope],
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+def delete_job(service: TrainingServiceDep, job_id: int = JobId) -> None:
+    """Delete a finished job and its metric history (409 while queued or running: cancel it
+    first); the version it produced stays, with its `job_id`."""
+    service.delete(job_id)

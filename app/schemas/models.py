@@ -70,6 +70,8 @@ class ModelPublic(BaseModel):
     active_version: int | None  # the desired version, the same on every replica
     aliases: dict[str, int] = {}  # alias -> version, for `model: "name@alias"`
     traffic: dict[str, int] | None = None  # version -> weight for requests naming no version
+    archived: bool = False  # DELETE /models/{name}: not listed by default, not served
+    archived_at: UTCDateTime | None = None
     replica: str  # the replica that answered
     served_version: int | None  # what that replica's workers answer with
     degraded: DegradedPublic | None = None  # why served_version is not active_version

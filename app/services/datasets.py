@@ -1,7 +1,8 @@
 """Datasets: uploads validated and stored by content (sha256), built-ins registered at startup.
 
-A stored file is never deleted or rewritten with other bytes: its name is its hash, so the
-same upload twice is the same dataset, and a training job can always re-read what it used.
+A stored file is never rewritten with other bytes: its name is its hash, so the same upload
+twice is the same dataset, and a training job can always re-read what it used. It is deleted
+only with its row, once no queued or running job uses it (app/services/retention.py).
 An upload is spooled to `datasets/tmp` and renamed into place only once it parsed, then its
 row is inserted: a crash at any point leaves no row for a partial file, and the spool files
 of a process that died are swept when the service starts again.
@@ -13,6 +14,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -21,20 +23,23 @@ from pathlib import Path, PurePath
 from typing import BinaryIO, NamedTuple
 
 from fastapi import UploadFile
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from app.db import Database
 from app.errors import (
     Conflict,
+    InsufficientStorage,
     InvalidInput,
     NotFound,
     Overloaded,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from app.jobs.store import forget_dataset, jobs_using
 from app.schemas.common import BAD_TEXT, CONTROL_CHARS, escape_controls
+from app.services import retention, versions
 from app.settings import Settings
 from app.tables import Dataset
 from models.artifacts import write_durably
@@ -148,6 +153,7 @@ class DatasetService:
                 raise UnsupportedMediaType(str(e), code="unsupported_format") from None
             except DatasetError as e:
                 raise InvalidInput(str(e), code="invalid_dataset") from None
+            await run_in_threadpool(self._check_quota, size)
             stored = f"datasets/{sha256}.{fmt}"
             os.replace(tmp.path, self.settings.state_dir / stored)  # same bytes if it exists
             row = Dataset(
@@ -168,29 +174,12 @@ class DatasetService:
 
     def _spool(self, source: BinaryIO) -> _Spooled:
         """Copies the upload under the state dir while hashing it, refusing it past the limit."""
-        limit = self.settings.max_upload_bytes
-        tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        digest, size = hashlib.sha256(), 0
-        prefix = f"upload-{socket.gethostname()}-{os.getpid()}-"
-        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=prefix)
-        os.close(fd)
-        path = Path(name)
+        return spool_upload(source, self.spool_dir, self.settings.max_upload_bytes)
 
-        def chunks() -> Iterator[bytes]:
-            nonlocal size
-            while chunk := source.read(CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(
-                        f"the file exceeds the {limit}-byte upload limit",
-                        details={"max_bytes": limit},
-                    )
-                digest.update(chunk)
-                yield chunk
-
-        write_durably(path, chunks())
-        return _Spooled(path, digest.hexdigest(), size)
+    @property
+    def spool_dir(self) -> Path:
+        """Where uploads are received (datasets, imported archives); swept at start."""
+        return self.root / "tmp"
 
     def sweep_spool(self) -> list[str]:
         """Deletes the spool files of uploads cut short by a crash: those of this host's
@@ -202,13 +191,66 @@ class DatasetService:
             dead = match is not None and match["host"] == host and not _alive(int(match["pid"]))
             try:
                 if dead or path.stat().st_mtime < old:
-                    path.unlink()
+                    if path.is_dir():  # an imported archive being unpacked
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
                     removed.append(path.name)
             except FileNotFoundError:  # another process swept it first
                 continue
         if removed:
             log.warning("removed %d upload spool file(s) left by a crash", len(removed))
         return removed
+
+    def _check_quota(self, size: int) -> None:
+        """507 when storing `size` more bytes would pass GENSERVE_MAX_DATASET_BYTES_TOTAL
+        (uploads together; built-ins take none). Two uploads checked at once may together
+        pass it by one file."""
+        limit = self.settings.max_dataset_bytes_total
+        if not limit:
+            return
+        with self.db.session() as session:
+            used = session.scalar(
+                select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(
+                    Dataset.builtin.is_(False)
+                )
+            )
+        if used + size > limit:
+            raise InsufficientStorage(
+                f"storing this {size}-byte file would put datasets at {used + size} bytes, past "
+                f"this server's {limit}-byte quota (GENSERVE_MAX_DATASET_BYTES_TOTAL); delete "
+                "datasets no longer needed (DELETE /datasets/{id}) and retry",
+                code="dataset_quota_exceeded",
+                details={"limit_bytes": limit, "used_bytes": used, "size_bytes": size},
+            )
+
+    def delete(self, dataset_id: int) -> None:
+        """Deletes an uploaded dataset, then its file. 409 while a queued or running job
+        trains on it, and for built-ins (registered again at every start). Versions trained
+        on it keep its name and sha256; finished jobs lose the reference."""
+        with self.db.session() as session:
+            row = session.scalar(select(Dataset).where(Dataset.id == dataset_id).with_for_update())
+            if row is None:
+                raise NotFound(f"unknown dataset {dataset_id}")
+            if row.builtin:
+                raise Conflict(
+                    f"dataset {dataset_id} ({row.name!r}) is built in: it is registered again "
+                    "at every start and has no file to reclaim",
+                    code="builtin_dataset",
+                )
+            busy = jobs_using(session, dataset_id)
+            if busy:
+                raise Conflict(
+                    f"dataset {dataset_id} ({row.name!r}) is used by queued or running job(s) "
+                    f"{', '.join(map(str, busy))}: cancel them or wait until they finish",
+                    code="dataset_in_use",
+                    details={"jobs": busy},
+                )
+            versions.forget_dataset(session, dataset_id, row.name, row.sha256)
+            forget_dataset(session, dataset_id)
+            session.delete(row)
+        retention.remove_dataset_file(self.settings, row.path)
+        log.info("deleted dataset %d (%s)", dataset_id, row.name)
 
     def _same_file(self, dataset: Dataset) -> Dataset:
         if dataset.builtin:  # only a file whose bytes are "builtin:<name>" gets here
@@ -271,6 +313,36 @@ class DatasetService:
         if dataset.builtin or dataset.path.startswith(BUILTIN_PREFIX):
             return None
         return self.settings.state_dir / dataset.path
+
+
+def spool_prefix() -> str:
+    """`upload-<host>-<pid>-`: what `sweep_spool` reads to tell a dead process's leftovers."""
+    return f"upload-{socket.gethostname()}-{os.getpid()}-"
+
+
+def spool_upload(source: BinaryIO, tmp_dir: Path, limit: int) -> _Spooled:
+    """Copies `source` into a new spool file of `tmp_dir` while hashing it; 413 past `limit`
+    bytes (the partial file is removed)."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=spool_prefix())
+    os.close(fd)
+    path = Path(name)
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal size
+        while chunk := source.read(CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"the file exceeds the {limit}-byte upload limit",
+                    details={"max_bytes": limit},
+                )
+            digest.update(chunk)
+            yield chunk
+
+    write_durably(path, chunks())
+    return _Spooled(path, digest.hexdigest(), size)
 
 
 def _check_labels(labels: list[str]) -> None:

@@ -36,6 +36,8 @@ def model_public(
         active_version=desired,
         aliases=aliases,
         traffic=traffic,
+        archived=model.archived_at is not None,
+        archived_at=model.archived_at,
         replica=registry.placements.replica,
         served_version=registry.served_version(pool, model.name),
         degraded=registry.degraded().get(model.name),

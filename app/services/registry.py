@@ -149,12 +149,12 @@ class ModelRegistry:
         )
 
     def desired(self) -> dict[str, ModelSpec]:
-        """The versions the database says should be served."""
+        """The versions the database says should be served (archived models: none)."""
         with self.db.session() as session:
             rows = session.execute(
                 select(Model, ModelVersion)
                 .join(ModelVersion, ModelVersion.model_id == Model.id)
-                .where(ModelVersion.is_active)
+                .where(ModelVersion.is_active, Model.archived_at.is_(None))
             ).all()
             return {model.name: self._spec(model, version) for model, version in rows}
 
@@ -314,6 +314,9 @@ class ModelRegistry:
         async with self._switching:
             desired = await asyncio.to_thread(self.desired)
             await self.reread_catalog()
+            for name in set(self.active) - set(desired):  # archived, by any replica
+                self.active.pop(name)
+                log.info("no longer serving %s", name)
             for name, spec in desired.items():
                 if self._serves(pool, spec):
                     self._served(spec)  # clears a back-off left from an earlier version
@@ -475,13 +478,8 @@ class ModelRegistry:
 
     @staticmethod
     def _locked_model(session: Any, name: str) -> Model:
-        model = session.scalar(
-            select(Model)
-            .where(Model.name == name, Model.archived_at.is_(None))
-            .options(selectinload(Model.versions))
-            .with_for_update()
-        )
-        if model is None:
+        model = versions.locked_model(session, name)
+        if model is None or model.archived_at is not None:
             raise NotFound(f"unknown model {name!r}")
         return model
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import selectinload
 
 from app.db import Database
 from app.errors import Conflict, InvalidInput, NotFound, Overloaded
-from app.jobs.store import JobStore, add_job
+from app.jobs.store import TERMINAL, JobStore, add_job, delete_finished
 from app.schemas.train import (
     JobDetail,
     JobMetricPublic,
@@ -31,6 +31,7 @@ from app.schemas.train import (
 )
 from app.services.chat import check_template
 from app.services.datasets import DatasetService
+from app.services.retention import remove_job_dir
 from app.settings import Settings
 from app.tables import Dataset, Model, ModelVersion, TrainingJob
 from models.kinds import KINDS, DataShape, Kind
@@ -274,6 +275,22 @@ class TrainingService:
             public = job_public(job, self._versions(session, [job]).get(job.id))
             history = [JobMetricPublic.model_validate(m) for m in job.history]
         return JobDetail(**public.model_dump(), history=history)
+
+    def delete(self, job_id: int) -> None:
+        """Deletes a finished job with its metric history, then its work dir; 409 while it is
+        queued or running (cancel it first). The version it produced keeps its `job_id`."""
+        with self.db.session() as session:
+            status = delete_finished(session, job_id)
+        if status is None:
+            raise NotFound(f"no training job {job_id}")
+        if status not in TERMINAL:
+            raise Conflict(
+                f"job {job_id} is {status}: cancel it first (POST /train/{job_id}/cancel), "
+                "then delete it once it has ended",
+                code="job_not_finished",
+                details={"status": status},
+            )
+        remove_job_dir(self.settings, job_id)
 
     def cancel(self, job_id: int) -> JobDetail:
         """A queued job is cancelled now; a running one at its runner's next step."""

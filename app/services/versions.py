@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.tables import Model, ModelAlias, ModelPlacement, ModelVersion, utcnow
@@ -96,8 +96,50 @@ def register_trained(
         metrics=config.get("metrics", {}),
         config=config,
         dataset_id=dataset_id,
+        dataset_name=config.get("training", {}).get("dataset"),
+        dataset_sha256=config.get("training", {}).get("dataset_sha256"),
         source="trained",
         activate=activate,
+    )
+
+
+def register_imported(
+    session: Session,
+    *,
+    name: str,
+    task: str,
+    kind: str,
+    artifact_path: str,
+    sha256: str,
+    size: int,
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    config: dict[str, Any],
+    lineage: dict[str, Any],
+) -> ModelVersion:
+    """Registers an imported archive as the next version of `name` (created if new), inactive;
+    its lineage (parent, dataset name and sha256) comes by value from the archive's manifest.
+
+    Raises ValueError if `name` is a model of another task.
+    """
+    model = _model(session, name, task, config.get("description", ""))
+    if model.task != task:
+        raise ValueError(f"model {name!r} is a {model.task} model, not {task}")
+    return _add_version(
+        session,
+        model,
+        kind=kind,
+        artifact_path=artifact_path,
+        sha256=sha256,
+        size_bytes=size,
+        params=params,
+        metrics=metrics,
+        config=config,
+        source="imported",
+        parent=lineage.get("parent"),
+        dataset_name=lineage.get("dataset_name"),
+        dataset_sha256=lineage.get("dataset_sha256"),
+        activate=False,
     )
 
 
@@ -135,6 +177,87 @@ def delete_alias(session: Session, model: Model, alias: str) -> bool:
 def set_traffic(session: Session, model: Model, split: dict[int, int]) -> None:
     """Replaces `model`'s traffic split ({version: weight}); an empty one removes it."""
     model.traffic = {str(v): w for v, w in sorted(split.items()) if w} or None
+
+
+def locked_model(session: Session, name: str) -> Model | None:
+    """The model row of `name` with its versions and aliases, locked until the caller commits:
+    a delete or archive then serialises with activations and alias or traffic changes."""
+    return _locked(session, Model.name == name)
+
+
+def _locked(session: Session, where: Any) -> Model | None:
+    """One model row locked FOR UPDATE, with its versions and aliases read afresh."""
+    return session.scalar(
+        select(Model)
+        .where(where)
+        .with_for_update()
+        .options(selectinload(Model.versions), selectinload(Model.aliases))
+        .execution_options(populate_existing=True)
+    )
+
+
+def in_use(model: Model, version: ModelVersion) -> str | None:
+    """Why `version` must stay (active, aliased, in the traffic split); None if it may go."""
+    aliases = sorted(a.alias for a in model.aliases if a.version == version.version)
+    weight = int((model.traffic or {}).get(str(version.version), 0) or 0)
+    if version.is_active:
+        return "it is the active version: activate another one first"
+    if aliases:
+        return f"alias {', '.join(aliases)} points at it: move or delete the alias first"
+    if weight > 0:
+        return f"it has weight {weight} in the traffic split: change the split first"
+    return None
+
+
+def delete_version(session: Session, version: ModelVersion) -> str | None:
+    """Deletes `version`'s row (the caller checked `in_use`); returns its artifact's key, or
+    None when the artifact must stay (a built-in, or another version registers the same)."""
+    key = version.artifact_path
+    session.delete(version)
+    session.flush()
+    shared = session.scalar(
+        select(func.count()).select_from(ModelVersion).where(ModelVersion.artifact_path == key)
+    )
+    return None if key.startswith(BUILTIN_PREFIX) or shared else key
+
+
+def archive(session: Session, model: Model) -> None:
+    """Marks `model` archived: no longer listed or served; rows and artifacts stay."""
+    if model.archived_at is None:
+        model.archived_at = utcnow()
+
+
+def prunable(session: Session, model_id: int, keep: int) -> list[ModelVersion]:
+    """The oldest versions of the model past `keep`, sparing active, aliased and in-traffic
+    ones, built-ins (their files are the repository's) and the newest. Fewer than the excess
+    when no more may go: a new version is never refused for it."""
+    if keep <= 0:
+        return []
+    model = _locked(session, Model.id == model_id)
+    if model is None or len(model.versions) <= keep:
+        return []
+    excess = len(model.versions) - keep
+    newest = max(v.version for v in model.versions)
+    spare = [
+        v
+        for v in model.versions  # oldest first
+        if v.version != newest and v.source != "builtin" and in_use(model, v) is None
+    ]
+    return spare[:excess]
+
+
+def forget_dataset(session: Session, dataset_id: int, name: str, sha256: str) -> None:
+    """Versions trained on a dataset being deleted keep its name and sha256 by value."""
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.dataset_id == dataset_id)
+        .values(
+            dataset_id=None,
+            dataset_name=func.coalesce(ModelVersion.dataset_name, name),
+            dataset_sha256=func.coalesce(ModelVersion.dataset_sha256, sha256),
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def record_placement(
@@ -186,6 +309,7 @@ def _add_version(session: Session, model: Model, activate: bool, **values: Any) 
         select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
     )
     version = ModelVersion(model_id=model.id, version=(latest or 0) + 1, is_active=False, **values)
+    model.archived_at = None  # a new version brings an archived model back
     session.add(version)
     session.flush()
     if activate:

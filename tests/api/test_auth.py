@@ -48,6 +48,11 @@ ADMIN = {
     ("PUT", "/models/{name}/aliases/{alias}"),
     ("DELETE", "/models/{name}/aliases/{alias}"),
     ("POST", "/models/{name}/traffic"),
+    ("DELETE", "/models/{name}/versions/{version}"),
+    ("DELETE", "/models/{name}"),
+    ("DELETE", "/train/{job_id}"),
+    ("DELETE", "/datasets/{dataset_id}"),
+    ("POST", "/models/{name}/versions"),
 }
 PATH_VALUES = {
     "{name}": "sentiment",

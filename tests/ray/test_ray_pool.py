@@ -43,7 +43,35 @@ def test_hot_load_switches_the_actor_to_the_new_version(client: TestClient) -> N
     with pytest.raises(LoadFailed):
         client.portal.call(pool.load, broken)  # type: ignore[union-attr]
     assert next(s for s in pool.specs if s.name == "tiny-gpt") == newer
-    assert greedy(client) == before
+    assert greedy(client) == before  # the registry's v1, loaded beside the pool's newer v2
+    client.portal.call(pool.load, spec)  # type: ignore[union-attr]
+    assert pool.key(spec) == "tiny-gpt"  # the pool serves what the registry says again
+
+
+def test_an_actor_serves_a_version_beside_the_active_one(client: TestClient) -> None:
+    """ensure() loads another version beside the active one on the actor; requests under its
+    key reach it (same weights: same text), and unload drops it again."""
+    pool = client.app.state.pool  # type: ignore[attr-defined]
+    active = next(s for s in pool.specs if s.name == "tiny-gpt")
+    other = replace(active, version=active.version + 10)
+    assert pool.key(other) == "tiny-gpt@" + str(other.version)
+    client.portal.call(pool.ensure, other)  # type: ignore[union-attr]
+    (worker,) = pool.workers()
+    assert other.version in worker.beside["tiny-gpt"]
+    assert worker.models["tiny-gpt"] == active.version
+
+    async def generate(key: str) -> str:
+        params = {"max_new_tokens": 12, "temperature": 0.0}
+        text = ""
+        async for batch in pool.generate(key, "ROMEO:", params, 1):
+            text += "".join(event.text for event in batch)
+        return text
+
+    assert client.portal.call(generate, pool.key(other)) == client.portal.call(  # type: ignore[union-attr]
+        generate, "tiny-gpt"
+    )
+    pool.unload(pool.key(other))
+    assert other.version not in pool.workers()[0].beside.get("tiny-gpt", [])
 
 
 def test_a_stream_closed_early_frees_its_place(client: TestClient) -> None:

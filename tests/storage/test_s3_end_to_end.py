@@ -6,7 +6,8 @@ and activates it; a second replica with its own state dir and an empty cache (a 
 shares only the database and the bucket) fetches it by URL and serves it. Bytes changed in the
 bucket are refused with the model and version named, and no path, URL or bucket. A worker
 that already holds a version in its cache keeps serving it (the cache holds the registered
-bytes, verified); a worker without it refuses the changed objects.
+bytes, verified); a worker without it refuses the changed objects. A deleted version's
+objects leave the bucket, and a restart sweeps objects no version names.
 """
 
 from __future__ import annotations
@@ -189,4 +190,30 @@ def test_changed_bytes_in_the_bucket_are_refused_by_name_and_a_cached_copy_still
     # holds the registered bytes, verified again at load
     trainer.stop()
     restarted = fleet.start("trainer")
+    assert wait_served(restarted, "/generate/text", PROMPT, 1)["version"] == 1
+
+
+def test_a_deleted_version_leaves_the_bucket_and_a_restart_sweeps_orphans(fleet: Fleet) -> None:
+    trainer = fleet.servers[-1]  # the restarted trainer of the test above
+    job_v2 = job_of(trainer, 2)
+    fs = fleet.fs()
+    assert fs.exists(f"{fleet.job_prefix(job_v2)}/manifest.json")
+    assert trainer.client.delete(f"/models/{MODEL}/versions/2").status_code == 204
+    fs.invalidate_cache()
+    assert not fs.exists(f"{fleet.job_prefix(job_v2)}/manifest.json")
+    assert not fs.exists(f"{fleet.job_prefix(job_v2)}/config.json")
+
+    # what a crash between a delete's commit and the bucket's delete leaves: objects no
+    # version names (here under a job that never existed); the next start removes them
+    job_v1 = job_of(trainer, 1)
+    orphan = fleet.job_prefix(9999)
+    for name in fs.ls(fleet.job_prefix(job_v1), detail=False):
+        fs.copy(name, f"{orphan}/{name.rsplit('/', 1)[1]}")
+    fs.invalidate_cache()
+    assert fs.exists(f"{orphan}/manifest.json")
+    trainer.stop()
+    restarted = fleet.start("trainer", GENSERVE_SWEEP_GRACE_S="0")
+    fs.invalidate_cache()
+    assert not fs.exists(f"{orphan}/manifest.json") and not fs.exists(f"{orphan}/config.json")
+    assert fs.exists(f"{fleet.job_prefix(job_v1)}/manifest.json")
     assert wait_served(restarted, "/generate/text", PROMPT, 1)["version"] == 1
