@@ -133,14 +133,18 @@ class GenserveClient:
         name: str,
         params: dict[str, Any] | None = None,
         activate: bool = False,
+        parent: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        body = {
+        """Queues a job; `parent` ({"model", "version"?}) makes it a fine-tune of that version."""
+        body: dict[str, Any] = {
             "kind": kind,
             "dataset": dataset,
             "name": name,
             "params": params or {},
             "activate": activate,
         }
+        if parent is not None:
+            body["from"] = parent
         return self._request("POST", "/train", json=body).json()
 
     def list_jobs(

@@ -14,7 +14,7 @@ without loading them.
 import importlib
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 
@@ -35,6 +35,9 @@ TestFraction = Annotated[float, Ge(0.01), Le(0.5)]
 BlockSize = Annotated[int, Ge(8), Le(4096)]
 WeightDecay = Annotated[float, Ge(0), Le(1)]
 Dropout = Annotated[float, Ge(0), Le(0.9)]
+Patience = Annotated[int, Ge(0), Le(10_000)]
+PATIENCE_DOC = "stop after this many evaluations without a lower validation loss (0: never)"
+EPOCH_PATIENCE_DOC = "stop after this many epochs without a lower validation loss (0: never)"
 
 
 # -----------------------------------------------------------------------------
@@ -50,6 +53,7 @@ Dropout = Annotated[float, Ge(0), Le(0.9)]
 
 F32 = 4  # bytes per float32
 ADAM = 16  # bytes per trainable parameter while training
+BEST = F32  # bytes per parameter of the best evaluation's weights, kept beside them
 CHECKPOINT = 28  # bytes per parameter while a checkpoint is written: the weights cloned,
 # then the weights and moments as one bytes object per tensor and once more joined
 SLACK = 1.5  # peak resident memory of a training step over the tensors it saves
@@ -91,10 +95,11 @@ class Footprint:
 def torch_footprint(
     params: int, activations: int, data: int, *, evaluation: int = 0, extra: int = 0
 ) -> Footprint:
-    """A torch fit: Adam's states and `extra` (weights outside the optimizer, such as an
-    EMA copy); the largest of a step's saved `activations` (with SLACK), an `evaluation`
-    batch and a checkpoint's copies, which are never alive together; the data it holds."""
-    model = ADAM * params + extra
+    """A torch fit: Adam's states, the best evaluation's weights and `extra` (weights outside
+    the optimizer, such as an EMA copy); the largest of a step's saved `activations` (with
+    SLACK), an `evaluation` batch and a checkpoint's copies, which are never alive together;
+    the data it holds."""
+    model = (ADAM + BEST) * params + extra
     peak = max(int(SLACK * activations), evaluation, CHECKPOINT * params)
     parts = {"model": model, "activations": peak, "data": data, "runtime": RUNTIME}
     return Footprint(params, sum(parts.values()), parts)
@@ -109,6 +114,36 @@ TokenizerKind = Literal["char", "bpe"]
 VocabSize = Annotated[int, Ge(257), Le(65_536)]
 TOKENIZER_DOC = "char: one token per character; bpe: byte-level BPE (any UTF-8 text encodes)"
 VOCAB_DOC = "bpe: tokens learnt from the training split, the 256 bytes included"
+
+
+class FineTunable:
+    """Params of a kind whose jobs may start from a parent version's weights (POST /train
+    `from`): the parent's config.json fixes the params that shape the network."""
+
+    architecture: ClassVar[tuple[str, ...]] = ()  # params named as in the config's model_args
+
+    @classmethod
+    def inherited(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The params a fine-tune takes from its parent's config.json."""
+        args = config.get("model_args") or {}
+        return {name: args[name] for name in cls.architecture if name in args}
+
+    @classmethod
+    def unsuited(cls, config: dict[str, Any], meta: dict[str, Any]) -> str | None:
+        """Why a dataset (its row's meta) cannot fine-tune this parent; None if it can."""
+        return None
+
+
+def images_unsuited(config: dict[str, Any], meta: dict[str, Any], classes: int) -> str | None:
+    """An image model keeps its image size, and its classes (`classes` > 0) and their names."""
+    args = config.get("model_args") or {}
+    size, parent = meta.get("image_size"), config.get("image_size") or args.get("image_size")
+    if size and parent and list(size) != list(parent):
+        return f"its images are {size[0]}x{size[1]}, the parent's {parent[0]}x{parent[1]}"
+    labels, parent_labels = meta.get("labels") or [], config.get("labels") or []
+    if classes and (len(labels) != classes or (parent_labels and labels != parent_labels)):
+        return f"its labels {labels} are not the parent's {parent_labels or classes}"
+    return None
 
 
 @dataclass
@@ -142,6 +177,7 @@ class DataParallelParams:
 
 @dataclass
 class NGramParams(ChatParams):
+    not_fine_tunable: ClassVar[str] = "its counts are fitted in one pass: train it on the data"
     order: Annotated[int, Ge(2), Le(12)] = doc(7, "longest n-gram (context = order - 1 tokens)")
     tokenizer: TokenizerKind = doc("char", TOKENIZER_DOC)
     vocab_size: VocabSize = doc(512, VOCAB_DOC)
@@ -159,7 +195,7 @@ class NGramParams(ChatParams):
 
 
 @dataclass
-class LMParams(ChatParams, DataParallelParams):
+class LMParams(ChatParams, DataParallelParams, FineTunable):
     """The shared loop of models/training/lm.py; the family adds its architecture."""
 
     max_steps: Annotated[int, Ge(1), Le(10_000_000)] = doc(2000, "optimizer steps")
@@ -171,10 +207,33 @@ class LMParams(ChatParams, DataParallelParams):
     weight_decay: WeightDecay = doc(0.1, "on weight matrices only")
     eval_every: Annotated[int, Ge(1), Le(10_000_000)] = doc(250, "steps between evaluations")
     eval_batches: Annotated[int, Ge(1), Le(1000)] = doc(10, "batches per evaluation")
+    patience: Patience = doc(0, PATIENCE_DOC)
     seed: Seed = doc(1337, "initialisation and batch sampling")
     test_fraction: TestFraction = doc(0.1, "uploads: the last fraction of characters validates")
     tokenizer: TokenizerKind = doc("char", TOKENIZER_DOC)
     vocab_size: VocabSize = doc(2048, VOCAB_DOC)
+
+    @classmethod
+    def inherited(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The architecture and the tokenizer: a fine-tune continues with its parent's tokens."""
+        args = config.get("model_args") or {}
+        tokenizer = (config.get("tokenizer") or {}).get("type", "char")
+        found = {**super().inherited(config), "tokenizer": tokenizer}
+        if tokenizer == "bpe" and "vocab_size" in args:
+            found["vocab_size"] = args["vocab_size"]
+        return found
+
+    @classmethod
+    def unsuited(cls, config: dict[str, Any], meta: dict[str, Any]) -> str | None:
+        """A character tokenizer cannot read characters it never saw."""
+        chars = (config.get("tokenizer") or {}).get("chars")
+        distinct = meta.get("vocab_size")
+        if chars is not None and distinct and distinct > len(chars):
+            return (
+                f"it has {distinct} distinct characters and the parent's character tokenizer "
+                f"knows {len(chars)}: a fine-tune keeps its parent's tokenizer"
+            )
+        return None
 
     def network(self, vocab: int, kind: str) -> tuple[int, int, int]:
         """`kind`'s (parameters, bytes saved per token of a training step, bytes of the
@@ -197,6 +256,13 @@ class GPTParams(LMParams):
     n_head: Annotated[int, Ge(1), Le(64)] = doc(4, "attention heads; must divide n_embd")
     n_embd: Annotated[int, Ge(8), Le(4096)] = doc(128, "residual stream width")
     dropout: Dropout = doc(0.0, "dropout while training")
+    architecture: ClassVar[tuple[str, ...]] = (
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "block_size",
+        "dropout",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -226,6 +292,7 @@ class RNNParams(LMParams):
     hidden: Annotated[int, Ge(4), Le(8192)] = doc(256, "recurrent state width per layer")
     n_layer: Annotated[int, Ge(1), Le(8)] = doc(2, "stacked recurrent layers")
     dropout: Dropout = doc(0.0, "dropout while training")
+    architecture: ClassVar[tuple[str, ...]] = ("n_embd", "hidden", "n_layer", "dropout")
 
     def network(self, vocab: int, kind: str) -> tuple[int, int, int]:
         """Embedding, gates x H x (input + H) + 2 biases per layer (4 gates for the LSTM, 3
@@ -267,8 +334,19 @@ class ImageGenParams(DataParallelParams):
 
 
 @dataclass
-class VAEParams(ImageGenParams):
+class VAEParams(ImageGenParams, FineTunable):
+    architecture: ClassVar[tuple[str, ...]] = ("latent_dim", "hidden")
     hidden: Annotated[int, Ge(8), Le(8192)] = doc(256, "fully connected width around z")
+    patience: Patience = doc(0, EPOCH_PATIENCE_DOC)
+
+    @classmethod
+    def inherited(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The architecture, and conditional exactly when the parent has classes."""
+        return {**super().inherited(config), "conditional": bool(config.get("num_classes"))}
+
+    @classmethod
+    def unsuited(cls, config: dict[str, Any], meta: dict[str, Any]) -> str | None:
+        return images_unsuited(config, meta, int(config.get("num_classes") or 0))
 
     def footprint(self, data: DataShape, kind: str) -> Footprint:
         """Convs 1 -> 32 -> 64 (4x4, stride 2) and back, a hidden layer on both sides of z,
@@ -289,6 +367,9 @@ class VAEParams(ImageGenParams):
 
 @dataclass
 class GANParams(ImageGenParams):
+    not_fine_tunable: ClassVar[str] = (
+        "its artifact keeps the generator only, and training needs the discriminator too"
+    )
     latent_dim: Annotated[int, Ge(2), Le(1024)] = doc(64, "size of z")
     lr: LearningRate = doc(2e-4, "Adam learning rate for both networks (beta1 0.5)")
     channels: Annotated[int, Ge(4), Le(512)] = doc(32, "base width of both networks")
@@ -319,7 +400,8 @@ class GANParams(ImageGenParams):
 
 
 @dataclass
-class DiffusionParams(DataParallelParams):
+class DiffusionParams(DataParallelParams, FineTunable):
+    architecture: ClassVar[tuple[str, ...]] = ("blocks", "attention", "dropout")
     conditional: bool | None = doc(None, "condition on labels; default: when the data has them")
     channels: Annotated[int, Ge(8), Le(256)] = doc(
         16, "U-Net base width C (a multiple of 8): C, 2C, 4C channels at H, H/2, H/4"
@@ -332,12 +414,26 @@ class DiffusionParams(DataParallelParams):
     )
     ema: Annotated[float, Ge(0), Le(0.99999)] = doc(0.999, "> 0: serve an EMA of the weights")
     epochs: Epochs = doc(20, "passes over the training images")
+    patience: Patience = doc(0, EPOCH_PATIENCE_DOC)
     batch_size: BatchSize = doc(64, "images per step")
     lr: LearningRate = doc(1e-3, "AdamW learning rate, constant after the warm-up")
     warmup_steps: Annotated[int, Ge(0), Le(1_000_000)] = doc(200, "linear warm-up steps")
     max_seconds: Seconds = doc(0.0, "wall-clock budget in seconds, 0 for none")
     seed: Seed = doc(0, "initialisation, shuffling, time steps and noise")
     test_fraction: TestFraction = doc(0.2, "uploads: held-out fraction for the final metrics")
+
+    @classmethod
+    def inherited(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The architecture (C of the C, 2C, 4C widths), conditional when the parent is."""
+        found = {**super().inherited(config), "conditional": bool(config.get("num_classes"))}
+        widths = (config.get("model_args") or {}).get("channels")
+        if widths:
+            found["channels"] = widths[0]
+        return found
+
+    @classmethod
+    def unsuited(cls, config: dict[str, Any], meta: dict[str, Any]) -> str | None:
+        return images_unsuited(config, meta, int(config.get("num_classes") or 0))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -388,6 +484,7 @@ class DiffusionParams(DataParallelParams):
 
 @dataclass
 class TextPipelineParams:
+    not_fine_tunable: ClassVar[str] = "a scikit-learn pipeline is fitted from scratch on its data"
     word_ngram_max: Annotated[int, Ge(1), Le(3)] = doc(2, "word n-grams 1..this")
     char_ngrams: bool = doc(True, "add char_wb 2-5-grams (catches misspellings and stems)")
     min_df: Annotated[int, Ge(1), Le(100)] = doc(2, "drop n-grams seen in fewer documents")
@@ -471,6 +568,7 @@ class MLPParams(TextPipelineParams):
 
 @dataclass
 class TextRNNParams(DataParallelParams):
+    not_fine_tunable: ClassVar[str] = "its vocabulary is built from its own training texts"
     level: Literal["char", "word"] = doc("word", "tokens: lower-cased words or characters")
     embed: Annotated[int, Ge(4), Le(1024)] = doc(128, "token embedding width")
     hidden: Annotated[int, Ge(4), Le(2048)] = doc(128, "GRU state width per direction")
@@ -479,6 +577,7 @@ class TextRNNParams(DataParallelParams):
     dropout: Dropout = doc(0.3, "dropout while training")
     max_len: Annotated[int, Ge(4), Le(4096)] = doc(256, "tokens kept per input")
     epochs: Epochs = doc(12, "passes over the training texts")
+    patience: Patience = doc(0, EPOCH_PATIENCE_DOC)
     batch_size: BatchSize = doc(32, "texts per step")
     lr: LearningRate = doc(3e-3, "AdamW learning rate")
     weight_decay: WeightDecay = doc(1e-2, "AdamW weight decay")
@@ -513,8 +612,10 @@ class TextRNNParams(DataParallelParams):
 
 
 @dataclass
-class CNNParams(DataParallelParams):
+class CNNParams(DataParallelParams, FineTunable):
+    architecture: ClassVar[tuple[str, ...]] = ("hidden", "dropout")
     epochs: Epochs = doc(30, "passes over the training images")
+    patience: Patience = doc(0, EPOCH_PATIENCE_DOC)
     batch_size: BatchSize = doc(64, "images per step")
     lr: LearningRate = doc(3e-3, "AdamW learning rate, cosine-decayed")
     weight_decay: WeightDecay = doc(1e-2, "AdamW weight decay")
@@ -523,6 +624,11 @@ class CNNParams(DataParallelParams):
     dropout: Dropout = doc(0.25, "dropout while training")
     seed: Seed = doc(0, "initialisation, shuffling and augmentation")
     test_fraction: TestFraction = doc(0.2, "uploads: stratified held-out fraction")
+
+    @classmethod
+    def unsuited(cls, config: dict[str, Any], meta: dict[str, Any]) -> str | None:
+        classes = int((config.get("model_args") or {}).get("num_classes") or 0)
+        return images_unsuited(config, meta, classes)
 
     def footprint(self, data: DataShape, kind: str) -> Footprint:
         """Two stages of two 3x3 convs (32, then 64 channels) and a 2x2 max-pool each, then

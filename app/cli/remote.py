@@ -101,6 +101,16 @@ def group_options(ctx: typer.Context, url: str | None, api_key: str | None) -> b
     return ctx.invoked_subcommand is None
 
 
+def parse_parent(text: str) -> dict[str, Any]:
+    """NAME or NAME@VERSION, as the body's `from` takes it."""
+    name, at, version = text.partition("@")
+    if not name or (at and not version.isdigit()):
+        raise typer.BadParameter(
+            f"expected NAME or NAME@VERSION, got {text!r}", param_hint="--from"
+        )
+    return {"model": name, "version": int(version)} if at else {"model": name}
+
+
 def parse_params(items: list[str]) -> dict[str, Any]:
     """`key=value` pairs; values are JSON when they parse (200, 1e-3, true, [1, 2]), else text."""
     params: dict[str, Any] = {}
@@ -418,15 +428,24 @@ def train(
     ] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
+    parent: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="NAME[@VERSION]",
+            help="Fine-tune: start from this version's weights (default: its active one)",
+        ),
+    ] = None,
 ) -> None:
     """Start a training job on a running server.
 
     With --follow, exit 0 only if it succeeds (and, with --activate, only once the server
     answers with the new version)."""
     params = parse_params(param or [])
+    start = None if parent is None else parse_parent(parent)
     sent = {"kind": kind, "dataset": dataset, "name": name, "params": params}
     with connect(ctx, url, api_key, sent) as client:
-        job = client.train(kind, _dataset_ref(dataset), name, params, activate)
+        job = client.train(kind, _dataset_ref(dataset), name, params, activate, start)
         console.print(render.job_line(job, f": {kind} -> {name}"))
         if not follow:
             console.print(f"follow it with `genserve jobs show {job['id']}`", markup=False)

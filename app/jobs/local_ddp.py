@@ -45,6 +45,7 @@ def train_data_parallel(
     config = {
         "kind": kind.name,
         "params": execution.job.params,
+        "parent": execution.parent,
         "data": (train, test),
         "info": execution.artifact_info(dataset),
         "work_dir": str(execution.work_dir / "checkpoint"),

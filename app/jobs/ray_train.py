@@ -72,6 +72,7 @@ def train_on_ray(
     config = {
         "kind": kind.name,
         "params": job.params,
+        "parent": execution.parent,
         "data": ray.put((train, test)),
         "channel": channel,
         "info": execution.artifact_info(dataset),

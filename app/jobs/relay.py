@@ -154,12 +154,15 @@ def train_and_write(
     import torch
 
     from app.jobs.runner import write_job_artifact
+    from app.jobs.store import kind_params
     from models.kinds import KINDS
 
     kind = KINDS[config["kind"]]
-    params = kind.params(**config["params"])
+    params = kind.params(**kind_params(config["params"]))
     torch.manual_seed(getattr(params, "seed", 0))
-    result = kind.trainer()(kind.name, train, test, params, relay.hooks(), device)
+    hooks = relay.hooks()
+    hooks.parent = config.get("parent")  # a fine-tune's (config, payload)
+    result = kind.trainer()(kind.name, train, test, params, hooks, device)
     how, reason = relay.stop_asked()
     if out is None or how == "abandon":
         return False

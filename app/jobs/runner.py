@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from app.db import Database, is_transient
-from app.jobs.store import JobLost, JobStore, NewVersion
+from app.jobs.store import PARENT_PARAM, JobLost, JobStore, NewVersion, kind_params
 from app.settings import Settings
-from app.tables import Dataset, TrainingJob
+from app.tables import Dataset, Model, ModelVersion, TrainingJob
 
 log = logging.getLogger("genserve.runner")
 T = TypeVar("T")
@@ -117,6 +117,7 @@ class JobExecution:
         self.started = time.monotonic()
         self.deadline = math.inf  # monotonic time past which the job stops (job_max_seconds)
         self.stopped_reason: str | None = None
+        self.parent: tuple[dict[str, Any], dict[str, bytes]] | None = None  # a fine-tune's
         self.placement: dict[str, Any] = {
             "backend": "local",
             "nodes": [socket.gethostname()],
@@ -321,9 +322,10 @@ class JobExecution:
 
         job = self.job
         kind = KINDS[job.kind]
-        params = kind.params(**job.params)
+        params = kind.params(**kind_params(job.params))
         dataset = self._dataset()
         train, test = self._load(dataset, params)
+        self.parent = self._parent()
         if self.settings.train_backend == "ray":
             from app.jobs.ray_train import train_on_ray
 
@@ -337,6 +339,7 @@ class JobExecution:
             on_epoch=self.on_epoch,
             should_stop=self.should_stop,
             work_dir=self.work_dir / "checkpoint",
+            parent=self.parent,
         )
         torch.manual_seed(getattr(params, "seed", 0))
         with write_retry(WriteRetry(self.settings.storage_retry_s, pause=self._pause)):
@@ -431,6 +434,33 @@ class JobExecution:
         if dataset is None:
             raise ValueError(f"dataset {self.job.dataset_id} no longer exists")
         return dataset
+
+    def _parent(self) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+        """A fine-tune's parent artifact (config, payload), read and verified against its
+        registered sha256 from wherever it is stored; None for a job trained from scratch."""
+        from sqlalchemy import select
+
+        from app.services.versions import BUILTIN_PREFIX
+        from app.storage import open_store
+        from models.artifacts import read_artifact
+
+        ref = self.job.params.get(PARENT_PARAM)
+        if not ref:
+            return None
+        with self.store.db.session() as session:
+            row = session.execute(
+                select(ModelVersion.artifact_path, ModelVersion.sha256)
+                .join(Model, Model.id == ModelVersion.model_id)
+                .where(Model.name == ref["model"], ModelVersion.version == ref["version"])
+            ).first()
+        if row is None:
+            raise ValueError(f"the parent version {ref['model']} v{ref['version']} is gone")
+        path, sha256 = row
+        if path.startswith(BUILTIN_PREFIX):
+            directory = self.settings.pretrained_dir / path.removeprefix(BUILTIN_PREFIX)
+        else:
+            directory = open_store(self.settings).fetch(path, sha256)
+        return read_artifact(directory, sha256)
 
     def _load(self, dataset: Dataset, params: Any) -> tuple[Any, Any]:
         from models.data.builtin import load_split

@@ -29,6 +29,12 @@ from app.tables import JobMetric, TrainingJob
 
 log = logging.getLogger("genserve.jobs")
 TERMINAL = ("succeeded", "failed", "cancelled")
+PARENT_PARAM = "from"  # a fine-tune's params name its parent version: {"model", "version"}
+
+
+def kind_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A job's params as its kind's dataclass takes them: without the parent reference."""
+    return {k: v for k, v in params.items() if k != PARENT_PARAM}
 
 
 @dataclass(frozen=True)
@@ -380,7 +386,14 @@ class JobStore:
         # what the job asked for, and what its training produced
         asked = {k: getattr(job, k) for k in ("name", "kind", "params", "dataset_id", "activate")}
         made = {k: getattr(new, k) for k in ("task", "artifact_path", "sha256", "size", "config")}
-        version = versions.register_trained(session, **asked, **made)
+        trained_on = new.config.get("training", {})
+        lineage = {
+            "parent": job.params.get(PARENT_PARAM),
+            "job_id": job_id,
+            "dataset_name": trained_on.get("dataset"),
+            "dataset_sha256": trained_on.get("dataset_sha256"),
+        }
+        version = versions.register_trained(session, **asked, **made, **lineage)
         job.status, job.progress = "succeeded", 1.0
         job.model_version_id = version.id
         job.metrics = {**job.metrics, **new.config.get("metrics", {})}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas.common import UTCDateTime
 
@@ -16,7 +16,10 @@ class DatasetPublic(BaseModel):
     format: str  # txt, csv, tsv, jsonl, npz, idx, zip, builtin
     sha256: str
     size_bytes: int
-    num_records: int | None  # characters for a text corpus, examples otherwise
+    num_records: int | None = Field(
+        description="records in all splits: a text corpus's characters, a labelled set's "
+        "texts, an image set's images (meta.record names which)"
+    )
     meta: dict[str, Any]  # labels and their counts, image size, vocabulary size, ...
     builtin: bool
     created_at: UTCDateTime

@@ -12,13 +12,28 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
 class TrainRequest(RequestBody):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     kind: str = Field(description="a model family; GET /train/kinds lists them")
     dataset: int | str = Field(description="dataset id, or the name of a unique dataset")
     name: str = Field(pattern=NAME_PATTERN, description="model name the version registers under")
     params: dict[str, Any] = Field(default_factory=dict, description="see GET /train/kinds")
     activate: bool = Field(False, description="serve the new version as soon as it is trained")
+    from_: FineTuneFrom | None = Field(
+        None,
+        alias="from",
+        description="fine-tune: start from this version's weights (architecture params are "
+        "the parent's; a different value set in params is refused)",
+    )
+
+
+class FineTuneFrom(RequestBody):
+    """The version a fine-tune starts from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(pattern=NAME_PATTERN, description="a model name")
+    version: int | None = Field(None, ge=1, description="a version; default: the active one")
 
 
 class ModelVersionRef(BaseModel):

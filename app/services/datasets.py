@@ -23,7 +23,7 @@ from pathlib import Path, PurePath
 from typing import BinaryIO, NamedTuple
 
 from fastapi import UploadFile
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -43,7 +43,7 @@ from app.services import retention, versions
 from app.settings import Settings
 from app.tables import Dataset
 from models.artifacts import write_durably
-from models.data import DatasetError, UnsupportedFormat, describe, kind_of
+from models.data import DatasetError, TextCorpus, UnsupportedFormat, describe, kind_of
 from models.data.builtin import BUILTIN_DATASETS, Builtin
 from models.data.uploads import parse_upload
 
@@ -72,11 +72,14 @@ class DatasetService:
     # ---- built-ins -----------------------------------------------------------------------------
 
     def sync_builtin(self) -> list[str]:
-        """Registers the built-ins whose data is present; existing rows are left alone."""
+        """Registers the built-ins whose data is present, then links the committed default
+        models to the built-ins they were trained on. A row written before built-ins had a
+        size (size_bytes 0) is described again; other existing rows are left alone."""
         registered = []
         for builtin in BUILTIN_DATASETS.values():
             sha256 = builtin_sha256(builtin.name)
-            if self._by_sha256(sha256) is not None:
+            existing = self._by_sha256(sha256)
+            if existing is not None and existing.size_bytes:
                 continue
             if not builtin.available(self.settings.data_dir):
                 continue
@@ -85,16 +88,23 @@ class DatasetService:
             except Exception:  # a broken data file must not stop the service
                 log.exception("built-in dataset %s could not be loaded", builtin.name)
                 continue
+            if existing is not None:
+                self._redescribe(existing.id, row)
+                continue
             _, created = self._insert(row)
             if created:
                 registered.append(builtin.name)
                 log.info("registered built-in dataset %s", builtin.name)
+        self._link_builtin_models()
         return registered
 
     def _builtin_row(self, builtin: Builtin, sha256: str) -> Dataset:
         train, test = builtin.load(self.settings.data_dir)
         meta, test_meta = describe(train), describe(test)
         num_train, num_test = meta.pop("num_records"), test_meta["num_records"]
+        if isinstance(train, TextCorpus) and isinstance(test, TextCorpus):
+            meta = describe(TextCorpus(train.text + test.text))  # the whole corpus, as uploads
+            meta.pop("num_records")
         meta.pop("label_counts", None)  # the train split's counts alone would mislead
         meta |= {
             "description": builtin.description,
@@ -105,12 +115,34 @@ class DatasetService:
             kind=builtin.kind,
             format="builtin",
             sha256=sha256,
-            size_bytes=0,
+            size_bytes=sum(f.stat().st_size for f in builtin.files(self.settings.data_dir)),
             path=BUILTIN_PREFIX + builtin.name,
             num_records=num_train + num_test,
             meta=meta,
             builtin=True,
         )
+
+    def _redescribe(self, dataset_id: int, row: Dataset) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(Dataset)
+                .where(Dataset.id == dataset_id)
+                .values(size_bytes=row.size_bytes, num_records=row.num_records, meta=row.meta)
+            )
+        log.info("described built-in dataset %s again", row.name)
+
+    def _link_builtin_models(self) -> None:
+        """The committed default models name their data as their config.json's
+        training.dataset (a built-in's name or one of its `trained_as` names)."""
+        with self.db.session() as session:
+            trained_on = {}
+            for row in session.scalars(select(Dataset).where(Dataset.builtin.is_(True))):
+                builtin = BUILTIN_DATASETS.get(row.name)
+                for name in (row.name, *(builtin.trained_as if builtin else ())):
+                    trained_on[name] = (row.id, row.name, row.sha256)
+            linked = versions.link_builtin_datasets(session, trained_on)
+        if linked:
+            log.info("linked %d committed model version(s) to their datasets", linked)
 
     # ---- uploads -------------------------------------------------------------------------------
 

@@ -19,8 +19,9 @@ from sqlalchemy.orm import selectinload
 
 from app.db import Database
 from app.errors import Conflict, InvalidInput, NotFound, Overloaded
-from app.jobs.store import TERMINAL, JobStore, add_job, delete_finished
+from app.jobs.store import PARENT_PARAM, TERMINAL, JobStore, add_job, delete_finished
 from app.schemas.train import (
+    FineTuneFrom,
     JobDetail,
     JobMetricPublic,
     JobPublic,
@@ -34,7 +35,7 @@ from app.services.datasets import DatasetService
 from app.services.retention import remove_job_dir
 from app.settings import Settings
 from app.tables import Dataset, Model, ModelVersion, TrainingJob
-from models.kinds import KINDS, DataShape, Kind
+from models.kinds import KINDS, DataShape, FineTunable, Kind
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -136,11 +137,16 @@ class TrainingService:
                 f"unknown kind {request.kind!r}; one of: {', '.join(KINDS)}",
                 details={"kinds": list(KINDS)},
             )
-        params = validate_params(kind, request.params)
+        parent, inherited = (None, {}) if request.from_ is None else self._parent(kind, request)
+        params = validate_params(kind, {**request.params, **inherited})
         dataset = self.datasets.resolve(request.dataset)
         self._check_dataset(kind, dataset, params)
+        if parent is not None:
+            self._check_parent_data(kind, request.from_, parent[1], dataset)
         self._check_memory(kind, dataset, params)
         self._check_backend(params)
+        if parent is not None:
+            params[PARENT_PARAM] = parent[0]  # the runner loads its weights
         with self.db.session() as session:
             queued = session.scalar(
                 select(func.count()).select_from(TrainingJob).where(TrainingJob.status == "queued")
@@ -160,6 +166,67 @@ class TrainingService:
                 session, kind.name, request.name, dataset.id, params, request.activate, owner
             )
             return job_public(job, None)
+
+    def _parent(
+        self, kind: Kind, request: TrainRequest
+    ) -> tuple[tuple[dict[str, Any], dict[str, Any]], dict[str, Any]]:
+        """((the parent's {"model", "version"}, its config), the params it fixes) for a
+        fine-tune; a 422 for a parent that is missing or of another kind, a kind without
+        weights to start from, or a param set to another value than the parent's."""
+        ref: FineTuneFrom = request.from_  # type: ignore[assignment]
+        if not issubclass(kind.params, FineTunable):
+            reason = getattr(kind.params, "not_fine_tunable", "it has no weights to start from")
+            raise InvalidInput(
+                f"kind {kind.name} cannot be fine-tuned: {reason}", details={"loc": ["from"]}
+            )
+        with self.db.session() as session:
+            where = [Model.name == ref.model]
+            where.append(
+                ModelVersion.version == ref.version if ref.version else ModelVersion.is_active
+            )
+            version = session.scalar(
+                select(ModelVersion).join(Model, Model.id == ModelVersion.model_id).where(*where)
+            )
+            if version is None:
+                which = f"version {ref.version}" if ref.version else "active version"
+                raise InvalidInput(
+                    f"cannot fine-tune from {ref.model!r}: no such model, or no {which} of it",
+                    details={"loc": ["from"]},
+                )
+            number, parent_kind, config = version.version, version.kind, dict(version.config)
+        if parent_kind != kind.name:
+            raise InvalidInput(
+                f"{ref.model} v{number} is a {parent_kind} model: a {kind.name} job cannot "
+                "start from its weights",
+                details={"loc": ["kind"], "kind": kind.name, "parent_kind": parent_kind},
+            )
+        fixed = kind.params.inherited(config)
+        mismatched = [
+            {"param": k, "requested": request.params[k], "parent": v}
+            for k, v in fixed.items()
+            if k in request.params and request.params[k] != v
+        ]
+        if mismatched:
+            named = ", ".join(
+                f"{m['param']} {m['requested']!r} (parent: {m['parent']!r})" for m in mismatched
+            )
+            raise InvalidInput(
+                f"a fine-tune keeps the architecture of {ref.model} v{number}; these params "
+                f"differ from it: {named}",
+                code="architecture_mismatch",
+                details=mismatched,
+            )
+        return ({"model": ref.model, "version": number}, config), fixed
+
+    @staticmethod
+    def _check_parent_data(kind: Kind, ref: Any, config: dict[str, Any], dataset: Dataset) -> None:
+        """The dataset must suit the parent: its tokenizer, image size, classes."""
+        problem = kind.params.unsuited(config, dataset.meta or {})
+        if problem is not None:
+            raise InvalidInput(
+                f"{dataset.name!r} cannot fine-tune {ref.model}: {problem}",
+                details={"loc": ["dataset"]},
+            )
 
     def _check_backend(self, params: dict[str, Any]) -> None:
         """A GPU per worker is Ray Train's to give: a local runner's ranks share the GPUs it

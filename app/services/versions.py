@@ -76,8 +76,13 @@ def register_trained(
     config: dict[str, Any],
     dataset_id: int | None,
     activate: bool,
+    parent: dict[str, Any] | None = None,
+    job_id: int | None = None,
+    dataset_name: str | None = None,
+    dataset_sha256: str | None = None,
 ) -> ModelVersion:
-    """Registers a trained artifact as the next version of `name` (created if new).
+    """Registers a trained artifact as the next version of `name` (created if new), with its
+    lineage: the version it was fine-tuned from, its job and its dataset by value.
 
     Raises ValueError if `name` is a model of another task. Two callers racing for the same
     version number make one of them hit the unique constraint (IntegrityError) at flush.
@@ -96,10 +101,12 @@ def register_trained(
         metrics=config.get("metrics", {}),
         config=config,
         dataset_id=dataset_id,
-        dataset_name=config.get("training", {}).get("dataset"),
-        dataset_sha256=config.get("training", {}).get("dataset_sha256"),
         source="trained",
         activate=activate,
+        parent=parent,
+        job_id=job_id,
+        dataset_name=dataset_name,
+        dataset_sha256=dataset_sha256,
     )
 
 
@@ -141,6 +148,22 @@ def register_imported(
         dataset_sha256=lineage.get("dataset_sha256"),
         activate=False,
     )
+
+
+def link_builtin_datasets(session: Session, trained_on: dict[str, tuple[int, str, str]]) -> int:
+    """Links committed default versions never linked to their dataset to the one their
+    config.json names (training.dataset -> (id, name, sha256) in `trained_on`); how many."""
+    linked = 0
+    for version in session.scalars(
+        select(ModelVersion).where(
+            ModelVersion.source == "builtin", ModelVersion.dataset_name.is_(None)
+        )
+    ):
+        found = trained_on.get((version.config.get("training") or {}).get("dataset", ""))
+        if found is not None:
+            version.dataset_id, version.dataset_name, version.dataset_sha256 = found
+            linked += 1
+    return linked
 
 
 def set_active(session: Session, name: str, version: int) -> bool:

@@ -48,10 +48,12 @@ def kind_of(data: Data) -> str:
 
 
 def describe(data: Data) -> dict:
-    """`num_records` (characters for a corpus, examples otherwise) and what a user checks first."""
+    """`num_records` (characters for a corpus, examples otherwise; `record` names which) and
+    what a user checks first."""
     if isinstance(data, TextCorpus):
         return {
             "num_records": len(data.text),
+            "record": "character",  # a corpus is one text: its records are its characters
             "chars": len(data.text),
             "lines": data.text.count("\n") + (not data.text.endswith("\n")),
             "vocab_size": len(set(data.text)),
@@ -60,6 +62,7 @@ def describe(data: Data) -> dict:
     if isinstance(data, LabelledTexts):
         return {
             "num_records": len(data.texts),
+            "record": "text",
             "labels": data.label_names,
             "label_counts": counts,
             "mean_chars": round(sum(map(len, data.texts)) / max(1, len(data.texts)), 1),
@@ -67,6 +70,7 @@ def describe(data: Data) -> dict:
     n, h, w = data.images.shape
     return {
         "num_records": n,
+        "record": "image",
         "image_size": [h, w],
         "labelled": data.labels is not None,
         "labels": data.label_names,

@@ -68,6 +68,9 @@ class Builtin:
     description: str
     available: Callable[[Path], bool]
     load: Callable[[Path], tuple[Data, Data]]  # data_dir -> (train, test)
+    files: Callable[[Path], list[Path]]  # data_dir -> the files it is read from (its size)
+    # what the committed default models' config.json calls it (training.dataset)
+    trained_as: tuple[str, ...] = ()
 
 
 def _shakespeare(data_dir: Path) -> tuple[Data, Data]:
@@ -84,6 +87,13 @@ def _sentiment(data_dir: Path) -> tuple[Data, Data]:
     )
 
 
+def _digits_file() -> Path:
+    """scikit-learn ships the 8x8 digits as one gzipped CSV inside the package."""
+    from importlib.resources import files
+
+    return Path(str(files("sklearn.datasets") / "data" / "digits.csv.gz"))
+
+
 def _images(x_train, y_train, x_test, y_test) -> tuple[Data, Data]:  # type: ignore[no-untyped-def]
     names = list(DIGIT_LABELS)
     return ImageSet(x_train, y_train, names), ImageSet(x_test, y_test, list(names))
@@ -98,6 +108,7 @@ BUILTIN_DATASETS: dict[str, Builtin] = {
             "Tiny Shakespeare, 1.1 M characters; first 90 % train, last 10 % validation.",
             lambda d: (Path(d) / "tinyshakespeare.txt").is_file(),
             _shakespeare,
+            lambda d: [Path(d) / "tinyshakespeare.txt"],
         ),
         Builtin(
             "sentiment",
@@ -105,6 +116,8 @@ BUILTIN_DATASETS: dict[str, Builtin] = {
             "UCI sentiment sentences (amazon, imdb, yelp), 2,400 train / 600 test.",
             lambda d: all((Path(d) / "sentiment" / f).is_file() for f in SENTIMENT_FILES),
             _sentiment,
+            lambda d: [Path(d) / "sentiment" / f for f in SENTIMENT_FILES],
+            ("uci-sentiment-labelled-sentences",),
         ),
         Builtin(
             "mnist",
@@ -112,6 +125,8 @@ BUILTIN_DATASETS: dict[str, Builtin] = {
             "MNIST t10k, 28x28 digits; images 0-7,999 train, 8,000-9,999 held out.",
             lambda d: all((Path(d) / "mnist" / f).is_file() for f in (IMAGES_FILE, LABELS_FILE)),
             lambda d: _images(*load_mnist(d)),
+            lambda d: [Path(d) / "mnist" / f for f in (IMAGES_FILE, LABELS_FILE)],
+            ("mnist-t10k",),
         ),
         Builtin(
             "digits",
@@ -119,6 +134,8 @@ BUILTIN_DATASETS: dict[str, Builtin] = {
             "scikit-learn 8x8 digits (1,797); stratified 80/20 split, random_state=0.",
             lambda d: True,
             lambda d: _images(*load_digits_split()),
+            lambda d: [_digits_file()],
+            ("sklearn-digits",),
         ),
     )
 }

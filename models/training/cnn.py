@@ -14,7 +14,7 @@ from models.data.uploads import ImageSet
 from models.kinds import CNNParams
 from models.training.epochs import data_digest, loop_metrics, train_epochs
 from models.training.hooks import TrainHooks
-from models.training.result import TrainResult, classifier_metrics
+from models.training.result import TrainResult, classifier_metrics, parent_module
 
 
 def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 1) -> torch.Tensor:
@@ -29,16 +29,23 @@ def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 1
 
 
 @torch.no_grad()
-def evaluate(model: ImageCNN, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Accuracy of `model` on (N, 1, H, W) images; restores the model's train/eval mode."""
+def image_logits(model: ImageCNN, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """(N, K) logits of (N, 1, H, W) images; restores the model's train/eval mode."""
     was_training = model.training
     model.eval()
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        logits = model(x[i : i + batch_size])  # (B, K)
-        correct += int((logits.argmax(-1) == y[i : i + batch_size]).sum())
+    logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     model.train(was_training)
-    return correct / len(x)
+    return logits
+
+
+def evaluate(model: ImageCNN, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """Accuracy of `model` on (N, 1, H, W) images."""
+    return float((image_logits(model, x, batch_size).argmax(-1) == y).float().mean())
+
+
+def validation_loss(model: ImageCNN, x: torch.Tensor, y: torch.Tensor) -> float | None:
+    """Mean cross-entropy on held-out images (None when there are none)."""
+    return F.cross_entropy(image_logits(model, x), y).item() if len(x) else None
 
 
 def fit_image_cnn(
@@ -77,7 +84,9 @@ def fit_image_cnn(
         dropout=p.dropout,
         **architecture,
     )
-    model = ImageCNN(config).to(device)
+    parent = parent_module(hooks, ImageCNN, ImageCNNConfig)  # a fine-tune starts from it
+    model = (ImageCNN(config) if parent is None else parent).to(device)
+    config = model.config
 
     def loss_of(net: nn.Module, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         idx = idx.to(device)
@@ -98,6 +107,8 @@ def fit_image_cnn(
         batches=lambda gen: list(torch.randperm(len(xt), generator=gen).split(batch_size)),
         loss_of=loss_of,
         val_accuracy=lambda: evaluate(model, xv, yv) if len(xv) else None,
+        val_loss=lambda: validation_loss(model, xv, yv),
+        patience=p.patience,
         steps_per_epoch=math.ceil(len(xt) / batch_size),
         seed=seed,
         epochs=p.epochs,

@@ -16,6 +16,7 @@ torch.distributed group it runs under DDP on the global batch (models/training/d
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from models.data.uploads import ImageSet
 from models.image.diffusion import DiffusionConfig, UNet
 from models.kinds import DiffusionParams
 from models.training import distributed
+from models.training.best import BestWeights
 from models.training.checkpoint import load_checkpoint
 from models.training.hooks import TrainHooks
 from models.training.image import (
@@ -34,10 +36,12 @@ from models.training.image import (
     _end_epoch,
     _image_labels,
     _image_result,
+    _keep_best,
     _out_of_time,
+    _validate_epoch,
 )
 from models.training.precision import autocast, grad_scaler
-from models.training.result import TrainResult
+from models.training.result import TrainResult, parent_module
 
 
 @dataclass
@@ -52,6 +56,7 @@ class DiffusionTrainConfig:
     clip: float = 1.0  # gradient norm clip
     max_seconds: float = 0.0  # stop early after this much training time (0: no limit)
     seed: int = 0
+    patience: int = 0  # epochs without a lower held-out loss before stopping (0: never)
 
 
 def train_diffusion(
@@ -61,11 +66,14 @@ def train_diffusion(
     cfg: DiffusionTrainConfig,
     device: torch.device,
     hooks: TrainHooks | None = None,
+    validate: Callable[[nn.Module], float] | None = None,
 ) -> dict[str, Any]:
     """DDPM (v-prediction) on float32 (N, H, W) images in [0, 1]; labels (N,) if conditional.
 
     Trains `model` in place; with cfg.ema > 0 it ends up holding the averaged weights.
-    Returns the last epoch's figures.
+    Returns the last epoch's figures. With `validate` (a held-out loss of the module given)
+    the weights served (the EMA's, if any) are scored every epoch, the best epoch's are the
+    ones kept, and cfg.patience epochs without a lower loss end the run.
     """
     torch.manual_seed(cfg.seed)
     hooks = distributed.rank_hooks(hooks or TrainHooks())
@@ -90,7 +98,16 @@ def train_diffusion(
         print(f"resumed from {hooks.work_dir} at epoch {state['epoch']}", flush=True)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    while state["epoch"] < cfg.epochs and not _out_of_time(cfg.max_seconds, state, device):
+    served = ema if ema is not None else model
+    score = None if validate is None else lambda: validate(served)
+    main = score is not None and distributed.is_main()
+    best = BestWeights(served, hooks.work_dir if main else None, state["history"], cfg.patience)
+    early = bool(state.get("early_stopped"))  # it had stopped before a restart
+    while (
+        state["epoch"] < cfg.epochs
+        and not early
+        and not _out_of_time(cfg.max_seconds, state, device)
+    ):
         t0 = time.perf_counter()
         epoch = state["epoch"]
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # shuffling, t, noise
@@ -134,12 +151,14 @@ def train_diffusion(
         if stopped:
             break  # mid-epoch: the last checkpoint stays the last finished epoch
         losses = {"loss": float(loss_sum) / max(1, rows)}
-        _end_epoch(state, t0, steps_per_epoch, len(x), losses, hooks, modules, optimizers)
+        val, early = _validate_epoch(state, steps_per_epoch, score, best, device)
+        _end_epoch(state, t0, steps_per_epoch, len(x), losses, hooks, modules, optimizers, val)
+    kept = _keep_best(state, score, best, early)  # into the served module
     if ema is not None:
         model.load_state_dict(ema.state_dict())
     model.to(memory_format=torch.contiguous_format).eval()
     last = state["history"][-1] if state["history"] else {}
-    return {**last, "steps": state.get("steps", 0), "config": asdict(cfg)}
+    return {**last, "steps": state.get("steps", 0), "config": asdict(cfg), **kept}
 
 
 @torch.no_grad()
@@ -163,16 +182,18 @@ def train_image_diffusion(
     labels, num_classes = _image_labels(train, p.conditional)
     torch.manual_seed(p.seed)
     c = p.channels
-    model = UNet(
-        DiffusionConfig(
-            tuple(train.images.shape[1:]),
-            (c, 2 * c, 4 * c),  # the recipe's widths at C = 16
-            p.blocks,
-            p.attention,
-            p.dropout,
-            num_classes,
+    model = parent_module(hooks, UNet, DiffusionConfig)  # a fine-tune starts from its parent
+    if model is None:
+        model = UNet(
+            DiffusionConfig(
+                tuple(train.images.shape[1:]),
+                (c, 2 * c, 4 * c),  # the recipe's widths at C = 16
+                p.blocks,
+                p.attention,
+                p.dropout,
+                num_classes,
+            )
         )
-    )
     cfg = DiffusionTrainConfig(
         p.epochs,
         p.batch_size,
@@ -182,8 +203,15 @@ def train_image_diffusion(
         ema=p.ema,
         max_seconds=p.max_seconds,
         seed=p.seed,
+        patience=p.patience,
     )
-    result = train_diffusion(model, train.images, labels, cfg, device, hooks)
     held = test.labels[:2000] if (test.labels is not None and num_classes) else None
-    loss = held_out_loss(model, test.images[:2000], held, device)
-    return _image_result(kind, train, model, result, {"held_out_loss": round(loss, 4)})
+
+    def validate(served: nn.Module) -> float:
+        """Every epoch's held-out loss, and the kept one's."""
+        return held_out_loss(served, test.images[:2000], held, device)  # type: ignore[arg-type]
+
+    result = train_diffusion(model, train.images, labels, cfg, device, hooks, validate)
+    best = result.get("best")  # None on the other ranks of a data-parallel group
+    loss = best["val_loss"] if best else round(validate(model), 4)
+    return _image_result(kind, train, model, result, {"held_out_loss": loss})

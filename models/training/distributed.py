@@ -105,6 +105,15 @@ def rank_seed(seed: int) -> int:
     return seed + 104_729 * rank()
 
 
+def same_weights(model: nn.Module) -> None:
+    """Every rank takes rank 0's weights: at the end of a run whose best evaluation's weights
+    only rank 0 kept (it alone evaluates). Called by every rank of a group, or a no-op."""
+    if not active():
+        return
+    for tensor in model.state_dict().values():
+        dist.broadcast(tensor, src=0)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 

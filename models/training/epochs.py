@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from models.training import distributed
+from models.training.best import BestWeights
 from models.training.checkpoint import load_checkpoint, save_checkpoint
 from models.training.hooks import TrainHooks
 
@@ -100,6 +101,8 @@ def train_epochs(
     clip: float | None = None,
     hooks: TrainHooks | None = None,
     run: dict[str, Any] | None = None,
+    val_loss: Callable[[], float | None] | None = None,
+    patience: int = 0,
 ) -> dict[str, Any]:
     """AdamW with a per-step cosine decay of the learning rate, for `epochs` epochs.
 
@@ -112,8 +115,10 @@ def train_epochs(
     optimizer moments and counters are saved after every epoch; a checkpoint there is resumed
     when its `run` (hyperparameters + data digest) equals this one's, refused otherwise.
     Per-epoch validation runs only for a caller with hooks: standalone fits score once, at the
-    end. Returns the loop state: epoch, step, seconds (across restarts), history, stopped,
-    resumed.
+    end. With `val_loss` the weights returned are those of the epoch with the lowest one (see
+    best.py), and `patience` epochs in a row without a lower one end the fit. Returns the loop
+    state: epoch, step, seconds (across restarts), history, stopped, resumed, best (its step
+    and val_loss), stopped_reason ("early_stopping") when patience ended it.
     """
     watched = hooks is not None and distributed.is_main()
     hooks = distributed.rank_hooks(hooks or TrainHooks())
@@ -132,7 +137,9 @@ def train_epochs(
             raise ValueError(f"the checkpoint in {work_dir} was made by a different run")
         state = saved or state
     resumed = state["epoch"]
-    stopped = False
+    stopped = early = bool(state.get("early_stopped"))  # it had stopped before a restart
+    scored = watched and val_loss is not None
+    best = BestWeights(model, work_dir if scored else None, state["history"], patience)
     net = distributed.wrap(model, device)  # a group's ranks average their gradients
     model.train()
     while state["epoch"] < epochs and not stopped:
@@ -181,20 +188,38 @@ def train_epochs(
             "samples_per_s": round(samples / max(seconds, 1e-9), 1),
             "seconds": round(state["seconds"], 2),
         }
+        loss_now = val_loss() if scored and val_loss is not None else None
+        if loss_now is not None:
+            row["val_loss"] = round(loss_now, 4)
+            row |= best.update(state["step"], row["val_loss"])
         state["history"].append(row)
+        if patience:  # rank 0 decides; every rank ends at this epoch
+            early = state["early_stopped"] = distributed.agree(scored and best.exhausted, device)
         distributed.checkpoint(
             hooks, lambda d: save_checkpoint(d, {"model": model}, {"optimizer": optimizer}, state)
         )
         if hooks.on_epoch is not None:
             hooks.on_epoch(row)
+        if early:
+            break
+    kept = best.restore(state["history"][-1] if state["history"] else {}) if scored else None
+    distributed.same_weights(model)
     model.eval()
-    return {**state, "stopped": stopped, "resumed": resumed}
+    reason = {"stopped_reason": "early_stopping"} if early else {}
+    return {**state, "stopped": stopped, "resumed": resumed, "best": kept, **reason}
 
 
 def loop_metrics(loop: dict[str, Any], test_accuracy: float | None, **extra: Any) -> dict:
+    """The fit's metrics; with a validation loss, the kept epoch's (the one its history row
+    shows as best_val_loss)."""
     history = loop["history"]
+    best = loop.get("best")
+    scored = {"val_loss": best["val_loss"], "best_step": best["step"]} if best else {}
+    reason = {k: loop[k] for k in ("stopped_reason",) if k in loop}
     return {
         "test_accuracy": test_accuracy,
+        **scored,
+        **reason,
         **extra,
         "train_seconds": round(loop["seconds"], 2),
         "final_train_loss": history[-1]["train_loss"] if history else None,

@@ -27,3 +27,6 @@ class TrainHooks:
     # after every checkpoint, on every rank of a data-parallel group: the checkpoint dir on
     # rank 0, None elsewhere (Ray Train's report is collective)
     on_checkpoint: Callable[[Path | None], None] | None = None
+    # fine-tuning: the verified parent artifact (config.json, payload bytes) whose weights
+    # (and tokenizer, for text) the fit starts from instead of a fresh initialisation
+    parent: tuple[dict[str, Any], dict[str, bytes]] | None = None

@@ -11,6 +11,7 @@ CPUs run in fp32. In a torch.distributed group each loop runs under DDP on the g
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,10 +25,11 @@ from models.image.gan import Discriminator, GANConfig, Generator
 from models.image.vae import VAE, VAEConfig, held_out_negative_elbo
 from models.kinds import GANParams, VAEParams
 from models.training import distributed
+from models.training.best import BestWeights
 from models.training.checkpoint import load_checkpoint, save_checkpoint
 from models.training.hooks import TrainHooks
 from models.training.precision import autocast, grad_scaler
-from models.training.result import TrainResult
+from models.training.result import TrainResult, parent_module
 
 
 @dataclass
@@ -37,6 +39,7 @@ class VAETrainConfig:
     lr: float = 1e-3  # Adam, cosine-decayed to lr / 10 over the epochs
     max_seconds: float = 0.0  # stop early after this much training time (0: no limit)
     seed: int = 0  # drives init, shuffling and the reparameterisation noise
+    patience: int = 0  # epochs without a lower held-out loss before stopping (0: never)
 
 
 @dataclass
@@ -70,8 +73,10 @@ def _end_epoch(
     hooks: TrainHooks,
     modules: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
+    scored: dict[str, Any] | None = None,
 ) -> None:
-    """Counts the finished epoch, records its row, checkpoints, and reports the row."""
+    """Counts the finished epoch, records its row (with its validation, `scored`),
+    checkpoints, and reports the row."""
     seconds = time.perf_counter() - started
     state["seconds"] += seconds
     state["epoch"] += 1
@@ -81,12 +86,47 @@ def _end_epoch(
         "step": state["steps"],
         "samples_per_s": round(samples / seconds, 1),
         **{k: round(v, 3) for k, v in losses.items()},
+        **(scored or {}),
         "seconds": round(state["seconds"], 1),
     }
     state["history"].append(record)
     distributed.checkpoint(hooks, lambda d: save_checkpoint(d, modules, optimizers, state))
     if hooks.on_epoch is not None:
         hooks.on_epoch(record)
+
+
+def _validate_epoch(
+    state: dict[str, Any],
+    steps_per_epoch: int,
+    validate: Callable[[], float] | None,
+    best: BestWeights,
+    device: torch.device,
+) -> tuple[dict[str, Any], bool]:
+    """The finished epoch's held-out loss on rank 0 (`validate` scores `best.model`, in eval
+    mode), and whether patience ends the run here, agreed by every rank."""
+    scored: dict[str, Any] = {}
+    if validate is not None and distributed.is_main():
+        was_training = best.model.training
+        best.model.eval()
+        with torch.no_grad():
+            val_loss = round(validate(), 4)
+        best.model.train(was_training)
+        step = (state["epoch"] + 1) * steps_per_epoch
+        scored = {"val_loss": val_loss, **best.update(step, val_loss)}
+    early = bool(best.patience) and distributed.agree(bool(scored) and best.exhausted, device)
+    state["early_stopped"] = early
+    return scored, early
+
+
+def _keep_best(
+    state: dict[str, Any], validate: Callable[[], float] | None, best: BestWeights, early: bool
+) -> dict[str, Any]:
+    """Loads the best epoch's weights (rank 0, with a validation); what the loop returns of
+    them: the best epoch's step and loss, why it stopped."""
+    last = state["history"][-1] if state["history"] else {}
+    kept = best.restore(last) if validate is not None and distributed.is_main() else None
+    distributed.same_weights(best.model)
+    return {"best": kept, **({"stopped_reason": "early_stopping"} if early else {})}
 
 
 def _out_of_time(max_seconds: float, state: dict[str, Any], device: torch.device) -> bool:
@@ -113,10 +153,13 @@ def train_vae(
     cfg: VAETrainConfig,
     device: torch.device,
     hooks: TrainHooks | None = None,
+    validate: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """Maximise the ELBO on float32 (N, H, W) images in [0, 1]; labels (N,) if conditional.
 
-    Trains `model` in place (moved to `device`) and returns the last epoch's figures.
+    Trains `model` in place (moved to `device`) and returns the last epoch's figures. With
+    `validate` (a held-out loss of `model`) every epoch is scored, the best epoch's weights
+    are the ones kept, and cfg.patience epochs without a lower loss end the run.
     """
     torch.manual_seed(distributed.rank_seed(cfg.seed))  # reparameterisation noise
     hooks = distributed.rank_hooks(hooks or TrainHooks())
@@ -131,7 +174,14 @@ def train_vae(
         state = saved
         print(f"resumed from {work_dir} at epoch {state['epoch']}", flush=True)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
-    while state["epoch"] < cfg.epochs and not _out_of_time(cfg.max_seconds, state, device):
+    scored = validate is not None and distributed.is_main()
+    best = BestWeights(model, work_dir if scored else None, state["history"], cfg.patience)
+    early = bool(state.get("early_stopped"))  # it had stopped before a restart
+    while (
+        state["epoch"] < cfg.epochs
+        and not early
+        and not _out_of_time(cfg.max_seconds, state, device)
+    ):
         t0 = time.perf_counter()
         epoch = state["epoch"]
         for group in opt.param_groups:  # cosine from lr to lr / 10
@@ -167,10 +217,13 @@ def train_vae(
             break  # mid-epoch: the last checkpoint stays the last finished epoch
         loss, nll, kl = (totals / max(1, rows)).tolist()
         losses = {"loss": loss, "nll": nll, "kl": kl}
-        _end_epoch(state, t0, steps_per_epoch, len(x), losses, hooks, {"vae": model}, {"vae": opt})
+        val, early = _validate_epoch(state, steps_per_epoch, validate, best, device)
+        modules, optimizers = {"vae": model}, {"vae": opt}
+        _end_epoch(state, t0, steps_per_epoch, len(x), losses, hooks, modules, optimizers, val)
+    kept = _keep_best(state, validate, best, early)
     model.eval()
     last = state["history"][-1] if state["history"] else {}
-    return {**last, "steps": state.get("steps", 0), "config": asdict(cfg)}
+    return {**last, "steps": state.get("steps", 0), "config": asdict(cfg), **kept}
 
 
 # -----------------------------------------------------------------------------
@@ -335,6 +388,10 @@ def _image_result(
     keys = ("loss", "nll", "kl", "loss_d", "loss_g", "d_real", "d_fake", "samples_per_s")
     metrics.update({k: result[k] for k in keys if k in result})
     metrics.update(steps=result.get("steps"), train_seconds=result.get("seconds"))
+    if result.get("best"):  # the kept epoch's held-out loss, as its history row shows it
+        metrics.update(val_loss=result["best"]["val_loss"], best_step=result["best"]["step"])
+    if "stopped_reason" in result:
+        metrics["stopped_reason"] = result["stopped_reason"]
     num_classes = module.config.num_classes  # type: ignore[union-attr]
     return TrainResult(
         {
@@ -357,12 +414,20 @@ def train_image_vae(
     labels, num_classes = _image_labels(train, p.conditional)
     torch.manual_seed(p.seed)
     image_size = tuple(train.images.shape[1:])
-    model = VAE(VAEConfig(image_size, p.latent_dim, hidden=p.hidden, num_classes=num_classes))
-    cfg = VAETrainConfig(p.epochs, p.batch_size, p.lr, p.max_seconds, p.seed)
-    result = train_vae(model, train.images, labels, cfg, device, hooks)
-    model.eval()
+    model = parent_module(hooks, VAE, VAEConfig)  # a fine-tune starts from its parent
+    if model is None:
+        model = VAE(VAEConfig(image_size, p.latent_dim, hidden=p.hidden, num_classes=num_classes))
+    cfg = VAETrainConfig(p.epochs, p.batch_size, p.lr, p.max_seconds, p.seed, p.patience)
     held_out = test.labels[:2000] if test.labels is not None else None
-    elbo = held_out_negative_elbo(model, test.images[:2000], held_out, device)
+
+    def validate() -> float:
+        """Every epoch's held-out loss, and the kept one's: the negative ELBO."""
+        return held_out_negative_elbo(model, test.images[:2000], held_out, device)
+
+    result = train_vae(model, train.images, labels, cfg, device, hooks, validate)
+    model.eval()
+    best = result.get("best")  # None on the other ranks of a data-parallel group
+    elbo = best["val_loss"] if best else validate()
     return _image_result(kind, train, model, result, {"held_out_neg_elbo": round(elbo, 2)})
 
 

@@ -4,6 +4,13 @@ AdamW with decoupled weight decay on matrices only, linear warm-up then cosine d
 gradient clipping, periodic evaluation on the validation split, mixed precision on CUDA
 (bf16, or fp16 with loss scaling on GPUs without bf16),
 and checkpoints (safetensors + JSON, never pickle) that a restarted run resumes from.
+
+Every evaluation of a run is one function (`evaluate`): the periodic ones in the history and
+the one the registered weights are scored by, so a job's metrics, its last history row and
+its model card show one validation loss. The weights kept are those of the best evaluation
+(lowest validation loss), not the last; with `patience` the run stops once that many
+evaluations in a row have not improved on it. A fine-tune starts from a parent artifact's
+weights and tokenizer (TrainHooks.parent).
 """
 
 import math
@@ -17,12 +24,13 @@ import torch
 import torch.nn as nn
 
 from models.data.uploads import TextCorpus
-from models.kinds import ChatParams, GPTParams, LMParams, NGramParams, RNNParams
+from models.kinds import KINDS, ChatParams, GPTParams, LMParams, NGramParams, RNNParams
 from models.text.gpt import GPT, GPTConfig
 from models.text.ngram import NGramConfig, NGramModel
 from models.text.rnn import RNNConfig, RNNModel
-from models.text.tokenizer import Tokenizer, train_tokenizer
+from models.text.tokenizer import Tokenizer, UnknownCharacters, train_tokenizer
 from models.training import distributed
+from models.training.best import BestWeights
 from models.training.checkpoint import load_checkpoint, save_checkpoint
 from models.training.hooks import TrainHooks
 from models.training.precision import autocast, grad_scaler
@@ -42,6 +50,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     eval_every: int = 250  # steps between validation estimates
     eval_batches: int = 20  # batches per validation estimate
+    eval_window: int = 0  # tokens per validation window (0: block_size)
+    patience: int = 0  # evaluations without improvement before stopping (0: never)
     checkpoint_every: int = 250  # steps between checkpoints (0: never)
     seed: int = 1337  # batch sampling and init
     cpu_bf16: bool = False  # bf16 autocast on CPUs with native bf16 (AVX512-BF16, AMX)
@@ -81,17 +91,30 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
 def evaluate(
     model: nn.Module, data: torch.Tensor, cfg: TrainConfig, device: torch.device, batches: int
 ) -> float:
-    """Mean cross-entropy (nats/char) over `batches` fixed random windows of `data`."""
+    """Mean cross-entropy per token over fixed non-overlapping windows spread evenly over
+    `data`: at most `batches` x batch_size windows of eval_window tokens, the same ones at
+    every evaluation, so evaluations compare and the last one is the registered number."""
     model.eval()
-    gen = torch.Generator().manual_seed(0)  # the same windows every time, so evals compare
-    losses = []
-    for _ in range(batches):
-        x, y = get_batch(data, cfg, gen, device)
+    window = min(cfg.eval_window or cfg.block_size, len(data) - 1)
+    n = (len(data) - 1) // window
+    count = max(1, min(n, batches * cfg.batch_size))
+    starts = torch.arange(count) * n // count * window  # (count,) evenly spread
+    index = starts[:, None] + torch.arange(window)  # (count, window)
+    total = 0.0
+    for i in range(0, count, cfg.batch_size):
+        rows = index[i : i + cfg.batch_size]
+        x, y = data[rows].to(device), data[rows + 1].to(device)
         with autocast(device, cfg.cpu_bf16):
             _, loss = model(x, y)
-        losses.append(loss.item())
+        total += loss.item() * y.numel()
     model.train()
-    return float(np.mean(losses))
+    return total / (count * window)
+
+
+def eval_tokens(data: torch.Tensor, cfg: TrainConfig) -> int:
+    """How many tokens `evaluate` scores on `data`."""
+    window = min(cfg.eval_window or cfg.block_size, len(data) - 1)
+    return max(1, min((len(data) - 1) // window, cfg.eval_batches * cfg.batch_size)) * window
 
 
 @torch.no_grad()
@@ -143,6 +166,8 @@ def train(
     if saved:
         start, history = saved["step"], saved["history"]
     main = distributed.is_main()
+    best = BestWeights(model, checkpoint_dir if main else None, history, cfg.patience)
+    early = bool(saved and saved.get("early_stopped"))  # stopped before its restart
     hooks = distributed.rank_hooks(hooks)
     on_step = hooks.on_step
     net = distributed.wrap(model, device)  # a group's ranks average their gradients
@@ -156,6 +181,8 @@ def train(
     began = time.perf_counter() - spent
     metrics: dict = history[-1] if history else {}
     for step in range(start, cfg.max_steps):
+        if early:
+            break
         elapsed_all = time.perf_counter() - began
         out_of_time = cfg.max_seconds > 0 and agree(elapsed_all >= cfg.max_seconds)
         first = step == start  # later steps were asked at the end of the one before
@@ -188,12 +215,15 @@ def train(
             or stopping
             or (cfg.max_seconds > 0 and agree(time.perf_counter() - began >= cfg.max_seconds))
         )
-        if main and ((step + 1) % cfg.eval_every == 0 or last):
+        evaluating = (step + 1) % cfg.eval_every == 0 or last
+        if main and evaluating:
             elapsed = time.perf_counter() - t0
+            val_loss = round(evaluate(model, val_data, cfg, device, cfg.eval_batches), 4)
             metrics = {
                 "step": step + 1,
                 "train_loss": round(loss.item(), 4),
-                "val_loss": round(evaluate(model, val_data, cfg, device, cfg.eval_batches), 4),
+                "val_loss": val_loss,
+                **best.update(step + 1, val_loss),
                 "lr": lr,
                 "tokens_per_s": round(tokens / elapsed, 1),
                 "samples_per_s": round(tokens / cfg.block_size / elapsed, 2),
@@ -203,16 +233,27 @@ def train(
             tokens, t0 = 0, time.perf_counter()
             if hooks.on_epoch is not None:
                 hooks.on_epoch(metrics)
-        due = cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or last)
+            early = best.exhausted
+        if evaluating and cfg.patience:
+            early = agree(early)  # rank 0 decides; every rank leaves the loop at this step
+        due = cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or last or early)
         if due:
-            state = {"step": step + 1, "history": history, "train_config": asdict(cfg)}
+            state = {
+                "step": step + 1,
+                "history": history,
+                "train_config": asdict(cfg),
+                "early_stopped": early,
+            }
             distributed.checkpoint(
                 hooks, lambda d, s=state: save_checkpoint(d, {"model": model}, {"opt": opt}, s)
             )
-        if stopping:
+        if stopping or early:
             break
+    kept = best.restore(metrics) if main else None  # the best evaluation's weights
+    distributed.same_weights(model)
     model.eval()
-    return {"history": history, **metrics}
+    stopped = {"stopped_reason": "early_stopping"} if early else {}
+    return {"history": history, **metrics, "best": kept, **stopped}
 
 
 # -----------------------------------------------------------------------------
@@ -229,12 +270,15 @@ def _tokenize(
     return tok, tok.encode(train.text), tok.encode(test.text)
 
 
-def _loss_metrics(loss: float, tokens: int, test: TextCorpus) -> dict[str, float | int]:
-    """Validation loss per token and per character: nats/char compares every tokenizer."""
+def _loss_metrics(
+    loss: float, tokens: int, test: TextCorpus, split_tokens: int
+) -> dict[str, float | int]:
+    """Validation loss per token (over the `tokens` scored) and per character, scaled by the
+    split's tokens per character: nats/char compares every tokenizer."""
     chars = max(1, len(test.text))
     return {
         "val_loss": round(loss, 4),
-        "val_nats_per_char": round(loss * tokens / chars, 4),
+        "val_nats_per_char": round(loss * split_tokens / chars, 4),
         "val_tokens": tokens,
         "val_chars": chars,
     }
@@ -242,6 +286,25 @@ def _loss_metrics(loss: float, tokens: int, test: TextCorpus) -> dict[str, float
 
 def tok_name(p: LMParams | NGramParams) -> str:
     return f"BPE ({p.vocab_size})" if p.tokenizer == "bpe" else "character"
+
+
+def _start(
+    kind: str, p: LMParams, hooks: TrainHooks, train: TextCorpus, test: TextCorpus
+) -> tuple[nn.Module | None, Tokenizer, list[int], list[int]]:
+    """A fine-tune's model and tokenizer, rebuilt by the parent's serving class (the artifact
+    loader), and both splits in its tokens; a fresh tokenizer and no model otherwise."""
+    if hooks.parent is None:
+        return None, *_tokenize(p, train, test)
+    config, payload = hooks.parent
+    served = KINDS[kind].serving_class().from_artifact(config, payload, torch.device("cpu"))
+    tok = served.tokenizer
+    try:
+        return served.model, tok, tok.encode(train.text), tok.encode(test.text)
+    except UnknownCharacters as e:
+        raise ValueError(
+            f"the dataset has {e.chars!r}, which the parent model's character tokenizer "
+            "lacks: a fine-tune keeps its parent's tokenizer"
+        ) from None
 
 
 def _fit_lm(
@@ -254,8 +317,9 @@ def _fit_lm(
     build: Callable[[int], nn.Module],
     eval_window: int,
 ) -> TrainResult:
-    """The loop above on a character corpus, for any model `build(vocab_size)` makes."""
-    tok, train_list, val_list = _tokenize(p, train_split, test_split)
+    """The loop above on a character corpus, for any model `build(vocab_size)` makes (or the
+    parent's, when fine-tuning)."""
+    parent, tok, train_list, val_list = _start(kind, p, hooks, train_split, test_split)
     train_ids = torch.tensor(train_list, dtype=torch.long)
     val_ids = torch.tensor(val_list, dtype=torch.long)
     for split, ids in (("training", train_ids), ("validation", val_ids)):
@@ -265,7 +329,7 @@ def _fit_lm(
                 "needs more: upload more text or lower block_size"
             )
     torch.manual_seed(p.seed)
-    model = build(tok.vocab_size)
+    model = parent if parent is not None else build(tok.vocab_size)
     cfg = TrainConfig(
         max_steps=p.max_steps,
         max_seconds=p.max_seconds,
@@ -277,15 +341,15 @@ def _fit_lm(
         weight_decay=p.weight_decay,
         eval_every=p.eval_every,
         eval_batches=p.eval_batches,
+        eval_window=eval_window,
+        patience=p.patience,
         checkpoint_every=p.eval_every,
         seed=p.seed,
     )
     result = train(model, train_ids, val_ids, cfg, device, hooks)
-    window = min(eval_window, len(val_ids) - 1)
-    # the other ranks of a data-parallel group hold the same weights and write nothing
-    val_loss = (
-        full_validation_loss(model, val_ids, window, device) if distributed.is_main() else 0.0
-    )
+    # the registered weights' own evaluation, as their history row has it (rank 0 evaluates)
+    best = result.get("best") or {"step": result.get("step"), "val_loss": 0.0}
+    stopped = {k: result[k] for k in ("stopped_reason",) if k in result}
     return TrainResult(
         {
             "kind": kind,
@@ -295,10 +359,14 @@ def _fit_lm(
             **chat_config(p),
             "model_args": asdict(model.config),  # type: ignore[arg-type]
             "metrics": {
-                **_loss_metrics(val_loss, len(val_ids), test_split),
+                **_loss_metrics(
+                    best["val_loss"], eval_tokens(val_ids, cfg), test_split, len(val_ids)
+                ),
+                "best_step": best["step"],
                 "steps": result.get("step"),
                 "samples_per_s": rate(result.get("step"), p.batch_size, result.get("seconds")),
                 "train_seconds": result.get("seconds"),
+                **stopped,
             },
         },
         module=model,
@@ -353,7 +421,7 @@ def train_ngram(
             **chat_config(p),
             "model_args": asdict(model.config),
             "metrics": {
-                **_loss_metrics(val_loss, len(val_ids), test),
+                **_loss_metrics(val_loss, len(val_ids), test, len(val_ids)),
                 "train_seconds": round(seconds, 2),
             },
         },

@@ -26,6 +26,17 @@ class TrainResult:
         return self.config.get("metrics", {})
 
 
+def parent_module(hooks: TrainHooks | None, module_class: type, config_class: type) -> Any:
+    """A fine-tune's starting network: its parent artifact rebuilt by the artifact loader
+    (model_args and weights, strictly); None for a fit from scratch."""
+    if hooks is None or hooks.parent is None:
+        return None
+    from models.artifacts import load_module
+
+    config, payload = hooks.parent
+    return load_module(module_class, config_class, config, payload).train()
+
+
 def check_stop(hooks: TrainHooks) -> None:
     if hooks.should_stop is not None:
         hooks.should_stop()
@@ -45,7 +56,16 @@ def rate(steps: int | None, batch: int, seconds: float | None) -> float | None:
 
 
 def classifier_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    keep = ("test_accuracy", "test_examples", "train_examples", "train_seconds", "samples_per_s")
+    keep = (
+        "test_accuracy",
+        "val_loss",
+        "best_step",
+        "stopped_reason",
+        "test_examples",
+        "train_examples",
+        "train_seconds",
+        "samples_per_s",
+    )
     return {k: metrics[k] for k in keep if k in metrics}
 
 

@@ -40,21 +40,36 @@ def length_batches(
 
 
 @torch.no_grad()
+def text_logits(
+    model: TextRNN, ids: list[list[int]], device: str, batch_size: int = 256
+) -> torch.Tensor:
+    """(N, K) logits of encoded texts, in their order; restores train/eval mode."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths batched
+    logits = torch.empty(len(ids), model.config.num_classes)
+    for i in range(0, len(order), batch_size):
+        rows = order[i : i + batch_size]
+        logits[rows] = model(pad_batch([ids[r] for r in rows], device)).float().cpu()
+    model.train(was_training)
+    return logits
+
+
 def text_accuracy(
     model: TextRNN, ids: list[list[int]], y: np.ndarray, device: str, batch_size: int = 256
 ) -> float | None:
-    """Accuracy on encoded texts (None when there are none); restores train/eval mode."""
+    """Accuracy on encoded texts (None when there are none)."""
     if not ids:
         return None
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    pred = np.empty(len(ids), dtype=np.int64)
-    for i in range(0, len(order), batch_size):
-        rows = order[i : i + batch_size]
-        pred[rows] = model(pad_batch([ids[r] for r in rows], device)).argmax(-1).cpu().numpy()
-    model.train(was_training)
+    pred = text_logits(model, ids, device, batch_size).argmax(-1).numpy()
     return float(np.mean(pred == y))
+
+
+def text_loss(model: TextRNN, ids: list[list[int]], y: np.ndarray, device: str) -> float | None:
+    """Mean cross-entropy on encoded texts (None when there are none)."""
+    if not ids:
+        return None
+    return F.cross_entropy(text_logits(model, ids, device), torch.from_numpy(y)).item()
 
 
 def fit_text_rnn(
@@ -117,6 +132,8 @@ def fit_text_rnn(
         batches=lambda gen: length_batches(lengths, batch_size, gen),
         loss_of=loss_of,
         val_accuracy=lambda: text_accuracy(model, test_ids, y_test, device),
+        val_loss=lambda: text_loss(model, test_ids, y_test, device),
+        patience=p.patience,
         steps_per_epoch=math.ceil(len(train_ids) / batch_size),
         seed=seed,
         epochs=p.epochs,

@@ -125,3 +125,64 @@ def test_a_new_kind_is_listed_and_validated(client: TestClient, centroid_kind: K
     )
     assert status == 422
     assert [d["loc"] for d in body["error"]["details"]] == [["params", "shrink"]]
+
+
+def test_a_fine_tune_keeps_its_parents_architecture_or_is_refused(client: TestClient) -> None:
+    """tiny-gpt (a committed default here): 2 layers, 2 heads, 32 wide, 32-token context."""
+    base = {"kind": "text-gpt", "dataset": "tinyshakespeare", "name": "ft"}
+    parent = {"model": "tiny-gpt"}
+    status, body = submit(client, **base, params={"n_layer": 4, "n_embd": 32}, **{"from": parent})
+    assert status == 422 and body["error"]["code"] == "architecture_mismatch"
+    assert body["error"]["details"] == [{"param": "n_layer", "requested": 4, "parent": 2}]
+    assert "n_layer 4 (parent: 2)" in body["error"]["message"]
+
+    status, body = submit(client, **{**base, "kind": "text-lstm"}, **{"from": parent})
+    assert status == 422 and "text-gpt" in body["error"]["message"]
+    status, body = submit(client, **base, **{"from": {"model": "tiny-gpt", "version": 9}})
+    assert status == 422 and "version 9" in body["error"]["message"]
+    status, body = submit(client, **base, **{"from": {"model": "no-such-model"}})
+    assert status == 422 and "no-such-model" in body["error"]["message"]
+    sentiment = {"kind": "classify-logreg", "dataset": "sentiment", "name": "s2"}
+    status, body = submit(client, **sentiment, **{"from": {"model": "sentiment"}})
+    assert status == 422 and "classify-logreg cannot be fine-tuned" in body["error"]["message"]
+
+    # a character model reads only the characters it knows
+    odd = "".join(chr(c) for c in range(0x400, 0x464)) * 5
+    uploaded = client.post("/datasets", files={"file": ("cyrillic.txt", odd.encode())})
+    assert uploaded.status_code == 201, uploaded.text
+    status, body = submit(client, **{**base, "dataset": uploaded.json()["id"]}, **{"from": parent})
+    assert status == 422 and "tokenizer" in body["error"]["message"]
+
+    # training params may differ; the architecture comes from the parent, params it names
+    # with the parent's own values are accepted
+    params = {"max_steps": 5, "lr": 3e-4, "n_head": 2}
+    status, job = submit(client, **base, params=params, **{"from": {"model": "tiny-gpt"}})
+    assert status == 202, job
+    assert job["params"]["from"] == {"model": "tiny-gpt", "version": 1}
+    assert (job["params"]["n_layer"], job["params"]["n_embd"], job["params"]["block_size"]) == (
+        2,
+        32,
+        32,
+    )
+    assert job["params"]["lr"] == 3e-4
+    assert client.post(f"/train/{job['id']}/cancel").status_code == 200
+
+
+def test_image_fine_tunes_keep_the_parents_images_and_classes(client: TestClient) -> None:
+    """digits: a committed 8x8 CNN (hidden 128); tiny-cvae: a conditional 28x28 VAE."""
+    cnn = {"kind": "classify-cnn", "dataset": "digits", "name": "ft-cnn"}
+    status, body = submit(client, **cnn, params={"hidden": 64}, **{"from": {"model": "digits"}})
+    assert status == 422 and body["error"]["details"] == [
+        {"param": "hidden", "requested": 64, "parent": 128}
+    ]
+    vae = {"kind": "image-vae", "dataset": "digits", "name": "ft-vae"}
+    status, body = submit(client, **vae, **{"from": {"model": "tiny-cvae"}})
+    assert status == 422 and "8x8, the parent's 28x28" in body["error"]["message"]
+    gan = {"kind": "image-gan", "dataset": "digits", "name": "ft-gan"}
+    status, body = submit(client, **gan, **{"from": {"model": "tiny-cvae"}})
+    assert status == 422 and "image-gan cannot be fine-tuned" in body["error"]["message"]
+
+    status, job = submit(client, **cnn, params={"epochs": 1}, **{"from": {"model": "digits"}})
+    assert status == 202, job
+    assert (job["params"]["hidden"], job["params"]["dropout"]) == (128, 0.25)
+    assert client.post(f"/train/{job['id']}/cancel").status_code == 200

@@ -194,6 +194,9 @@ def test_text_rnn_hooks_and_stop():
         "step",
         "train_loss",
         "val_accuracy",
+        "val_loss",
+        "best_val_loss",
+        "best_step",
         "samples_per_s",
         "seconds",
     }

@@ -65,7 +65,13 @@ def test_text_corpus_with_bom_and_crlf(tmp_path: Path) -> None:
     assert fmt == "txt" and isinstance(data, TextCorpus)
     assert data.text == "To be,\nor not to be.\n"
     assert datasets.kind_of(data) == "text"
-    assert datasets.describe(data) == {"num_records": 21, "chars": 21, "lines": 2, "vocab_size": 11}
+    assert datasets.describe(data) == {
+        "num_records": 21,
+        "record": "character",
+        "chars": 21,
+        "lines": 2,
+        "vocab_size": 11,
+    }
 
 
 def test_csv_with_header_extra_columns_and_quotes(tmp_path: Path) -> None:
