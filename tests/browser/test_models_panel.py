@@ -186,3 +186,21 @@ def test_archiving_a_model_asks_first(panel: Any, server: Server) -> None:
     card(page, name).wait_for(state="detached")
     assert page.inner_text("#status") == f"{name} archived."
     assert name not in [m["name"] for m in server.client.get("/models").json()["data"]]
+
+
+def test_a_fine_tuned_version_names_its_parent(page: Any, server: Server) -> None:
+    """A small CNN on the 8x8 digits, then a fine-tune from it: v2's lineage names v1."""
+    base = {"kind": "classify-cnn", "dataset": "digits", "name": "tuned-cnn"}
+    params = {"epochs": 1, "hidden": 16, "batch_size": 256}
+    first = wait_job(server, submit(server, **base, params=params)["id"])
+    parent = {"model": "tuned-cnn", "version": first["model_version"]["version"]}
+    second = wait_job(
+        server, submit(server, **base, params={"epochs": 1}, **{"from": parent})["id"]
+    )
+    assert (first["status"], second["status"]) == ("succeeded", "succeeded"), second["error"]
+    page.click("#models-refresh")
+    lineage = row(page, "tuned-cnn", 2).locator("td[data-label=Lineage]")
+    lineage.wait_for()
+    assert f"from tuned-cnn v{parent['version']}" in lineage.inner_text()
+    assert f"job #{second['id']}" in lineage.inner_text()
+    assert "from" not in row(page, "tuned-cnn", 1).locator("td[data-label=Lineage]").inner_text()
