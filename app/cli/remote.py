@@ -187,6 +187,41 @@ def version_state(version: dict[str, Any], served: int | None) -> str:
     return "served" if version["version"] == served else ""
 
 
+@models_app.command("show")
+def models_show(
+    ctx: typer.Context,
+    name: ModelName,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """One model: its routing (active version, aliases, traffic split, versions loaded) and
+    each version's lineage (parent, dataset, job), state and metrics."""
+    model = fetch(ctx, url, api_key, lambda c: c.get_model(name))
+    if as_json:
+        render.print_json(model)
+        return
+    print_routing(model)
+    served = model.get("served_version")
+    for v in sorted(model.get("versions") or [], key=lambda v: v["version"]):
+        parent = v.get("parent") or {}
+        lineage = [
+            f"parent {parent['model']} v{parent['version']}" if parent else "",
+            f"dataset {v['dataset_name']}" if v.get("dataset_name") else "",
+            f"job {v['job_id']}" if v.get("job_id") else "",
+            f"alias {', '.join(v['aliases'])}" if v.get("aliases") else "",
+        ]
+        head = f"v{v['version']} {version_state(v, served) or 'inactive'} {v.get('source')}"
+        console.print(
+            render.safe(" · ".join([head, *(part for part in lineage if part)])),
+            markup=False,
+            highlight=False,
+        )
+        metrics = render.format_metrics(render.scalar_metrics(v.get("metrics")), sep=" ")
+        if metrics:
+            console.print("  " + render.safe(metrics), markup=False, highlight=False)
+
+
 @models_app.command("activate")
 def models_activate(
     ctx: typer.Context,
@@ -353,6 +388,7 @@ def print_routing(model: dict[str, Any]) -> None:
             "active": f"v{active}" if active is not None else "none",
             "aliases": ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())) or "none",
             "traffic": ", ".join(f"v{v} {w}%" for v, w in traffic.items()) or "active version",
+            "loaded": ", ".join(f"v{v}" for v in model.get("loaded") or []) or "none",
         }
     )
 

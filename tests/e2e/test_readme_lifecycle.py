@@ -25,7 +25,7 @@ MARKER = "<!-- lifecycle: run line by line by tests/e2e/test_readme_lifecycle.py
 # what some commands must print, beyond exiting 0
 EXPECT = {
     "models show my-gpt": "parent my-gpt v1",
-    "my-gpt@staging": '"version":2',
+    '"model": "my-gpt@staging"': '"version":2',
     "models traffic my-gpt 1=90": "v2 10%",
     "models activate my-gpt 2": "my-gpt v1 -> v2",
     "models rollback my-gpt": "my-gpt v2 -> v1",
