@@ -78,7 +78,7 @@ class ModelPublic(BaseModel):
     acknowledged_by: list[str]  # fresh replicas serving active_version
     replicas: list[PlacementPublic]
     input: str | None = None
-    labels: list[str] | None = None
+    labels: list[str] | None = None  # a classifier's labels; a conditional generator's classes
     workers: list[int]  # ready workers serving the active version
     loaded: list[int] = []  # versions this replica's workers hold: active, and beside it
     versions: list[ModelVersionPublic]

@@ -48,7 +48,7 @@ def model_public(
         ],
         replicas=replicas,
         input=config.get("input"),
-        labels=config.get("labels"),
+        labels=class_labels(config),
         workers=pool.placement().get(model.name, []),
         loaded=sorted(
             {w.models[model.name] for w in ready if model.name in w.models}
@@ -56,3 +56,12 @@ def model_public(
         ),
         versions=versions,
     )
+
+
+def class_labels(config: dict[str, Any]) -> list[str] | None:
+    """What a request's `label` picks from: a classifier's labels, or a class-conditional
+    image generator's classes (named when trained on named folders, else numbered), so that
+    clients can tell conditional generators from unconditional ones; None for the others."""
+    if config.get("labels"):
+        return list(config["labels"])
+    return [str(i) for i in range(config.get("num_classes") or 0)] or None

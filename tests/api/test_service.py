@@ -21,6 +21,16 @@ def test_models_lists_the_defaults_with_versions_metrics_and_workers(client: Tes
     assert by_name["sentiment"]["versions"][-1]["metrics"]["test_accuracy"] >= 0.80
 
 
+def test_models_mark_the_defaults_and_the_classes_a_generator_takes(client: TestClient) -> None:
+    """The playground picks each task's default and shows the label field from these."""
+    by_name = {m["name"]: m for m in client.get("/models").json()["data"]}
+    defaults = {name for name, m in by_name.items() if m["default"]}
+    assert defaults == {"tiny-gpt", "tiny-cvae", "sentiment", "digits"}
+    assert by_name["tiny-cvae"]["labels"] == [str(i) for i in range(10)]
+    assert by_name["mnist-cgan"]["labels"] == [str(i) for i in range(10)]
+    assert by_name["mnist-gan"]["labels"] is None and by_name["tiny-gpt"]["labels"] is None
+
+
 def test_one_model_and_unknown_model(client: TestClient) -> None:
     assert client.get("/models/sentiment").json()["labels"] == ["negative", "positive"]
     response = client.get("/models/missing")

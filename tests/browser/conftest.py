@@ -14,7 +14,7 @@ import pytest
 
 from app.settings import REPO_ROOT
 from tests.e2e.server import Server
-from tests.tiny_models import small_pretrained
+from tests.tiny_models import make_tiny_gpt, small_pretrained
 
 SCREENSHOTS = REPO_ROOT / "var" / "screenshots"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
@@ -42,9 +42,15 @@ def find_chromium() -> str | None:
 @pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("browser")
+    # Beside the defaults: models whose names sort before them (the pickers must still start
+    # on the default), an unconditional GAN and a diffusion model (other image controls).
+    pretrained = small_pretrained(
+        tmp / "pretrained", ("sentiment", "digits", "mnist-gan", "mnist-diffusion")
+    )
+    make_tiny_gpt(pretrained, "half-trained-gpt")
     srv = Server(
         tmp,
-        GENSERVE_PRETRAINED_DIR=str(small_pretrained(tmp / "pretrained")),
+        GENSERVE_PRETRAINED_DIR=str(pretrained),
         GENSERVE_DEFAULT_TEXT_MODEL="tiny-gpt",
         GENSERVE_DEFAULT_IMAGE_MODEL="tiny-cvae",
         GENSERVE_JOB_HEARTBEAT_S="0.2",

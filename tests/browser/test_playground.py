@@ -88,7 +88,7 @@ def test_streamed_text_appears_token_by_token(page: Any, screenshot: Any) -> Non
 def test_image_grid_is_shown(page: Any, screenshot: Any) -> None:
     page.select_option("#image-model", "tiny-cvae")
     page.fill("#image-form input[name=n]", "16")
-    page.fill("#image-form input[name=label]", "3")
+    page.select_option("#image-label", "3")
     page.click("#image-go")
     image = page.wait_for_selector("#image-output:not([hidden])")
     page.wait_for_function("() => document.querySelector('#image-output').naturalWidth > 0")

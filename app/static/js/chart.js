@@ -1,47 +1,60 @@
-// A training job's curves from its metric history, drawn on a canvas (no chart library: the
-// page loads nothing from outside the server): one line per loss metric.
+// A training job's curves from its metric history, drawn on canvases (no chart library: the
+// page loads nothing from outside the server): one line per metric, losses on one chart and
+// accuracies (a classifier's) on another, as their scales differ.
 
 import { $, formatNumber, h } from "./dom.js";
 
 const COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2"];
 const color = (i) => COLORS[i % COLORS.length];
 const last = (points) => points[points.length - 1][1];
+const isAccuracy = (key) => /acc/.test(key);
 
 // `ended`: the job is over, so an empty history will stay empty.
 export function drawChart(job, ended) {
-  const figure = $("#job-chart");
-  const el = $("#loss-canvas");
   const history = job.history || [];
   const numeric = [...new Set(history.flatMap((row) => Object.keys(row.values)))].filter(
     (key) => key !== "step" && history.some((row) => typeof row.values[key] === "number"),
   );
+  const accuracies = numeric.filter(isAccuracy);
   // The losses when there are any, else every other number but the epoch counter.
   const losses = numeric.filter((key) => key.includes("loss"));
-  const keys = losses.length ? losses : numeric.filter((key) => key !== "epoch");
+  const others = numeric.filter((key) => key !== "epoch" && !isAccuracy(key));
+  $("#job-chart").hidden = false;
+  const title = `Job #${job.id} ${job.name}: ${job.status}, ${history.length} points`;
+  $("#job-chart-title").textContent = title;
+  const waiting = ended ? "No metric history." : "Waiting for the first evaluation…";
+  const lossKeys = losses.length ? losses : others;
+  $("#loss-part").hidden = !lossKeys.length && accuracies.length > 0;
+  drawPart("loss", "Loss", job, lossKeys, waiting);
+  $("#accuracy-part").hidden = !accuracies.length;
+  drawPart("accuracy", "Accuracy", job, accuracies, waiting);
+}
+
+// One chart: #<part>-canvas and its legend #<part>-legend.
+function drawPart(part, what, job, keys, emptyText) {
+  const history = job.history || [];
+  const el = $(`#${part}-canvas`);
   const series = keys.map((key) =>
     history
       .filter((row) => typeof row.values[key] === "number")
       .map((row) => [row.step, row.values[key]]),
   );
-  figure.hidden = false;
   el.dataset.points = String(history.length); // what the browser tests watch grow
-  const title = `Job #${job.id} ${job.name}: ${job.status}, ${history.length} points`;
-  $("#job-chart-title").textContent = title;
   // A canvas says nothing to a screen reader: its label carries the first and last values.
   const summary = keys.map((key, i) => {
     const points = series[i];
     return `${key} ${formatNumber(points[0][1])} to ${formatNumber(last(points))}`;
   });
   const described = summary.join("; ") || "no points yet";
-  el.setAttribute("aria-label", `Loss curves of job ${job.id}: ${described}`);
-  $("#loss-legend").replaceChildren(
+  el.setAttribute("aria-label", `${what} curves of job ${job.id}: ${described}`);
+  $(`#${part}-legend`).replaceChildren(
     ...keys.map((key, i) => {
       const swatch = h("span");
       swatch.style.background = color(i); // CSSOM, not a style attribute: the CSP allows it
       return h("li", {}, swatch, `${key} ${formatNumber(last(series[i]))}`);
     }),
   );
-  plot(el, series, ended ? "No metric history." : "Waiting for the first evaluation…");
+  plot(el, series, emptyText);
 }
 
 function plot(el, series, emptyText) {

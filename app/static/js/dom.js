@@ -1,5 +1,5 @@
-// Small DOM helpers shared by every panel: an element builder, the status line, and the one
-// place where a failed action is turned into a visible message.
+// Small DOM helpers shared by every panel: an element builder, the status line, the one
+// place where a failed action is turned into a visible message, and the confirmation dialog.
 
 export const $ = (selector) => document.querySelector(selector);
 
@@ -18,9 +18,14 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// A table cell that carries its column's name, shown beside the value when the table reflows
+// into one card per row on a phone (style.css, table.reflow).
+export const cell = (column, attrs = {}, ...children) =>
+  h("td", { "data-label": column, ...attrs }, ...children);
+
 // The small buttons in table rows (Activate, Curve, Cancel); their failures are shown.
 export function smallButton(text, label, action, attrs = {}) {
-  const onclick = () => guard(action);
+  const onclick = () => userAction(action);
   const common = { type: "button", class: "small", text, "aria-label": label, onclick };
   return h("button", { ...common, ...attrs });
 }
@@ -52,19 +57,42 @@ export async function guard(fn, target = null) {
   }
 }
 
+// Something the user asked for: the last message goes (an old error must not outlive a
+// success), and a failure is shown in `target` and the status line. Background work (the job
+// poll) uses guard() alone, so that it never wipes a message the user has not read.
+export function userAction(fn, target = null) {
+  setStatus("");
+  return guard(fn, target);
+}
+
 // A form handled in the page: no navigation, and a failure is shown in `target`.
 export function onSubmit(selector, handler, target = null) {
-  $(selector).addEventListener("submit", (event) => {
+  const form = typeof selector === "string" ? $(selector) : selector;
+  form.addEventListener("submit", (event) => {
     event.preventDefault();
-    guard(() => handler(event.target), target);
+    userAction(() => handler(event.target), target);
   });
 }
 
-// The named, non-empty fields of a form, as strings.
+// Asks before a destructive action; resolves true only when the user confirms.
+export function confirmAction(message, action) {
+  const dialog = $("#confirm-dialog");
+  $("#confirm-dialog-message").textContent = message;
+  $("#confirm-dialog-ok").textContent = action;
+  dialog.returnValue = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.showModal();
+    $("#confirm-dialog-cancel").focus(); // the safe choice is the one Enter picks
+  });
+}
+
+// The named, non-empty, enabled fields of a form, as strings: a disabled field is one that
+// does not apply to the chosen model, and is not sent (as a browser would not submit it).
 export function formValues(form) {
   const values = {};
   for (const el of form.elements) {
-    if (el.name && el.value !== "") values[el.name] = el.value;
+    if (el.name && !el.disabled && el.value !== "") values[el.name] = el.value;
   }
   return values;
 }

@@ -12,8 +12,8 @@ import {
   loadDigitFile,
   setupDrawing,
 } from "./classify.js";
-import { $, guard, onSubmit, setStatus } from "./dom.js";
-import { generateImage } from "./image.js";
+import { $, guard, onSubmit, setStatus, userAction } from "./dom.js";
+import { followImageModel, generateImage } from "./image.js";
 import { loadModels, showVersion } from "./models.js";
 import { generateText, stopText } from "./text.js";
 import { loadTraining, showKind, submitJob } from "./train.js";
@@ -34,9 +34,11 @@ function wire() {
     setStatus("API key cleared.");
   });
   $("#key-dialog-cancel").addEventListener("click", () => $("#key-dialog").close(""));
+  // Also fired by models.js each time it refills the options from GET /models.
   for (const select of document.querySelectorAll("select[data-task]")) {
     select.addEventListener("change", () => showVersion(select));
   }
+  $("#image-model").addEventListener("change", followImageModel);
   onSubmit("#text-form", generateText, $("#text-stats"));
   $("#text-stop").addEventListener("click", stopText);
   setupAlternatives($("#text-output"));
@@ -49,11 +51,13 @@ function wire() {
   onSubmit("#classify-text-form", classifyText, $("#classify-text-result"));
   onSubmit("#classify-image-form", classifyDigit, imageResult);
   const digitFile = $("#digit-file");
-  digitFile.addEventListener("change", () => guard(() => loadDigitFile(digitFile), imageResult));
+  digitFile.addEventListener("change", () =>
+    userAction(() => loadDigitFile(digitFile), imageResult),
+  );
   $("#digit-clear").addEventListener("click", clearDigit);
   $("#train-kind").addEventListener("change", showKind);
   onSubmit("#train-form", submitJob);
-  $("#models-refresh").addEventListener("click", () => guard(loadModels));
+  $("#models-refresh").addEventListener("click", () => userAction(loadModels));
   setupDrawing();
 }
 

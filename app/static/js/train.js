@@ -3,7 +3,7 @@
 
 import { api, getJSON, postJSON } from "./api.js";
 import { drawChart } from "./chart.js";
-import { $, formatNumber, guard, h, setStatus, smallButton } from "./dom.js";
+import { $, cell, formatNumber, guard, h, setStatus, smallButton } from "./dom.js";
 import { loadModels } from "./models.js";
 
 const TERMINAL = ["succeeded", "failed", "cancelled"];
@@ -143,10 +143,14 @@ async function pollJobs() {
   state.pollTimer = setTimeout(() => guard(pollJobs), active ? POLL_MS : IDLE_POLL_MS);
 }
 
+const shown = (value) => (value === undefined || value === null ? "–" : formatNumber(value));
+
 function renderJobs(jobs) {
   const focused = document.activeElement && document.activeElement.dataset.focusKey;
   const rows = jobs.map((job) => {
-    const loss = job.metrics.loss ?? job.metrics.val_loss ?? job.metrics.train_loss;
+    const m = job.metrics;
+    const loss = m.loss ?? m.val_loss ?? m.train_loss ?? m.final_train_loss;
+    const accuracy = m.test_accuracy ?? m.val_accuracy ?? m.accuracy;
     const selected = job.id === state.selectedJob;
     const status = [job.status, job.error].filter(Boolean).join(": ");
     // data-focus-key finds the focused button again in the rows that replace these ones.
@@ -155,20 +159,21 @@ function renderJobs(jobs) {
     return h(
       "tr",
       { class: selected ? "selected" : null, "data-job": job.id },
-      h("td", { text: `#${job.id}` }),
-      h("td", { text: `${job.name} (${job.kind})` }),
-      h("td", { class: `st-${job.status}`, text: status }),
-      h(
-        "td",
+      cell("Job", { text: `#${job.id}` }),
+      cell("Model", { text: `${job.name} (${job.kind})` }),
+      cell("Status", { class: `st-${job.status}`, text: status }),
+      cell(
+        "Progress",
         {},
         h("progress", { max: 1, value: job.progress, "aria-label": `job ${job.id} progress` }),
         ` ${Math.round(job.progress * 100)} %`,
       ),
-      h("td", { text: loss === undefined ? "–" : formatNumber(loss) }),
-      h(
-        "td",
-        {},
-        smallButton("Curve", `Show the loss curve of job ${job.id}`, () => selectJob(job.id), {
+      cell("Loss", { text: shown(loss) }),
+      cell("Accuracy", { text: shown(accuracy) }),
+      cell(
+        "Actions",
+        { class: "row-actions" },
+        smallButton("Curve", `Show the curves of job ${job.id}`, () => selectJob(job.id), {
           ...secondary("curve"),
           "aria-pressed": String(selected),
         }),
@@ -180,7 +185,7 @@ function renderJobs(jobs) {
   });
   $("#jobs-body").replaceChildren(...rows);
   if (!jobs.length) {
-    const empty = h("td", { colspan: 6, class: "hint", text: "No jobs yet." });
+    const empty = h("td", { colspan: 7, class: "hint", text: "No jobs yet." });
     $("#jobs-body").append(h("tr", {}, empty));
   }
   const again = focused && document.querySelector(`[data-focus-key="${focused}"]`);
