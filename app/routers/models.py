@@ -92,7 +92,7 @@ AliasPath = Path(pattern=ALIAS.pattern, description="letters, digits, _ . -; sta
     "/{name}/aliases/{alias}",
     response_model=ModelPublic,
     dependencies=[AdminScope],
-    responses=error_responses(401, 403, 404, 422),
+    responses=error_responses(400, 401, 403, 404, 422),  # 400: a body that is not JSON
 )
 async def set_alias(
     body: AliasTarget,
@@ -128,7 +128,7 @@ async def delete_alias(
     "/{name}/traffic",
     response_model=ModelPublic,
     dependencies=[AdminScope],
-    responses=error_responses(401, 403, 404, 409, 422),
+    responses=error_responses(400, 401, 403, 404, 409, 422, 503),  # 503: no room to load
 )
 async def set_traffic(
     split: TrafficSplit,

@@ -23,7 +23,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # Every status a model-serving endpoint can answer with besides 200.
-SERVING_ERRORS = error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504)
+# 409: a version named in the request (name@3, an alias) would not load
+SERVING_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503, 504)
 
 
 def serving_responses(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
