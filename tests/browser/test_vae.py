@@ -45,9 +45,10 @@ def test_two_digits_are_interpolated_and_reconstructed_with_scores(
             "/images/" in r.url and sent.append((r.url.split("/images/")[1], r.post_data_json))
         ),
     )
-    # only VAEs are offered, first the server's default one
-    assert options(page, "#vae-model") == ["", "mnist-vae", "tiny-cvae"]
-    assert page.input_value("#vae-model") == ""
+    # only VAEs are offered, starting on the server's default VAE (not its default image
+    # model, tiny-cvae, a VAE too)
+    assert options(page, "#vae-model") == ["mnist-vae", "tiny-cvae"]
+    assert page.input_value("#vae-model") == "mnist-vae"
     assert not page.locator("#vae-label").is_visible()
 
     _, _, images, labels = load_mnist(DATA_DIR)
@@ -62,7 +63,7 @@ def test_two_digits_are_interpolated_and_reconstructed_with_scores(
     assert "6 images" in (strip.get_attribute("alt") or "")
     endpoint, body = sent[-1]
     assert endpoint == "interpolate" and body["steps"] == 6 and len(body["images"]) == 2
-    assert "model" not in body  # the server's default VAE
+    assert body["model"] == "mnist-vae"
 
     page.click("#vae-reconstruct")
     page.wait_for_selector("#vae-result figure.reconstruction >> nth=1")

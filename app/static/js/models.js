@@ -17,10 +17,14 @@ export async function loadModels() {
 const path = (name) => `/models/${encodeURIComponent(name)}`;
 export const activeVersion = (model) => model && model.versions.find((v) => v.is_active);
 
+// Which flag of GET /models marks a picker's default: `default` (its task's), or the one its
+// data-default-flag names (the VAE panel's `default_vae`, what /images/* requests get).
+const isDefault = (m, select) => Boolean(m[select.dataset.defaultFlag || "default"]);
+
 // The model a select stands for: the picked one, or with the empty choice the server's default.
 export function modelOf(select) {
   if (select.value) return models.find((m) => m.name === select.value);
-  return models.find((m) => m.default && offered(m, select.dataset));
+  return models.find((m) => isDefault(m, select) && offered(m, select.dataset));
 }
 
 // Whether model `m` belongs in a picker: its task, input and (data-kind) active version's kind.
@@ -40,11 +44,11 @@ function fillModelSelects() {
     const served = models.filter((m) => m.active_version !== null && offered(m, select.dataset));
     const previous = select.value;
     const kept = served.some((m) => m.name === previous);
-    const fallback = served.find((m) => m.default) || served[0];
+    const fallback = served.find((m) => isDefault(m, select)) || served[0];
     const options = served.map((m) => h("option", { value: m.name, text: m.name }));
     const label = select.dataset.defaultLabel;
     if (label) {
-      const named = fallback && fallback.default ? `${label} (${fallback.name})` : label;
+      const named = fallback && isDefault(fallback, select) ? `${label} (${fallback.name})` : label;
       options.unshift(h("option", { value: "", text: named }));
     }
     select.replaceChildren(...options);

@@ -43,10 +43,10 @@ function clearStrip() {
 }
 
 // A conditional VAE decodes the class picked here (default: the first digit's); an
-// unconditional one, or the server's default VAE (unknown here), takes none: the field goes.
+// unconditional one takes none, so the field goes.
 export function followVAEModel() {
   const picker = $("#vae-model");
-  const model = picker.value ? modelOf(picker) : null;
+  const model = modelOf(picker);
   const labels = (model && model.labels) || [];
   const select = $("#vae-label");
   const chosen = select.value;
@@ -78,21 +78,18 @@ async function withDigits(model, all, send) {
     } catch (error) {
       const expected = error.details && error.details.expected;
       if (error.code !== "invalid_image_size" || !expected || attempt) throw error;
-      imageSizes[model || ""] = [expected.height, expected.width];
+      imageSizes[model] = [expected.height, expected.width];
     }
   }
   return undefined;
 }
-
-// The empty choice leaves the model to the server (GENSERVE_DEFAULT_VAE_MODEL).
-const named = (model) => model || "the server's default VAE";
 
 export async function interpolate(form) {
   const v = formValues(form);
   const body = { model: v.model, ...numbers(v, ["steps", "label"]) };
   clearStrip();
   const caption = $("#vae-caption");
-  caption.textContent = `Interpolating with ${named(body.model)}…`;
+  caption.textContent = `Interpolating with ${body.model}…`;
   const response = await withDigits(body.model, true, (images) =>
     api("/images/interpolate", {
       json: { ...body, images },
@@ -103,19 +100,18 @@ export async function interpolate(form) {
   img.src = URL.createObjectURL(await response.blob());
   const picked = form.elements.label;
   const label = picked.disabled ? "" : `, label ${picked.selectedOptions[0].text}`;
-  img.alt = `${body.steps} images decoded by ${named(body.model)} from the first digit to the`;
-  img.alt += " second";
+  img.alt = `${body.steps} images decoded by ${body.model} from the first digit to the second`;
   img.alt += label;
-  img.dataset.model = body.model || "";
+  img.dataset.model = body.model;
   img.hidden = false;
   caption.textContent = img.alt;
 }
 
 export async function reconstruct() {
-  const model = $("#vae-model").value || undefined;
+  const model = $("#vae-model").value;
   const target = $("#vae-result");
-  target.dataset.model = model || "";
-  target.replaceChildren(h("p", { class: "hint", text: `Reconstructing with ${named(model)}…` }));
+  target.dataset.model = model;
+  target.replaceChildren(h("p", { class: "hint", text: `Reconstructing with ${model}…` }));
   try {
     const result = await withDigits(model, false, (images) =>
       postJSON("/images/reconstruct", { model, images }),
@@ -129,7 +125,7 @@ export async function reconstruct() {
           { class: "reconstruction", "data-score": image.neg_elbo },
           h("img", {
             src: `data:image/png;base64,${image.png_base64}`,
-            alt: `Reconstruction of digit ${i + 1} by ${named(model)}`,
+            alt: `Reconstruction of digit ${i + 1} by ${model}`,
           }),
           h("figcaption", { class: "hint", text }),
         );
