@@ -29,6 +29,11 @@ from models.image.png import grid, png_bytes
 ENCODER_KINDS = {"image-vae"}  # image generators with an encoder
 
 
+def image_size(spec: ModelSpec) -> tuple[int, int]:
+    height, width = spec.config["image_size"]
+    return int(height), int(width)
+
+
 class VAEService:
     def __init__(self, settings: Settings, registry: ModelRegistry, pool: WorkerPool) -> None:
         self.settings = settings
@@ -59,7 +64,7 @@ class VAEService:
                 )
             for label in request.labels:
                 self._check_label(spec, label)
-        pixels = await decode_pngs(request.images, tuple(spec.config["image_size"]))  # type: ignore[arg-type]
+        pixels = await decode_pngs(request.images, image_size(spec))
         labels = request.labels
         if labels is None and self._classes(spec):
             labels = [-1] * len(request.images)  # the worker finds the best-fitting classes
@@ -73,7 +78,7 @@ class VAEService:
             self._check_label(spec, request.label)
         images = None
         if request.images is not None:
-            images = await decode_pngs(request.images, tuple(spec.config["image_size"]))  # type: ignore[arg-type]
+            images = await decode_pngs(request.images, image_size(spec))
         seeds = (request.seeds[0], request.seeds[1]) if request.seeds is not None else None
         inputs = Interpolate(request.steps, images, seeds, request.label)
         return await self.pool.infer(self.pool.key(spec), inputs, request.steps)

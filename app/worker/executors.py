@@ -3,7 +3,7 @@ requests, split back per request. Imported only inside worker processes (it pull
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -107,6 +107,22 @@ class ImageExecutor:
         return out
 
 
+class Code(NamedTuple):
+    """One request's images encoded: mean, logvar (N, D), labels (N,) or None, neg_elbo (N,)."""
+
+    mean: torch.Tensor
+    logvar: torch.Tensor
+    labels: torch.Tensor | None
+    neg_elbo: torch.Tensor
+
+
+class Decode(NamedTuple):
+    """Latents (N, D) of one request to decode, with their labels (N,) or None."""
+
+    z: torch.Tensor
+    labels: torch.Tensor | None
+
+
 class VAEExecutor(ImageExecutor):
     """A VAE's batches: sampling requests as ImageExecutor's, and EncodeImages / Interpolate.
 
@@ -129,84 +145,102 @@ class VAEExecutor(ImageExecutor):
         return out
 
     def run_latent(self, queries: list[EncodeImages | Interpolate]) -> list[Any]:
-        from models.image.vae import latent_line
+        codes = self.encode_all(queries)
+        plans: list[Decode | None] = []
+        labels: list[int | None] = []  # the class each interpolation decodes
+        for query, code in zip(queries, codes, strict=True):
+            if isinstance(query, EncodeImages):
+                assert code is not None
+                plans.append(Decode(code.mean, code.labels) if query.reconstruct else None)
+                labels.append(None)
+            else:
+                plan, label = self.line(query, code)
+                plans.append(plan)
+                labels.append(label)
+        pixels = self.decode_all(plans)
+        results: list[Any] = []
+        for query, code, image, label in zip(queries, codes, pixels, labels, strict=True):
+            if isinstance(query, EncodeImages):
+                assert code is not None
+                found = None if code.labels is None else code.labels.tolist()
+                mean, logvar, nelbo = code.mean.numpy(), code.logvar.numpy(), code.neg_elbo.numpy()
+                results.append(Encoded(mean, logvar, nelbo, found, image))
+            else:
+                results.append(Interpolated(image, label))
+        return results
 
-        gen = self.generator
-        conditional = gen.num_classes > 0
-        # 1. one encoder pass over every image of the batch
-        images, labels, spans = [], [], []  # spans: each query's rows in the pass
+    def encode_all(self, queries: list[EncodeImages | Interpolate]) -> list[Code | None]:
+        """Every image of the batch through the encoder at once; per query its codes (None for
+        an interpolation between seeds). A class to find is -1."""
+        with_images = [q for q in queries if q.images is not None]
+        if not with_images:
+            return [None] * len(queries)
+        x = torch.from_numpy(np.concatenate([q.images for q in with_images]).astype(np.float32))
+        y = None
+        if self.generator.num_classes:
+            wanted: list[int] = []
+            for q in with_images:
+                n = len(q.images)
+                if isinstance(q, EncodeImages):
+                    wanted.extend(q.labels if q.labels is not None else [-1] * n)
+                else:
+                    wanted.extend([-1 if q.label is None else q.label] * n)
+            y = torch.tensor(wanted)
+        mean, logvar, labels, nelbo = self.generator.encode(x, y)
+        codes: list[Code | None] = []
         start = 0
         for q in queries:
             if q.images is None:
-                spans.append((start, start))
+                codes.append(None)
                 continue
-            n = len(q.images)
-            images.append(torch.from_numpy(np.asarray(q.images, dtype=np.float32)))
-            if isinstance(q, EncodeImages):
-                labels.extend(q.labels if q.labels is not None else [-1] * n)
-            else:
-                labels.extend([-1 if q.label is None else q.label] * n)
-            spans.append((start, start + n))
-            start += n
-        if images:
-            x = torch.cat(images)
-            y = torch.tensor(labels) if conditional else None
-            mean, logvar, found, nelbo = gen.encode(x, y)
-        # 2. one decoder pass over every latent to decode
-        zs: list[torch.Tensor] = []
-        ys: list[torch.Tensor] = []
-        decoded_label: list[int | None] = []
-        for q, (a, b) in zip(queries, spans, strict=True):
-            if isinstance(q, EncodeImages):
-                decoded_label.append(None)
-                if q.reconstruct:
-                    zs.append(mean[a:b])
-                    ys.append(found[a:b] if conditional else torch.empty(0))
-                continue
-            if q.images is not None:
-                ends = mean[a:b]  # (2, D)
-                label = int(found[a]) if conditional else None
-            else:
-                ends, label = self.seed_ends(q.seeds, q.label)  # type: ignore[arg-type]
-            if conditional and q.label is not None:
-                label = q.label
-            zs.append(latent_line(ends[0], ends[1], q.steps))
-            ys.append(torch.full((q.steps,), label or 0) if conditional else torch.empty(0))
-            decoded_label.append(label)
-        pixels = None
-        if zs:
-            z = torch.cat(zs)
-            pixels = to_uint8(gen.generate(z, torch.cat(ys).long() if conditional else None))
-        # 3. split back per query
-        results: list[Any] = []
-        row = 0
-        for q, (a, b), label in zip(queries, spans, decoded_label, strict=True):
-            if isinstance(q, EncodeImages):
-                rows = b - a if q.reconstruct else 0
-                results.append(
-                    Encoded(
-                        mean=mean[a:b].numpy(),
-                        logvar=logvar[a:b].numpy(),
-                        neg_elbo=nelbo[a:b].numpy(),
-                        labels=found[a:b].tolist() if conditional else None,
-                        pixels=pixels[row : row + rows] if rows else None,  # type: ignore[index]
-                    )
-                )
-            else:
-                rows = q.steps
-                results.append(Interpolated(pixels[row : row + rows], label))  # type: ignore[index]
-            row += rows
-        return results
+            rows = slice(start, start + len(q.images))
+            found = None if labels is None else labels[rows]
+            codes.append(Code(mean[rows], logvar[rows], found, nelbo[rows]))
+            start = rows.stop
+        return codes
 
-    def seed_ends(
-        self, seeds: tuple[int, int], label: int | None
-    ) -> tuple[torch.Tensor, int | None]:
-        """The noise of two seeds, drawn as /generate/image draws one image's (n = 1,
-        truncation 1), and the first seed's class when none is asked for."""
-        ends, drawn = [], None
+    def line(self, query: Interpolate, code: Code | None) -> tuple[Decode, int | None]:
+        """The latents of an interpolation's strip, and the class it decodes: the asked-for
+        one, else its first end's (found by the encoder, or drawn from the first seed)."""
+        from models.image.vae import latent_line
+
+        if code is not None:
+            ends = code.mean  # (2, D)
+            label = None if code.labels is None else int(code.labels[0])
+        else:
+            ends, label = self.seed_ends(query.seeds)  # type: ignore[arg-type]
+        if query.label is not None:
+            label = query.label
+        z = latent_line(ends[0], ends[1], query.steps)  # (steps, D)
+        return Decode(z, None if label is None else torch.full((query.steps,), label)), label
+
+    def decode_all(self, plans: list[Decode | None]) -> list[np.ndarray | None]:
+        """Every latent of the batch through the decoder at once; per plan its uint8 images."""
+        todo = [p for p in plans if p is not None]
+        if not todo:
+            return [None] * len(plans)
+        z = torch.cat([p.z for p in todo])
+        y = None
+        if self.generator.num_classes:  # every plan of a conditional VAE has its labels
+            y = torch.cat([p.labels for p in todo if p.labels is not None])
+        pixels = to_uint8(self.generator.generate(z, y))
+        out: list[np.ndarray | None] = []
+        start = 0
+        for plan in plans:
+            if plan is None:
+                out.append(None)
+                continue
+            out.append(pixels[start : start + len(plan.z)])
+            start += len(plan.z)
+        return out
+
+    def seed_ends(self, seeds: tuple[int, int]) -> tuple[torch.Tensor, int | None]:
+        """The noise (2, D) of two seeds, drawn as /generate/image draws one image's (n = 1,
+        truncation 1), and the class it would draw for the first seed (conditional VAEs)."""
+        ends, label = [], None
         for i, seed in enumerate(seeds):
             gen = seeded(seed)
             ends.append(self.generator.noise.sample(1, gen)[0])
-            if i == 0 and self.generator.num_classes and label is None:
-                drawn = int(torch.randint(self.generator.num_classes, (1,), generator=gen))
-        return torch.stack(ends), drawn if label is None else label
+            if i == 0 and self.generator.num_classes:
+                label = int(torch.randint(self.generator.num_classes, (1,), generator=gen))
+        return torch.stack(ends), label
