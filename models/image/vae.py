@@ -234,12 +234,13 @@ class VAEImageGenerator(ImageGenerator):
             logvar, nelbo = torch.empty_like(mu), torch.empty(len(x), device=self.device)
             known = labels >= 0
             if known.any():
-                mu[known], logvar[known], nelbo[known] = self.model.score(
-                    x[known], labels[known], eps
-                )
+                parts = self.model.score(x[known], labels[known], eps)
+                # float32 results, whatever precision autocast computed them in
+                mu[known], logvar[known], nelbo[known] = (t.float() for t in parts)
             if (~known).any():
-                found = self.model.score_unlabelled(x[~known], eps)
-                labels[~known], mu[~known], logvar[~known], nelbo[~known] = found
+                best, *parts = self.model.score_unlabelled(x[~known], eps)
+                labels[~known] = best
+                mu[~known], logvar[~known], nelbo[~known] = (t.float() for t in parts)
             return mu.cpu(), logvar.cpu(), labels.cpu(), nelbo.cpu()
 
 

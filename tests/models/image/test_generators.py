@@ -129,6 +129,11 @@ def test_vae_encoder_scores_find_classes_and_do_not_depend_on_the_batch() -> Non
     for i in unknown:
         assert best[i] - 1e-3 <= found[3][i] <= best[i] + math.log(3) + 1e-3
 
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as a GPU worker runs it: float32 out
+        half = served.encode(x, torch.tensor([-1, 2, -1, -1, 0]))
+    assert [t.dtype for t in half] == [torch.float32, torch.float32, torch.int64, torch.float32]
+    torch.testing.assert_close(half[3], found[3], rtol=0.05, atol=0)
+
     ends = torch.randn(2, 8)
     line = latent_line(ends[0], ends[1], 5)
     assert line.shape == (5, 8) and torch.equal(line[0], ends[0]) and torch.equal(line[-1], ends[1])
