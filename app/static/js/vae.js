@@ -99,7 +99,10 @@ export async function interpolate(form) {
   const img = $("#vae-strip");
   img.src = URL.createObjectURL(await response.blob());
   const picked = form.elements.label;
-  const label = picked.disabled ? "" : `, label ${picked.selectedOptions[0].text}`;
+  let label = "";
+  if (!picked.disabled) {
+    label = picked.value ? `, label ${picked.selectedOptions[0].text}` : ", the first digit's label";
+  }
   img.alt = `${body.steps} images decoded by ${body.model} from the first digit to the second`;
   img.alt += label;
   img.dataset.model = body.model;
