@@ -117,6 +117,8 @@ class Steer:
             body.pop(drop, None)
             body[keep] = [self.mnist_png] * 2 if keep == "images" else body.get("seeds") or [1, 2]
             fields["images"] = st.just([self.mnist_png] * 2)
+            fields["steps"] = st.integers(2, int(LIMITS["GENSERVE_MAX_IMAGES"]))
+            body.setdefault("steps", 2)  # the default, 8, is above this server's limit
         limits = {"/generate/text": "max_new_tokens", "/v1/completions": "max_tokens"}
         for key, strategy in fields.items():
             if key in body or key == limits.get(case.operation.path):
