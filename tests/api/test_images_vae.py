@@ -131,6 +131,16 @@ def test_bad_requests_are_refused_clearly(client: TestClient) -> None:
             assert refused["code"] == "no_encoder"
             assert model in refused["message"] and kind in refused["message"]
     assert error(client, "/images/encode", 404, model="no-such-vae", images=digits)
+    assert error(client, "/images/encode", 404, model="mnist-vae@7", images=digits)
+    assert error(client, "/images/encode", 404, model="mnist-vae@nope", images=digits)
+    pinned = client.post("/images/encode", json={"model": "mnist-vae@1", "images": digits})
+    assert pinned.status_code == 200 and pinned.headers["x-model-version"] == "1"
+    assert client.put("/models/mnist-vae/aliases/stable", json={"version": 1}).status_code == 200
+    try:
+        aliased = post(client, "/images/interpolate", model="mnist-vae@stable", seeds=[1, 2])
+        assert (aliased["model"], aliased["version"], len(aliased["images"])) == ("mnist-vae", 1, 8)
+    finally:
+        client.delete("/models/mnist-vae/aliases/stable")
     assert error(client, "/images/encode", 400, model="shakespeare-gpt", images=digits)
 
     label = error(client, "/images/interpolate", 422, seeds=[1, 2], label=3)  # mnist-vae
