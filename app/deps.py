@@ -23,6 +23,7 @@ from app.services.openai import OpenAIService
 from app.services.registry import ModelRegistry
 from app.services.retention import Retention
 from app.services.training import TrainingService
+from app.services.vae import VAEService
 from app.settings import ApiKey, Settings
 
 
@@ -45,6 +46,7 @@ TrainingServiceDep = Annotated[TrainingService, from_state("training")]
 GenerateServiceDep = Annotated[GenerateService, from_state("generate")]
 OpenAIServiceDep = Annotated[OpenAIService, from_state("openai")]
 GenerateImageServiceDep = Annotated[GenerateImageService, from_state("generate_image")]
+VAEServiceDep = Annotated[VAEService, from_state("vae")]
 RetentionDep = Annotated[Retention, from_state("retention")]
 ArchiveServiceDep = Annotated[ArchiveService, from_state("archives")]
 

@@ -19,7 +19,19 @@ from app.jobs.supervisor import RunnerSupervisor
 from app.middleware import BodySizeLimit, RequestContext, RequestMetrics, TextGuard, UploadGate
 from app.pool.base import WorkerPool
 from app.pool.local import LocalPool
-from app.routers import classify, datasets, docs, generate, health, models, openai, score, train, ui
+from app.routers import (
+    classify,
+    datasets,
+    docs,
+    generate,
+    health,
+    images,
+    models,
+    openai,
+    score,
+    train,
+    ui,
+)
 from app.services.archives import IMPORT_PATH, ArchiveService
 from app.services.classify import ClassifyService
 from app.services.datasets import DatasetService
@@ -29,6 +41,7 @@ from app.services.openai import OpenAIService
 from app.services.registry import ModelRegistry
 from app.services.retention import Retention
 from app.services.training import TrainingService
+from app.services.vae import VAEService
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("genserve")
@@ -68,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.generate = GenerateService(settings, registry, pool, drain)
         app.state.openai = OpenAIService(app.state.generate)
         app.state.generate_image = GenerateImageService(settings, registry, pool)
+        app.state.vae = VAEService(settings, registry, pool)
         app.state.training = TrainingService(db, app.state.datasets, settings)
         app.state.archives = ArchiveService(settings, db, registry, app.state.datasets)
         runners = RunnerSupervisor(settings, JobStore(db, settings))
@@ -125,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
         classify.router,
         generate.router,
+        images.router,
         score.router,
         openai.router,
         models.router,

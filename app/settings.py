@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     default_image_classifier: str = "digits"  # /classify with images and no model
     default_text_model: str = "shakespeare-gpt"  # /generate/text with no model
     default_image_model: str = "mnist-cgan"  # /generate/image with no model
+    default_vae_model: str = "mnist-vae"  # /images/encode, reconstruct, interpolate: no model
 
     pool: Literal["local", "ray"] = "local"  # ray: one Ray actor per GPU (or CPU slot)
     ray_address: str = ""  # an existing cluster ("auto", "ray://head:10001"); empty: start one
@@ -261,6 +262,11 @@ class Settings(BaseSettings):
             self.default_text_model,
             self.default_image_model,
         }
+
+    def all_default_models(self) -> set[str]:
+        """Every model a request naming none may get: the task defaults and the default VAE
+        of /images/* (an image generator too, so not marked as its task's default)."""
+        return self.default_models() | {self.default_vae_model}
 
     def worker_threads(self) -> int:
         """Half the cores go to workers: the API process and its clients need the rest, and

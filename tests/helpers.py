@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from models.data.builtin import load_digits_split, load_sentiment
+from models.data.idx import load_mnist
 from tests.conftest import DATA_DIR
 
 
@@ -23,6 +24,12 @@ def png_base64(pixels: np.ndarray) -> str:
 def held_out_digits(count: int) -> tuple[list[str], list[str]]:
     _, _, images, labels = load_digits_split()
     return [png_base64(x) for x in images[:count]], [str(int(y)) for y in labels[:count]]
+
+
+def held_out_mnist(count: int) -> tuple[list[str], list[int]]:
+    """The first `count` held-out MNIST digits (28x28, never trained on) as PNGs, and labels."""
+    _, _, images, labels = load_mnist(DATA_DIR)
+    return [png_base64(x) for x in images[:count]], [int(y) for y in labels[:count]]
 
 
 def held_out_sentences(count: int) -> tuple[list[str], list[str]]:

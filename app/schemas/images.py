@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.schemas.common import RequestBody
 
@@ -46,4 +48,104 @@ class GenerateImageResponse(BaseModel):
     version: int
     width: int
     height: int
+    images: list[GeneratedImage]
+
+
+MODEL_FIELD_DOC = "Omit for the default VAE (GENSERVE_DEFAULT_VAE_MODEL); name@3, name@alias"
+LABELS_DOC = (
+    "Conditional VAEs only: the class of each image, which the encoder is given; omitted: "
+    "the best-fitting class of each image is found and returned"
+)
+
+
+class EncodeRequest(RequestBody):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, max_length=266, description=MODEL_FIELD_DOC)
+    user: str | None = Field(
+        None, max_length=256, description="Who asks: keeps a traffic split's pick per user"
+    )
+    images: list[str] = Field(
+        min_length=1,
+        description="Base64-encoded PNGs at the model's size; limited by GENSERVE_MAX_IMAGES",
+    )
+    labels: list[Annotated[int, Field(ge=0)]] | None = Field(None, description=LABELS_DOC)
+
+
+class LatentCode(BaseModel):
+    mean: list[float] = Field(description="Mean of q(z|x): the image's point in latent space")
+    logvar: list[float] = Field(description="Natural log of the variance of q(z|x), per unit")
+    label: int | None = Field(None, description="Conditional VAEs: the class encoded with")
+
+
+class EncodeResponse(BaseModel):
+    model: str
+    version: int
+    latent_dim: int
+    codes: list[LatentCode]
+
+
+class ReconstructRequest(EncodeRequest):
+    """The same inputs as encode."""
+
+
+class Reconstruction(BaseModel):
+    png_base64: str = Field(description="The decoded mean of q(z|x): the model's redrawing")
+    neg_elbo: float = Field(
+        description="Negative ELBO in nats, an upper bound on -log p(x): an anomaly score "
+        "(an image unlike the training data scores high)"
+    )
+    label: int | None = None
+
+
+class ReconstructResponse(BaseModel):
+    model: str
+    version: int
+    width: int
+    height: int
+    images: list[Reconstruction]
+
+
+class InterpolateRequest(RequestBody):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"seeds": [1, 2], "steps": 8}]}
+    )
+
+    model: str | None = Field(None, max_length=266, description=MODEL_FIELD_DOC)
+    user: str | None = Field(
+        None, max_length=256, description="Who asks: keeps a traffic split's pick per user"
+    )
+    images: list[str] | None = Field(
+        None, min_length=2, max_length=2, description="The two ends: base64 PNGs, encoded"
+    )
+    seeds: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="The two ends: the noise /generate/image draws for each seed",
+    )
+    steps: int = Field(
+        8,
+        ge=2,
+        description="Images along the line, both ends included; limited by GENSERVE_MAX_IMAGES",
+    )
+    label: int | None = Field(
+        None,
+        ge=0,
+        description="Conditional VAEs only: the class decoded; omitted: the first end's",
+    )
+
+    @model_validator(mode="after")
+    def _one_pair_of_ends(self) -> Self:
+        if (self.images is None) == (self.seeds is None):
+            raise ValueError("give exactly one of `images` (two PNGs) or `seeds` (two seeds)")
+        return self
+
+
+class InterpolateResponse(BaseModel):
+    model: str
+    version: int
+    width: int
+    height: int
+    label: int | None = Field(None, description="Conditional VAEs: the class decoded")
     images: list[GeneratedImage]

@@ -67,6 +67,7 @@ class ModelPublic(BaseModel):
     task: str
     description: str
     default: bool = False  # what requests of its task (and input) that name no model get
+    default_vae: bool = False  # what /images/* requests that name no model get
     active_version: int | None  # the desired version, the same on every replica
     aliases: dict[str, int] = {}  # alias -> version, for `model: "name@alias"`
     traffic: dict[str, int] | None = None  # version -> weight for requests naming no version

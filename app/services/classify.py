@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 
 from app.errors import BadRequest, InvalidInput
 from app.pool.base import WorkerPool
 from app.schemas.classify import ClassifyRequest, ClassifyResponse, ClassifyResult
-from app.services.images import decode_png
+from app.services.images import decode_pngs
 from app.services.registry import ModelRegistry
 from app.settings import Settings
 from app.worker.protocol import ModelSpec
-
-INLINE_DECODE_BYTES = 64 * 1024  # bigger image payloads are decoded off the event loop
 
 
 class ClassifyService:
@@ -52,7 +48,7 @@ class ClassifyService:
         if request.inputs is not None:
             inputs = self._check_texts(request.inputs)
         else:
-            inputs = await self._decode_images(request.images or [], spec)
+            inputs = await decode_pngs(request.images or [], tuple(spec.config["image_size"]))
         probs = await self.pool.infer(self.pool.key(spec), inputs, len(items))
         labels: list[str] = spec.config["labels"]
         return ClassifyResponse(
@@ -69,16 +65,6 @@ class ClassifyService:
             if len(text) > limit:
                 raise InvalidInput(f"inputs[{i}] has {len(text)} characters; the limit is {limit}")
         return texts
-
-    async def _decode_images(self, images: list[str], spec: ModelSpec) -> np.ndarray:
-        size = tuple(spec.config["image_size"])
-
-        def decode() -> np.ndarray:
-            return np.stack([decode_png(data, i, size) for i, data in enumerate(images)])  # type: ignore[arg-type]
-
-        if sum(len(data) for data in images) <= INLINE_DECODE_BYTES:
-            return decode()
-        return await asyncio.to_thread(decode)
 
 
 def rank(probs: np.ndarray, labels: list[str], top_k: int | None) -> ClassifyResult:

@@ -9,13 +9,12 @@ import numpy as np
 from app.errors import InvalidInput
 from app.pool.base import WorkerPool
 from app.schemas.images import GeneratedImage, GenerateImageRequest, GenerateImageResponse
-from app.services.images import encode_png
+from app.services.images import encode_pngs
 from app.services.registry import ModelRegistry
 from app.settings import Settings
 from app.worker.protocol import ModelSpec
 from models.image.png import grid, png_bytes
 
-INLINE_ENCODE_IMAGES = 16  # more PNGs than this are encoded off the event loop
 SAMPLING_OPTIONS_KINDS = {"image-diffusion"}  # kinds whose generate() takes steps, guidance
 
 
@@ -68,10 +67,7 @@ class GenerateImageService:
     async def to_json(
         self, spec: ModelSpec, labels: list[int] | None, pixels: np.ndarray
     ) -> GenerateImageResponse:
-        def encode() -> list[str]:
-            return [encode_png(image) for image in pixels]
-
-        pngs = encode() if len(pixels) <= INLINE_ENCODE_IMAGES else await asyncio.to_thread(encode)
+        pngs = await encode_pngs(pixels)
         return GenerateImageResponse(
             model=spec.name,
             version=spec.version,

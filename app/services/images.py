@@ -3,6 +3,7 @@ decompressed; generated images encoded, alone or as a grid."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -16,6 +17,8 @@ from models.image.png import png_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PIXELS = 4096 * 4096
+INLINE_DECODE_BYTES = 64 * 1024  # bigger image payloads are decoded off the event loop
+INLINE_ENCODE_IMAGES = 16  # more PNGs than this are encoded off the event loop
 
 
 def decode_png(data: str, index: int, size: tuple[int, int]) -> np.ndarray:
@@ -53,3 +56,23 @@ def decode_png(data: str, index: int, size: tuple[int, int]) -> np.ndarray:
 def encode_png(pixels: np.ndarray) -> str:
     """uint8 (H, W) -> base64 PNG."""
     return base64.b64encode(png_bytes(pixels)).decode("ascii")
+
+
+async def decode_pngs(images: list[str], size: tuple[int, int]) -> np.ndarray:
+    """Base64 PNGs -> float32 (N, H, W), off the event loop when the payload is large."""
+
+    def decode() -> np.ndarray:
+        return np.stack([decode_png(data, i, size) for i, data in enumerate(images)])
+
+    if sum(len(data) for data in images) <= INLINE_DECODE_BYTES:
+        return decode()
+    return await asyncio.to_thread(decode)
+
+
+async def encode_pngs(pixels: np.ndarray) -> list[str]:
+    """uint8 (N, H, W) -> base64 PNGs, off the event loop when there are many."""
+
+    def encode() -> list[str]:
+        return [encode_png(image) for image in pixels]
+
+    return encode() if len(pixels) <= INLINE_ENCODE_IMAGES else await asyncio.to_thread(encode)

@@ -33,6 +33,7 @@ def model_public(
         task=model.task,
         description=model.description,
         default=model.name in registry.settings.default_models(),
+        default_vae=model.name == registry.settings.default_vae_model,
         active_version=desired,
         aliases=aliases,
         traffic=traffic,

@@ -77,7 +77,7 @@ class Retention:
         """Archives a model: no longer listed or served; its rows and artifacts stay, and a
         version registered under its name later brings it back. 409 for a model that is a
         server default (requests naming no model would fail)."""
-        if name in self.settings.default_models():
+        if name in self.settings.all_default_models():
             raise InUse(
                 f"{name!r} is this server's default model for its task: set another default "
                 "(GENSERVE_DEFAULT_*) before archiving it",

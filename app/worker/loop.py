@@ -159,7 +159,7 @@ class Worker:
     def build(self, spec: ModelSpec) -> Any:
         """Loads one model version (verifying its sha256) into what serves it."""
         from app.worker.continuous_batching import GenerationEngine
-        from app.worker.executors import ClassifierExecutor, ImageExecutor
+        from app.worker.executors import ClassifierExecutor, ImageExecutor, VAEExecutor
         from models.artifacts import load_artifact
 
         served = load_artifact(
@@ -171,7 +171,8 @@ class Worker:
         if spec.task == "text-generation":
             return GenerationEngine(served, self.max_running, self.prefill_tokens)
         if spec.task == "image-generation":
-            return ImageExecutor(served)
+            # a generator with an encoder (a VAE) also encodes, reconstructs and interpolates
+            return VAEExecutor(served) if hasattr(served, "encode") else ImageExecutor(served)
         return ClassifierExecutor(served)
 
     def artifact_path(self, spec: ModelSpec) -> Path:

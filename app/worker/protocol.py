@@ -86,12 +86,53 @@ class WorkerConfig(msgspec.Struct, frozen=True):
 
 
 class Infer(msgspec.Struct, frozen=True, gc=False):
-    """`rows` inputs for a dynamic batch: texts, an (N, H, W) array, or image-sampling params."""
+    """`rows` inputs for a dynamic batch: texts, an (N, H, W) array, image-sampling params, or
+    a VAE's EncodeImages / Interpolate."""
 
     request_id: int
     model: str
     inputs: Any
     rows: int
+
+
+class EncodeImages(msgspec.Struct, frozen=True, gc=False):
+    """Infer inputs for a VAE's encoder: images (N, H, W) float32 in [0, 1] to latent means and
+    log-variances and negative ELBOs, with `reconstruct` their decoded means too. `labels`
+    (N,) for a conditional VAE, -1 where the best-fitting class is to be found."""
+
+    images: Any
+    labels: list[int] | None = None
+    reconstruct: bool = False
+
+
+class Interpolate(msgspec.Struct, frozen=True, gc=False):
+    """Infer inputs for a VAE: `steps` images decoded along the latent line between two ends,
+    two images (2, H, W) encoded to their means, or the noise of two seeds (as
+    /generate/image draws it). `label` is the class a conditional VAE decodes (and encodes
+    with); None: the first end's (found, or drawn from its seed)."""
+
+    steps: int
+    images: Any = None
+    seeds: tuple[int, int] | None = None
+    label: int | None = None
+
+
+class Encoded(msgspec.Struct, frozen=True, gc=False):
+    """What EncodeImages answers: float32 mean, logvar (N, D) and neg_elbo (N,); the labels
+    used (conditional VAEs); uint8 reconstructions (N, H, W) when asked for."""
+
+    mean: Any
+    logvar: Any
+    neg_elbo: Any
+    labels: list[int] | None = None
+    pixels: Any = None
+
+
+class Interpolated(msgspec.Struct, frozen=True, gc=False):
+    """What Interpolate answers: uint8 images (steps, H, W) and the class decoded."""
+
+    pixels: Any
+    label: int | None = None
 
 
 class Generate(msgspec.Struct, frozen=True, gc=False):

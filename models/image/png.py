@@ -14,10 +14,11 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def grid(images: np.ndarray, pad: int = 2) -> np.ndarray:
-    """uint8 (N, H, W) -> one uint8 image, ceil(sqrt(N)) columns, dark padding between."""
+def grid(images: np.ndarray, pad: int = 2, cols: int | None = None) -> np.ndarray:
+    """uint8 (N, H, W) -> one uint8 image, `cols` (default ceil(sqrt(N))) columns, dark
+    padding between; cols = N is a strip."""
     n, h, w = images.shape
-    cols = int(np.ceil(np.sqrt(n)))
+    cols = cols or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
     out = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.uint8)
     for i, image in enumerate(images):

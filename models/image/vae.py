@@ -13,6 +13,7 @@ References:
 - pytorch/examples vae/main.py for the layout.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,6 +141,44 @@ class VAE(nn.Module):
             nll += bce.flatten(1).sum(1) / samples
         return nll + kl
 
+    @torch.no_grad()
+    def score(
+        self, x: torch.Tensor, labels: torch.Tensor | None, eps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mu, logvar, negative ELBO (B,) in nats) with the given draws eps (S, latent_dim).
+
+        Every image uses the same S draws, so an image's score does not depend on its batch.
+        """
+        mu, logvar = self.encode(x, labels)  # (B, D) each
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)  # (B,)
+        s = len(eps)
+        z = mu.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * eps  # (B, S, D)
+        ys = None if labels is None else labels.repeat_interleave(s)  # (B * S,)
+        logits = self.decode(z.flatten(0, 1), ys)  # (B * S, 1, H, W)
+        bce = F.binary_cross_entropy_with_logits(
+            logits.float(), x.repeat_interleave(s, 0).float(), reduction="none"
+        )
+        return mu, logvar, bce.flatten(1).sum(1).view(-1, s).mean(1) + kl
+
+    @torch.no_grad()
+    def score_unlabelled(
+        self, x: torch.Tensor, eps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A conditional VAE given no labels: (best class (B,), its mu, its logvar, negative
+        ELBO of the marginal p(x) = mean_y p(x|y)).
+
+        Each class's ELBO bounds log p(x|y), so -log mean_y exp(-nelbo_y) bounds -log p(x):
+        an image that fits no class well scores high, one that fits any class scores low.
+        """
+        k, b = self.config.num_classes, len(x)
+        ys = torch.arange(k, device=x.device).repeat_interleave(b)  # (K * B,), class-major
+        mu, logvar, nelbo = self.score(x.repeat(k, 1, 1, 1), ys, eps)
+        per_class = nelbo.view(k, b)
+        best = per_class.argmin(0)  # (B,)
+        pick = best * b + torch.arange(b, device=x.device)  # rows of the best class
+        marginal = math.log(k) - torch.logsumexp(-per_class, 0)  # (B,)
+        return best, mu[pick], logvar[pick], marginal
+
 
 # -----------------------------------------------------------------------------
 # serving adapter
@@ -160,6 +199,9 @@ def held_out_negative_elbo(
     return total / len(xt)
 
 
+ELBO_SAMPLES = 8  # draws of z per image for a served negative ELBO (an anomaly score)
+
+
 class VAEImageGenerator(ImageGenerator):
     """Serves the decoder: pixels are the Bernoulli means sigmoid(decode(z, y))."""
 
@@ -168,3 +210,42 @@ class VAEImageGenerator(ImageGenerator):
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return torch.sigmoid(self.model.decode(z, labels)).squeeze(1)  # (N, H, W)
+
+    def encode(
+        self, images: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(mean (N, D), log-variance (N, D), labels (N,) or None, negative ELBO (N,)), on the
+        CPU, of images (N, H, W) in [0, 1]. A conditional VAE takes labels (N,), -1 where the
+        best-fitting class is to be found (and returned); an unconditional one takes None."""
+        if tuple(images.shape[1:]) != self.image_size:
+            raise ValueError(f"images must be (N, {self.image_size}), got {tuple(images.shape)}")
+        if (labels is None) != (self.num_classes == 0):
+            raise ValueError("labels are for conditional VAEs, and required there")
+        eps = torch.randn(
+            (ELBO_SAMPLES, self.noise.shape[0]), generator=torch.Generator().manual_seed(0)
+        ).to(self.device)  # the same draws for every image and every batch
+        with torch.inference_mode():
+            x = images.to(self.device, torch.float32).unsqueeze(1)  # (N, 1, H, W)
+            if labels is None:
+                mu, logvar, nelbo = self.model.score(x, None, eps)
+                return mu.float().cpu(), logvar.float().cpu(), None, nelbo.float().cpu()
+            labels = labels.to(self.device, torch.long).clone()
+            mu = torch.empty(len(x), self.noise.shape[0], device=self.device)
+            logvar, nelbo = torch.empty_like(mu), torch.empty(len(x), device=self.device)
+            known = labels >= 0
+            if known.any():
+                parts = self.model.score(x[known], labels[known], eps)
+                # float32 results, whatever precision autocast computed them in
+                mu[known], logvar[known], nelbo[known] = (t.float() for t in parts)
+            if (~known).any():
+                best, *parts = self.model.score_unlabelled(x[~known], eps)
+                labels[~known] = best
+                mu[~known], logvar[~known], nelbo[~known] = (t.float() for t in parts)
+            return mu.cpu(), logvar.cpu(), labels.cpu(), nelbo.cpu()
+
+
+def latent_line(start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
+    """`steps` evenly spaced points (steps, D) from start (D,) to end (D,), both included
+    exactly (t = 0 and t = 1 give the ends bit for bit)."""
+    t = (torch.arange(steps, dtype=torch.float32) / (steps - 1)).unsqueeze(1)  # (steps, 1)
+    return (1 - t) * start + t * end

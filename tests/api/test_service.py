@@ -26,6 +26,7 @@ def test_models_mark_the_defaults_and_the_classes_a_generator_takes(client: Test
     by_name = {m["name"]: m for m in client.get("/models").json()["data"]}
     defaults = {name for name, m in by_name.items() if m["default"]}
     assert defaults == {"tiny-gpt", "tiny-cvae", "sentiment", "digits"}
+    assert {name for name, m in by_name.items() if m["default_vae"]} == {"mnist-vae"}
     assert by_name["tiny-cvae"]["labels"] == [str(i) for i in range(10)]
     assert by_name["mnist-cgan"]["labels"] == [str(i) for i in range(10)]
     assert by_name["mnist-gan"]["labels"] is None and by_name["tiny-gpt"]["labels"] is None

@@ -43,9 +43,10 @@ def find_chromium() -> str | None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("browser")
     # Beside the defaults: models whose names sort before them (the pickers must still start
-    # on the default), an unconditional GAN and a diffusion model (other image controls).
+    # on the default), an unconditional GAN and a diffusion model (other image controls), and
+    # the default VAE (the VAE panel's).
     pretrained = small_pretrained(
-        tmp / "pretrained", ("sentiment", "digits", "mnist-gan", "mnist-diffusion")
+        tmp / "pretrained", ("sentiment", "digits", "mnist-gan", "mnist-diffusion", "mnist-vae")
     )
     make_tiny_gpt(pretrained, "half-trained-gpt")
     srv = Server(

@@ -21,6 +21,7 @@ def start_server(
         "GENSERVE_PRETRAINED_DIR": str(pretrained),
         "GENSERVE_DEFAULT_TEXT_MODEL": "tiny-gpt",
         "GENSERVE_DEFAULT_IMAGE_MODEL": "tiny-cvae",
+        "GENSERVE_DEFAULT_VAE_MODEL": "tiny-cvae",
         "GENSERVE_THREADS_PER_WORKER": "1",
         "GENSERVE_RUNNER_THREADS": "1",
         **env,

@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.e2e.server import Server
-from tests.helpers import held_out_digits
+from tests.helpers import held_out_digits, held_out_mnist
 from tests.reliability.conftest import LIMITS
 
 pytestmark = pytest.mark.e2e
@@ -78,6 +78,7 @@ class Steer:
         self.kinds = [k["kind"] for k in srv.client.get("/train/kinds").json()["data"]]
         self.vocab = "".join(sorted(set("ROMEO: JULIET, to be or not to be.\n")))
         self.png = held_out_digits(1)[0][0]
+        self.mnist_png = held_out_mnist(1)[0][0]  # the VAEs' size, for /images/*
 
     def __call__(self, case: schemathesis.Case, data: st.DataObject) -> None:
         if not data.draw(st.integers(0, 3), label="steer"):
@@ -109,6 +110,15 @@ class Steer:
             keep, drop = data.draw(st.permutations(["inputs", "images"]), label="input")
             body.pop(drop, None)
             body[keep] = body.get(keep) or ["to be or not to be"]
+        if case.operation.path.startswith("/images/"):  # a VAE's: 28x28 digits
+            fields["images"] = st.lists(st.just(self.mnist_png), min_size=1, max_size=4)
+        if case.operation.path == "/images/interpolate":  # two images or two seeds
+            keep, drop = data.draw(st.permutations(["images", "seeds"]), label="ends")
+            body.pop(drop, None)
+            body[keep] = [self.mnist_png] * 2 if keep == "images" else body.get("seeds") or [1, 2]
+            fields["images"] = st.just([self.mnist_png] * 2)
+            fields["steps"] = st.integers(2, int(LIMITS["GENSERVE_MAX_IMAGES"]))
+            body.setdefault("steps", 2)  # the default, 8, is above this server's limit
         limits = {"/generate/text": "max_new_tokens", "/v1/completions": "max_tokens"}
         for key, strategy in fields.items():
             if key in body or key == limits.get(case.operation.path):

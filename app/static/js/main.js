@@ -17,6 +17,14 @@ import { followImageModel, generateImage } from "./image.js";
 import { loadModels, showVersion } from "./models.js";
 import { generateText, stopText } from "./text.js";
 import { loadTraining, showKind, submitJob } from "./train.js";
+import {
+  clearVAE,
+  followVAEModel,
+  interpolate,
+  loadVAEFile,
+  reconstruct,
+  setupVAE,
+} from "./vae.js";
 
 function refreshAll() {
   return Promise.all([guard(loadModels), guard(loadTraining)]);
@@ -55,10 +63,20 @@ function wire() {
     userAction(() => loadDigitFile(digitFile), imageResult),
   );
   $("#digit-clear").addEventListener("click", clearDigit);
+  $("#vae-model").addEventListener("change", followVAEModel);
+  const vaeCaption = $("#vae-caption");
+  onSubmit("#vae-form", interpolate, vaeCaption);
+  $("#vae-reconstruct").addEventListener("click", () => userAction(reconstruct));
+  $("#vae-clear").addEventListener("click", clearVAE);
+  ["a", "b"].forEach((side, i) => {
+    const input = $(`#vae-file-${side}`);
+    input.addEventListener("change", () => userAction(() => loadVAEFile(i, input), vaeCaption));
+  });
   $("#train-kind").addEventListener("change", showKind);
   onSubmit("#train-form", submitJob);
   $("#models-refresh").addEventListener("click", () => userAction(loadModels));
   setupDrawing();
+  setupVAE();
 }
 
 wire();

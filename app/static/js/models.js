@@ -17,31 +17,38 @@ export async function loadModels() {
 const path = (name) => `/models/${encodeURIComponent(name)}`;
 export const activeVersion = (model) => model && model.versions.find((v) => v.is_active);
 
+// Which flag of GET /models marks a picker's default: `default` (its task's), or the one its
+// data-default-flag names (the VAE panel's `default_vae`, what /images/* requests get).
+const isDefault = (m, select) => Boolean(m[select.dataset.defaultFlag || "default"]);
+
 // The model a select stands for: the picked one, or with the empty choice the server's default.
 export function modelOf(select) {
-  const { task, input } = select.dataset;
   if (select.value) return models.find((m) => m.name === select.value);
-  return models.find((m) => m.default && m.task === task && (!input || m.input === input));
+  return models.find((m) => isDefault(m, select) && offered(m, select.dataset));
 }
 
-// Each <select data-task> offers the served models of its task (and input kind). It keeps the
+// Whether model `m` belongs in a picker: its task, input and (data-kind) active version's kind.
+function offered(m, { task, input, kind }) {
+  if (m.task !== task || (input && m.input !== input)) return false;
+  return !kind || (activeVersion(m) || {}).kind === kind;
+}
+
+// Each <select data-task> offers the served models of its task (and input, and with data-kind
+// only that kind: the VAE panel's image-vae models). It keeps the
 // user's choice while it is still there, else starts on the model the server marks `default`
 // (what a request naming none gets), never merely the first by name. With data-default-label,
 // first an empty choice that leaves the model to the server, named after that default.
 // A "change" event tells the panel that the options (maybe the model) changed.
 function fillModelSelects() {
   for (const select of document.querySelectorAll("select[data-task]")) {
-    const { task, input } = select.dataset;
-    const served = models.filter(
-      (m) => m.task === task && m.active_version !== null && (!input || m.input === input),
-    );
+    const served = models.filter((m) => m.active_version !== null && offered(m, select.dataset));
     const previous = select.value;
     const kept = served.some((m) => m.name === previous);
-    const fallback = served.find((m) => m.default) || served[0];
+    const fallback = served.find((m) => isDefault(m, select)) || served[0];
     const options = served.map((m) => h("option", { value: m.name, text: m.name }));
     const label = select.dataset.defaultLabel;
     if (label) {
-      const named = fallback && fallback.default ? `${label} (${fallback.name})` : label;
+      const named = fallback && isDefault(fallback, select) ? `${label} (${fallback.name})` : label;
       options.unshift(h("option", { value: "", text: named }));
     }
     select.replaceChildren(...options);

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import math
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from models.artifacts import ArtifactError, artifact_digest, load_artifact, save_artifact
 from models.data.idx import load_mnist, read_idx
 from models.image.gan import Discriminator, GANConfig, GANImageGenerator, Generator
-from models.image.vae import VAE, VAEConfig, VAEImageGenerator
+from models.image.vae import VAE, VAEConfig, VAEImageGenerator, latent_line
 
 REPO = Path(__file__).resolve().parents[3]
 DATA_DIR = Path(os.environ.get("GENSERVE_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -103,6 +104,40 @@ def test_vae_shapes_and_loss(num_classes: int) -> None:
     if num_classes:
         with pytest.raises(ValueError):
             model(x)
+
+
+def test_vae_encoder_scores_find_classes_and_do_not_depend_on_the_batch() -> None:
+    torch.manual_seed(0)
+    served = VAEImageGenerator(VAE(VAEConfig(latent_dim=8, channels=(8, 16), num_classes=3)))
+    x = torch.rand(5, 28, 28)
+    known = torch.tensor([0, 1, 2, 1, 0])
+    mean, logvar, labels, nelbo = served.encode(x, known)
+    assert mean.shape == logvar.shape == (5, 8) and labels.tolist() == known.tolist()
+    alone = served.encode(x[3:4], known[3:4])
+    torch.testing.assert_close(alone[0][0], mean[3], atol=1e-5, rtol=0)
+    torch.testing.assert_close(alone[3][0], nelbo[3], atol=1e-3, rtol=0)
+
+    # no label: every class is tried; the best one is kept, and the score is the uniform
+    # mixture's, between the best class's score and that plus log K
+    per_class = torch.stack([served.encode(x, torch.full((5,), y))[3] for y in range(3)])
+    found = served.encode(x, torch.tensor([-1, 2, -1, -1, 0]))
+    unknown = [0, 2, 3]
+    assert found[2][unknown].tolist() == per_class.argmin(0)[unknown].tolist()
+    assert found[2][1] == 2 and found[3][1] == pytest.approx(per_class[2, 1].item(), abs=1e-3)
+    assert found[2][4] == 0
+    best = per_class.min(0).values
+    for i in unknown:
+        assert best[i] - 1e-3 <= found[3][i] <= best[i] + math.log(3) + 1e-3
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as a GPU worker runs it: float32 out
+        half = served.encode(x, torch.tensor([-1, 2, -1, -1, 0]))
+    assert [t.dtype for t in half] == [torch.float32, torch.float32, torch.int64, torch.float32]
+    torch.testing.assert_close(half[3], found[3], rtol=0.05, atol=0)
+
+    ends = torch.randn(2, 8)
+    line = latent_line(ends[0], ends[1], 5)
+    assert line.shape == (5, 8) and torch.equal(line[0], ends[0]) and torch.equal(line[-1], ends[1])
+    torch.testing.assert_close(line[2], (ends[0] + ends[1]) / 2)
 
 
 @pytest.mark.parametrize("num_classes", [0, 10])
