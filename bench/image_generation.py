@@ -2,6 +2,7 @@
 concurrent clients, in one run.
 
     python bench/image_generation.py [--model mnist-cgan] [--requests 40] [--n 1 16 64]
+        [--steps 20 50]   (image-diffusion: one set of rows per DDIM step count)
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import GENSERVE, batch_totals, machine, mean_batch, start, stop
 
 
-async def run(url: str, model: str, n: int, clients: int, requests: int) -> dict[str, float]:
+async def run(
+    url: str, model: str, n: int, clients: int, requests: int, steps: int | None = None
+) -> dict[str, float]:
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
@@ -29,6 +32,8 @@ async def run(url: str, model: str, n: int, clients: int, requests: int) -> dict
         async def one_client(c: int) -> None:
             for i in range(c, requests, clients):
                 body = {"model": model, "n": n, "seed": i, "label": i % 10}
+                if steps is not None:
+                    body["steps"] = steps
                 t0 = time.perf_counter()
                 response = await client.post("/generate/image", json=body)
                 response.raise_for_status()
@@ -52,6 +57,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--n", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--steps", type=int, nargs="+", default=[None], help="DDIM steps")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     rows = []
@@ -59,18 +65,20 @@ def main() -> None:
         proc, url, startup = start(GENSERVE, {"GENSERVE_STATE_DIR": tmp})
         try:
             print(f"genserve ready in {startup:.2f} s; model {args.model}")
-            for n in args.n:
-                for clients in args.clients:
-                    before = batch_totals(url, args.model)
-                    result = asyncio.run(run(url, args.model, n, clients, args.requests))
-                    result["batch"] = mean_batch(before, batch_totals(url, args.model))
-                    rows.append((n, clients, result))
+            for steps in args.steps:
+                for n in args.n:
+                    for clients in args.clients:
+                        before = batch_totals(url, args.model)
+                        result = asyncio.run(run(url, args.model, n, clients, args.requests, steps))
+                        result["batch"] = mean_batch(before, batch_totals(url, args.model))
+                        rows.append((steps, n, clients, result))
         finally:
             stop(proc)
-    print(f"\n{'n':>4}{'clients':>9}{'images/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'rows/pass':>11}")
-    for n, clients, r in rows:
-        print(f"{n:>4}{clients:>9}{r['images_s']:>10.0f}{r['p50']:>9.1f}{r['p95']:>9.1f}"
-              f"{r['batch']:>11.1f}")  # fmt: skip
+    print(f"\n{'steps':>6}{'n':>4}{'clients':>9}{'images/s':>10}{'p50 ms':>9}{'p95 ms':>9}"
+          f"{'rows/pass':>11}")  # fmt: skip
+    for steps, n, clients, r in rows:
+        print(f"{steps or '-':>6}{n:>4}{clients:>9}{r['images_s']:>10.1f}{r['p50']:>9.1f}"
+              f"{r['p95']:>9.1f}{r['batch']:>11.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":

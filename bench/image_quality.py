@@ -1,7 +1,7 @@
 """Quality of the committed MNIST image generators, judged by an independent digit classifier.
 
     python bench/image_quality.py [--data-dir ../shared/data] [--pretrained models/pretrained]
-        [--retrain-evaluator]
+        [--retrain-evaluator] [--model mnist-diffusion ...]
 
 The evaluator is a small CNN (models.classifiers.ImageCNN) trained ONLY on the held-out images
 8,000-9,999, with random 2-pixel shifts; the generators trained on images 0-7,999, so neither
@@ -219,6 +219,7 @@ def main() -> None:
     parser.add_argument("--eval-dir", type=Path, default=REPO_ROOT / "var" / "eval")
     parser.add_argument("--retrain-evaluator", action="store_true")
     parser.add_argument("--no-cards", action="store_true", help="print only, leave cards alone")
+    parser.add_argument("--model", nargs="+", help="only these artifacts (default: every mnist-*)")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -243,7 +244,7 @@ def main() -> None:
     )
 
     for path in sorted(args.pretrained.glob("mnist-*")):
-        if not (path / "config.json").is_file():
+        if not (path / "config.json").is_file() or (args.model and path.name not in args.model):
             continue
         gen = load_artifact(path)
         # a diffusion model is measured at its default guidance and, unguided, at guidance 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -94,6 +95,10 @@ class LocalPool(SharedPool[_Worker]):
         worker.requests, worker.results, worker.pid = requests_out, results_in, process.pid
         generation = worker.process.generation
         self._loop.add_reader(results_in.fileno(), self._on_readable, worker, generation)
+        # uvloop's add_reader makes the fd non-blocking; recv() of a message larger than the
+        # pipe's buffer would then stop midway with BlockingIOError, read as a dead worker.
+        # Readable means a message has started, and the worker writes it whole: wait for it.
+        os.set_blocking(results_in.fileno(), True)
         log.info("started worker %d (pid %d) on %s", worker.id, process.pid, worker.device)
         return process
 

@@ -1,6 +1,8 @@
 """The diffusion family (models/image/diffusion.py) on a tiny U-Net trained for a few steps on
 real MNIST digits: DDIM determinism, batch independence, guidance 0 = the unconditional model,
-the option bounds, and a resumed training run that equals an uninterrupted one."""
+the option bounds, and a resumed training run that equals an uninterrupted one. The sampler's
+arithmetic (schedule indexing, v -> x0 -> eps, pixel range, the null label) is checked against
+the exact denoiser of a data set of a few real digits, which a perfect training would reach."""
 
 from __future__ import annotations
 
@@ -74,6 +76,57 @@ def test_guidance_zero_is_the_unconditional_model(generator: DiffusionImageGener
     guided = generator.generate(z, y, steps=5, guidance=3)
     assert not torch.allclose(guided, a, atol=1e-4)
     assert not torch.allclose(guided, generator.generate(z, y, steps=5, guidance=1), atol=1e-4)
+
+
+class ExactDenoiser(UNet):
+    """The v a perfectly trained UNet outputs when the data are `images` (K, 1, H, W) in [-1, 1],
+    image k being the only one of class k: label k gives x0 = image k; the null label gives the
+    posterior mean over the K images under x_t = sqrt(a) x0 + sqrt(1 - a) eps."""
+
+    def __init__(self, images: torch.Tensor):
+        super().__init__(DiffusionConfig(channels=(8, 8, 8), num_classes=len(images)))
+        self.images = images
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        a = self.alpha_bar[t].double().view(-1, 1, 1, 1)
+        x, images = x.double(), self.images.double()
+        dist = ((x[:, None] - a[:, None].sqrt() * images[None]) ** 2).flatten(2).sum(-1)  # (B, K)
+        weights = torch.softmax(-dist / (2 * (1 - a.view(-1, 1))), dim=1)
+        mean = torch.einsum("bk,kchw->bchw", weights, images)
+        known = labels < self.null_label
+        x0 = torch.where(known.view(-1, 1, 1, 1), images[labels.clamp(max=len(images) - 1)], mean)
+        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        return (a.sqrt() * eps - (1 - a).sqrt() * x0).float()
+
+
+@pytest.fixture(scope="module")
+def exact(digits: tuple[np.ndarray, np.ndarray]) -> tuple[DiffusionImageGenerator, torch.Tensor]:
+    x, y = digits
+    pixels = torch.tensor(np.stack([x[np.flatnonzero(y == k)[0]] for k in range(3)]))  # (3, H, W)
+    return DiffusionImageGenerator(ExactDenoiser(pixels[:, None] * 2 - 1)), pixels
+
+
+@pytest.mark.parametrize("steps", [1, 7, 50, 1000])
+def test_the_exact_denoiser_samples_the_asked_for_digit(
+    exact: tuple[DiffusionImageGenerator, torch.Tensor], steps: int
+) -> None:
+    """Guidance 1 (the conditional model) lands on the class's image in [0, 1], ink = 1."""
+    gen, pixels = exact
+    labels = torch.tensor([0, 1, 2, 2, 1, 0])
+    images = gen.generate(noise(gen, 6, seed=steps), labels, steps=steps, guidance=1)
+    assert torch.allclose(images, pixels[labels], atol=1e-4)
+
+
+def test_the_exact_unconditional_model_samples_every_digit_of_its_data(
+    exact: tuple[DiffusionImageGenerator, torch.Tensor],
+) -> None:
+    """Guidance 0 (the null label, whatever labels are asked): each sample is one of the data's
+    images, and 30 draws of x_T reach all three."""
+    gen, pixels = exact
+    images = gen.generate(noise(gen, 30), torch.zeros(30, dtype=torch.long), steps=50, guidance=0)
+    error = (images[:, None] - pixels[None]).abs().flatten(2).amax(-1)  # (30, 3)
+    assert (error.amin(1) < 1e-3).all()
+    assert set(error.argmin(1).tolist()) == {0, 1, 2}
 
 
 def test_the_options_are_bounded(generator: DiffusionImageGenerator) -> None:
