@@ -18,6 +18,8 @@ from tests.e2e.server import free_port
 
 RAY = str(Path(sys.executable).parent / "ray")
 
+ANSWER = "genserve-answer: "  # marks the line _ask reads from its driver's stdout
+
 
 class RayCluster:
     def __init__(self, root: Path, redis: str = "") -> None:
@@ -107,7 +109,7 @@ class RayCluster:
         """`expression`'s value, from a driver of its own (a test must not become one)."""
         script = (
             f"import json, ray; ray.init(address={self.address!r}, log_to_driver=False);"
-            f"print(json.dumps({expression}))"
+            f"print({ANSWER!r} + json.dumps({expression}))"
         )
         done = subprocess.run(
             [sys.executable, "-c", script],
@@ -118,7 +120,11 @@ class RayCluster:
         )
         if done.returncode:
             raise RuntimeError(done.stderr[-2000:])
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        # Ray may print its own lines after ours (a raylet's lagging heartbeats on a busy machine)
+        answer = next(
+            line for line in reversed(done.stdout.splitlines()) if line.startswith(ANSWER)
+        )
+        return json.loads(answer.removeprefix(ANSWER))
 
     def kill_node(self, node_id: str) -> None:
         """SIGKILLs a worker node's raylet and everything it started (the node dies)."""
