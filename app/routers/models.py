@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile, status
@@ -149,14 +150,15 @@ async def set_traffic(
     dependencies=[AdminScope],
     responses=error_responses(401, 403, 404, 409, 422),
 )
-def delete_version(
+async def delete_version(
     retention: RetentionDep,
+    registry: RegistryDep,
     name: str = Path(max_length=200),
     version: int = Path(ge=1, le=2**31 - 1),
 ) -> None:
     """Delete a version and its artifact. 409 `version_in_use` while it is active, an alias
     points at it or it has weight in the traffic split, and for built-in defaults."""
-    retention.delete_version(name, version)
+    await registry.retire(partial(retention.delete_version, name, version), name, version)
 
 
 @router.delete(
@@ -165,14 +167,13 @@ def delete_version(
     dependencies=[AdminScope],
     responses=error_responses(401, 403, 404, 409, 422),
 )
-def archive_model(
+async def archive_model(
     retention: RetentionDep, registry: RegistryDep, name: str = Path(max_length=200)
 ) -> None:
     """Archive a model: left out of GET /models (unless `?archived=true`) and no longer served;
     its versions and artifacts stay, and a version registered under its name brings it back.
     409 for a server default model."""
-    retention.archive_model(name)
-    registry.active.pop(name, None)  # this replica stops now; the others at their next sync
+    await registry.retire(partial(retention.archive_model, name), name)
 
 
 @router.get(

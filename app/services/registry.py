@@ -17,6 +17,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,6 +335,21 @@ class ModelRegistry:
                 log.info("now serving %s v%d", name, spec.version)
             await asyncio.to_thread(self._report, pool, desired)
         return changed
+
+    async def retire(
+        self, write: Callable[[], None], name: str, version: int | None = None
+    ) -> None:
+        """Runs `write`, a delete or an archive in the database, and stops serving what it
+        removed here: the model, or only `version`. Both happen under the activation lock,
+        since a sync that had read the database before the write would serve it again. The
+        other replicas follow at their next sync."""
+        async with self._switching:
+            await asyncio.to_thread(write)
+            if version is None:
+                self.active.pop(name, None)
+                self.catalog.pop(name, None)
+            elif (entry := self.catalog.get(name)) is not None:
+                entry.versions.pop(version, None)
 
     def _serves(self, pool: WorkerPool, spec: ModelSpec) -> bool:
         """Whether requests here get `spec`: it is the label, and every ready worker has it."""

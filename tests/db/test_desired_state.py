@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from app.pool.base import WorkerInfo, WorkerPool
 from app.pool.errors import LoadFailed
 from app.services import versions
 from app.services.registry import ModelRegistry
+from app.services.retention import Retention
 from app.settings import PRETRAINED_DIR
 from app.tables import Model, ModelPlacement, ModelVersion
 from app.worker.protocol import ModelSpec
@@ -91,7 +94,9 @@ async def started(
     db: Database, tmp_path: Path, count: int, load_s: float = 0.0
 ) -> tuple[ModelRegistry, FakePool]:
     """A registry serving v1 of `count` versions, on a fake pool; retries start at 0.5 s."""
-    settings = make_settings(tmp_path, database_url=db.url, registry_poll_s=0.5)
+    settings = make_settings(
+        tmp_path, database_url=db.url, registry_poll_s=0.5, default_text_classifier="other"
+    )
     for number in range(1, count + 1):
         add_version(db, settings.state_dir, number, activate=number == 1)
     registry, fake = ModelRegistry(db, settings), FakePool(load_s)
@@ -139,5 +144,32 @@ def test_a_version_that_will_not_load_here_is_retried_and_never_written_back(
         assert pool.loads == [2, 2]
         assert registry.active[NAME].version == 2 and registry.degraded() == {}
         assert desired(db) == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_sync_under_way_never_serves_a_model_archived_meanwhile(
+    db: Database, tmp_path: Path
+) -> None:
+    """CI saw this: DELETE /models/{name} returned 204, and a sync that had read the desired
+    state just before the archive committed served the model again."""
+
+    async def scenario() -> None:
+        registry, pool = await started(db, tmp_path, 1)
+        read_catalog = registry.read_catalog
+
+        def slow_catalog() -> Any:
+            time.sleep(0.3)  # a database under load: the sync has read `desired` already
+            return read_catalog()
+
+        registry.read_catalog = slow_catalog  # type: ignore[method-assign]
+        sync = asyncio.create_task(registry.sync(pool))
+        await asyncio.sleep(0.1)
+        retention = Retention(db, registry.settings)
+        await registry.retire(partial(retention.archive_model, NAME), NAME)
+        await sync
+        assert NAME not in registry.active, "the sync serves the archived model again"
+        await registry.sync(pool)
+        assert NAME not in registry.active
 
     asyncio.run(scenario())

@@ -83,6 +83,8 @@ def test_delete_prune_archive_and_the_sweep_after_a_crash(db_url: str, tmp_path:
         assert not artifact(state, jobs[1]).exists()
         assert srv.client.get(f"/train/{jobs[1]['id']}").json()["model_version"] is None
         error(srv.client.delete(f"/models/{NAME}/versions/2"), 404, "not_found")
+        gone = {"model": f"{NAME}@2", "inputs": ["so good"]}
+        error(srv.client.post("/classify", json=gone), 404, "not_found")
         error(srv.client.delete("/models/no-such-model/versions/1"), 404, "not_found")
         message = error(srv.client.delete("/models/sentiment/versions/1"), 409, "version_in_use")
         assert "active" in message  # a committed default, and active
