@@ -5,7 +5,9 @@
 
 The evaluator is a small CNN (models.classifiers.ImageCNN) trained ONLY on the held-out images
 8,000-9,999, with random 2-pixel shifts; the generators trained on images 0-7,999, so neither
-ever saw the other's data, and no discriminator is involved. It is cached in var/eval/.
+ever saw the other's data, and no discriminator is involved. Its weights are committed
+(bench/evaluator/mnist-evaluator), so every card is measured on one scale; `--retrain-evaluator`
+trains it again (and changes that scale: measure every model again after it).
 
 For every models/pretrained/mnist-* artifact, loaded exactly as the service loads it:
 - class accuracy (conditional models): 10 classes x 100 samples, the fraction the evaluator
@@ -53,6 +55,7 @@ SECTION = "## Measured by bench/image_quality.py"
 SAMPLES_PER_CLASS = 100
 NUM_SAMPLES = 1000
 SEED = 0
+EVALUATOR_DIR = REPO_ROOT / "bench" / "evaluator" / "mnist-evaluator"
 
 
 def evaluator(
@@ -87,7 +90,10 @@ def evaluator(
         "metrics": {"train_images_accuracy": accuracy},
         "training": {"data": "MNIST t10k images 8,000-9,999 only", "params": EVALUATOR_PARAMS},
     }
-    card = "# mnist-evaluator\n\nTrained by bench/image_quality.py on held-out images only.\n"
+    card = (
+        "# mnist-evaluator\n\nThe independent judge of bench/image_quality.py: trained on the "
+        "held-out MNIST images 8,000-9,999 only, never on what the generators saw.\n"
+    )
     save_artifact(cache, config, module=model, card=card)
     return model.eval(), accuracy
 
@@ -216,7 +222,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path(default_data))
     parser.add_argument("--pretrained", type=Path, default=REPO_ROOT / "models" / "pretrained")
-    parser.add_argument("--eval-dir", type=Path, default=REPO_ROOT / "var" / "eval")
+    parser.add_argument("--eval-dir", type=Path, default=REPO_ROOT / "var" / "eval")  # grids
+    parser.add_argument("--evaluator", type=Path, default=EVALUATOR_DIR)
     parser.add_argument("--retrain-evaluator", action="store_true")
     parser.add_argument("--no-cards", action="store_true", help="print only, leave cards alone")
     parser.add_argument("--model", nargs="+", help="only these artifacts (default: every mnist-*)")
@@ -226,7 +233,7 @@ def main() -> None:
     torch.manual_seed(SEED)
     x_train, y_train, x_held, y_held = load_mnist(args.data_dir)
     model, eval_acc = evaluator(
-        x_held, y_held, x_train, y_train, args.eval_dir / "mnist-evaluator", args.retrain_evaluator
+        x_held, y_held, x_train, y_train, args.evaluator, args.retrain_evaluator
     )
     print(
         f"evaluator: ImageCNN trained on held-out images 8,000-9,999 only; "
