@@ -29,7 +29,9 @@ from app.pool.errors import (
     QueueFull,
 )
 from app.settings import Settings
-from app.worker.protocol import Loaded, ModelSpec, Ready, TokenEvent, WorkerConfig
+from app.worker.protocol import Loaded, ModelSpec, Preview, Ready, TokenEvent, WorkerConfig
+
+Progress = Callable[[Preview], None]  # what an inference request's previews are handed to
 
 log = logging.getLogger("genserve.pool")
 T = TypeVar("T")
@@ -61,8 +63,11 @@ class WorkerPool(ABC):
     async def stop(self) -> None: ...
 
     @abstractmethod
-    async def infer(self, model: str, inputs: Any, rows: int) -> Any:
-        """Runs `rows` inputs through `model`, batched with other callers' inputs."""
+    async def infer(
+        self, model: str, inputs: Any, rows: int, progress: Progress | None = None
+    ) -> Any:
+        """Runs `rows` inputs through `model`, batched with other callers' inputs. `progress`
+        gets the request's previews as they come (diffusion models, with `preview_every`)."""
 
     @abstractmethod
     def generate(

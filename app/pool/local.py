@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from app import metrics
-from app.pool.base import SharedPool, Slot, StreamMeter
+from app.pool.base import Progress, SharedPool, Slot, StreamMeter
 from app.pool.errors import EngineTimeout, WorkerLost, failure_error
 from app.settings import Settings
 from app.supervision import SupervisedProcess, spawn, stop_all
@@ -39,6 +39,7 @@ class _Pending:
     rows: int
     future: asyncio.Future[Any] | None = None
     events: asyncio.Queue[list[msg.TokenEvent] | Exception] | None = None
+    progress: Progress | None = None  # inference: gets the request's previews
     remaining: int = 0  # generation: choices not finished yet
     units: int = 1  # what it counts against its model's queue: 1, or n sequences
 
@@ -135,6 +136,11 @@ class LocalPool(SharedPool[_Worker]):
                 metrics.BATCH_SIZE.labels(model).observe(rows)
                 for request_id, output in results:
                     self._resolve(worker, request_id, output, None)
+            case msg.Previews(previews=previews):
+                for preview in previews:
+                    pending = worker.pending.get(preview.request_id)
+                    if pending is not None and pending.progress is not None:
+                        pending.progress(preview)
             case msg.Tokens(model=model, running=running, events=events):
                 metrics.BATCH_SIZE.labels(model).observe(running)
                 self._on_step(worker, model, running)
@@ -214,13 +220,14 @@ class LocalPool(SharedPool[_Worker]):
             worker.process.exited()  # fails this request with WorkerLost too
         return worker
 
-    async def infer(self, model: str, inputs: Any, rows: int) -> Any:
+    async def infer(
+        self, model: str, inputs: Any, rows: int, progress: Progress | None = None
+    ) -> Any:
         assert self._loop is not None
         future: asyncio.Future[Any] = self._loop.create_future()
         request = msg.Infer(next(self._ids), model, inputs, rows)
-        worker = self._submit(
-            request, _Pending(model, rows, future=future), self.settings.max_queue
-        )
+        pending = _Pending(model, rows, future=future, progress=progress)
+        worker = self._submit(request, pending, self.settings.max_queue)
         # One timer per request (asyncio.wait_for costs several times more on this path).
         timer = self._loop.call_later(self.settings.request_timeout_s, _expire, future)
         try:
@@ -231,8 +238,10 @@ class LocalPool(SharedPool[_Worker]):
             ) from None
         finally:
             timer.cancel()
-            # Timed out or the client went away: forget the request so its slot frees up.
-            self._forget(worker, request.request_id)
+            # Timed out or the client went away: forget the request so its slot frees up,
+            # and stop the worker's steps on it (a diffusion request runs for many).
+            if self._forget(worker, request.request_id) is not None:
+                self._send(worker, msg.Cancel(request.request_id))
 
     def generate(
         self, model: str, prompt: str | list[int], params: dict[str, Any], n: int

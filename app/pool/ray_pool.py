@@ -33,7 +33,7 @@ from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from app import metrics
-from app.pool.base import SharedPool, Slot, StreamMeter
+from app.pool.base import Progress, SharedPool, Slot, StreamMeter
 from app.pool.errors import EngineTimeout, WorkerLost, failure_error
 from app.settings import Settings
 from app.supervision import restart_delay
@@ -362,16 +362,28 @@ class RayPool(SharedPool[_Actor]):
 
     # -- the API ---------------------------------------------------------------------------
 
-    async def infer(self, model: str, inputs: Any, rows: int) -> Any:
+    async def infer(
+        self, model: str, inputs: Any, rows: int, progress: Progress | None = None
+    ) -> Any:
         slot, key = self._admit(model, rows, self.settings.max_queue)
         timeout = self.settings.request_timeout_s
+        request_id = next(self._ids)
+        previews = None
+        answered = False
         try:
-            call = slot.actor.infer.remote(Infer(next(self._ids), key, inputs, rows))
+            call = slot.actor.infer.remote(Infer(request_id, key, inputs, rows))
+            if progress is not None:
+                previews = asyncio.ensure_future(self._previews(slot, request_id, progress))
             reply: InferReply = await asyncio.wait_for(self._call(slot, call), timeout)
+            answered = True
         except TimeoutError:
             raise EngineTimeout(f"{model!r} did not answer within {timeout:g} s") from None
         finally:
             self._release(slot, model, rows)
+            if previews is not None:
+                previews.cancel()
+            if not answered:  # timed out or the client left: stop the worker's steps on it
+                slot.actor.cancel.remote(request_id)
         if reply.failure is not None:
             raise failure_error(reply.failure)
         if reply.batch_rows:
@@ -425,6 +437,17 @@ class RayPool(SharedPool[_Actor]):
             self._release(slot, model, request.n, units=request.n, generation=True)
             if remaining > 0:  # the client went away or we failed: stop the work there too
                 actor.cancel.remote(request.request_id)
+
+    @staticmethod
+    async def _previews(slot: _Actor, request_id: int, progress: Progress) -> None:
+        """Hands an infer call's previews to `progress` until the call is answered."""
+        first = True
+        try:
+            while preview := await _wait(slot.actor.next_preview.remote(request_id, first)):
+                progress(preview)
+                first = False
+        except RayActorError:
+            return  # the infer call itself reports the lost worker
 
     async def _call(self, slot: _Actor, call: Any) -> Any:
         """Awaits an actor call; a dead actor is a lost worker (a 503 to retry)."""

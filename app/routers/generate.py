@@ -17,7 +17,7 @@ router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[ReadScop
 @router.post(
     "/text",
     response_model=GenerateTextResponse,
-    responses=serving_responses("text/event-stream", "JSON, or SSE if stream"),
+    responses=serving_responses("JSON, or SSE if stream", "text/event-stream"),
 )
 async def create_text(
     body: GenerateTextRequest, request: Request, service: GenerateServiceDep
@@ -34,14 +34,20 @@ async def create_text(
 @router.post(
     "/image",
     response_model=GenerateImageResponse,
-    responses=serving_responses("image/png", "JSON, or one PNG grid"),
+    responses=serving_responses(
+        "JSON, one PNG grid, or SSE if stream", "image/png", "text/event-stream"
+    ),
 )
 async def create_image(
     body: GenerateImageRequest, request: Request, service: GenerateImageServiceDep
-) -> GenerateImageResponse | Response:
-    """Generate images; with `Accept: image/png`, one PNG holding a grid of the n images."""
+) -> GenerateImageResponse | Response | EventSourceResponse:
+    """Generate images; with `Accept: image/png`, one PNG holding a grid of the n images; with
+    `stream: true`, a `preview` SSE event every `preview_every` denoising steps (diffusion
+    models), then `done` with the JSON body."""
     spec = await service.resolve(body.model, body.user)
     serve_model(request, spec)
+    if body.stream:
+        return EventSourceResponse(await service.stream(spec, body), ping=15)
     labels, pixels = await service.generate(spec, body)
     if "image/png" in request.headers.get("accept", ""):
         return Response(await service.to_png_grid(pixels), media_type="image/png")

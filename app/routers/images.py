@@ -36,7 +36,7 @@ async def create_encoding(
 @router.post(
     "/reconstruct",
     response_model=ReconstructResponse,
-    responses=serving_responses("image/png", "JSON, or one PNG grid (scores in X-Neg-Elbo)"),
+    responses=serving_responses("JSON, or one PNG grid (scores in X-Neg-Elbo)", "image/png"),
 )
 async def create_reconstruction(
     body: ReconstructRequest, request: Request, service: VAEServiceDep
@@ -59,7 +59,7 @@ async def create_reconstruction(
 @router.post(
     "/interpolate",
     response_model=InterpolateResponse,
-    responses=serving_responses("image/png", "JSON, or one PNG strip"),
+    responses=serving_responses("JSON, or one PNG strip", "image/png"),
 )
 async def create_interpolation(
     body: InterpolateRequest, request: Request, service: VAEServiceDep

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[ReadScope])
 @router.post(
     "/completions",
     response_model=CompletionResponse,
-    responses=serving_responses("text/event-stream", "JSON, or SSE if stream"),
+    responses=serving_responses("JSON, or SSE if stream", "text/event-stream"),
 )
 async def create_completion(
     body: CompletionRequest, request: Request, service: OpenAIServiceDep
@@ -35,7 +35,7 @@ async def create_completion(
 @router.post(
     "/chat/completions",
     response_model=ChatCompletionResponse,
-    responses=serving_responses("text/event-stream", "JSON, or SSE if stream"),
+    responses=serving_responses("JSON, or SSE if stream", "text/event-stream"),
 )
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, service: OpenAIServiceDep

@@ -27,6 +27,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 SERVING_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503, 504)
 
 
-def serving_responses(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
-    """The serving errors, and a 200 that may also come as `media_type` (SSE, a PNG)."""
-    return {**SERVING_ERRORS, 200: {"content": {media_type: {}}, "description": description}}
+def serving_responses(description: str, *media_types: str) -> dict[int | str, dict[str, Any]]:
+    """The serving errors, and a 200 that may also come as each of `media_types` (SSE, PNG)."""
+    content: dict[str, Any] = {media_type: {} for media_type in media_types}
+    return {**SERVING_ERRORS, 200: {"content": content, "description": description}}

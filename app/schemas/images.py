@@ -6,6 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.schemas.common import RequestBody
 
+DEFAULT_PREVIEW_EVERY = 10  # denoising steps between two previews of a stream
+
 
 class GenerateImageRequest(RequestBody):
     model_config = ConfigDict(
@@ -36,6 +38,18 @@ class GenerateImageRequest(RequestBody):
         description="image-diffusion only, class-conditional: classifier-free guidance scale "
         "(default 1.5; 0 = unconditional, the label is then ignored)",
     )
+    stream: bool = Field(
+        False,
+        description="Server-sent events: `preview` events as a diffusion model denoises, "
+        "then `done` with the response body (or `error`)",
+    )
+    preview_every: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="image-diffusion only, with stream: a `preview` event every k denoising "
+        f"steps (default {DEFAULT_PREVIEW_EVERY})",
+    )
 
 
 class GeneratedImage(BaseModel):
@@ -49,6 +63,14 @@ class GenerateImageResponse(BaseModel):
     width: int
     height: int
     images: list[GeneratedImage]
+
+
+class ImagePreview(BaseModel):
+    """A streamed `preview` event: the request's images part-way through denoising."""
+
+    step: int = Field(description="Denoising steps taken")
+    steps: int = Field(description="Denoising steps in all")
+    images: list[str] = Field(description="Base64-encoded PNGs of the current noisy images")
 
 
 MODEL_FIELD_DOC = "Omit for the default VAE (GENSERVE_DEFAULT_VAE_MODEL); name@3, name@alias"

@@ -31,7 +31,7 @@ from app.schemas.generate import (
 )
 from app.services.registry import ModelRegistry
 from app.settings import Settings
-from app.sse import frames
+from app.sse import error_event, frames
 from app.worker.protocol import ModelSpec, TokenEvent, TokenInfo
 
 
@@ -258,9 +258,7 @@ class GenerateService:
                 completion.extend(batch)
                 yield frames([_token(event, body) for event in batch], "token")
         except (AppError, EngineError) as exc:
-            error = client_error(exc)
-            payload = {"code": error.code, "message": error.message, "details": error.details}
-            yield {"event": "error", "data": orjson.dumps({"error": payload}).decode()}
+            yield error_event(exc)
             return
         done = {
             "model": spec.name,

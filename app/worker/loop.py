@@ -1,4 +1,5 @@
-"""The worker loop: dynamic batches and text-generation steps, interleaved on one thread.
+"""The worker loop: dynamic batches, text-generation steps and denoising steps, interleaved
+on one thread.
 
 The same `Worker` runs in a local worker process (app/worker/process.py) and in a Ray actor
 (app/worker/ray_actor.py); each hands it the messages of app/worker/protocol.py on its inbox and
@@ -35,6 +36,7 @@ from app.worker.protocol import (
     Load,
     Loaded,
     ModelSpec,
+    Previews,
     Ready,
     Stop,
     Tokens,
@@ -44,6 +46,7 @@ from app.worker.protocol import (
 
 if TYPE_CHECKING:  # torch is imported only inside the worker process
     from app.worker.continuous_batching import GenerationEngine
+    from app.worker.denoising import DenoisingEngine
 
 log = logging.getLogger("genserve.worker")
 
@@ -103,8 +106,8 @@ def _locations(spec: ModelSpec, exc: Exception) -> list[str]:
 
 
 class Worker:
-    """Dynamic batches (classification, images) and text-generation steps, interleaved on
-    one thread."""
+    """Dynamic batches (classifiers, GANs, VAEs), text-generation steps and denoising steps
+    (diffusion models), interleaved on one thread."""
 
     def __init__(
         self,
@@ -122,7 +125,9 @@ class Worker:
         self.storage_options = storage_options or {}
         self.batched: dict[str, Any] = {}  # classifiers, image generators: dynamic batches
         self.engines: dict[str, GenerationEngine] = {}
-        self.retiring: list[GenerationEngine] = []  # replaced engines finishing their sequences
+        self.denoisers: dict[str, DenoisingEngine] = {}
+        # replaced engines finishing what they had started
+        self.retiring: list[GenerationEngine | DenoisingEngine] = []
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.device, self.max_running = "cpu", 1
         self.precision: Callable[[], Any] = contextlib.nullcontext  # load() sets autocast
@@ -159,8 +164,10 @@ class Worker:
     def build(self, spec: ModelSpec) -> Any:
         """Loads one model version (verifying its sha256) into what serves it."""
         from app.worker.continuous_batching import GenerationEngine
+        from app.worker.denoising import DenoisingEngine
         from app.worker.executors import ClassifierExecutor, ImageExecutor, VAEExecutor
         from models.artifacts import load_artifact
+        from models.image.diffusion import DiffusionImageGenerator
 
         served = load_artifact(
             self.artifact_path(spec),
@@ -170,6 +177,8 @@ class Worker:
         )
         if spec.task == "text-generation":
             return GenerationEngine(served, self.max_running, self.prefill_tokens)
+        if isinstance(served, DiffusionImageGenerator):  # images join and leave between steps
+            return DenoisingEngine(served, self.batcher.max_batch_size)
         if spec.task == "image-generation":
             # a generator with an encoder (a VAE) also encodes, reconstructs and interpolates
             return VAEExecutor(served) if hasattr(served, "encode") else ImageExecutor(served)
@@ -189,24 +198,29 @@ class Worker:
         Sequences the old engine is generating finish on it: it keeps stepping until empty,
         then it is dropped."""
         from app.worker.continuous_batching import GenerationEngine
+        from app.worker.denoising import DenoisingEngine
 
         key = spec.key if side else spec.name
         if isinstance(served, GenerationEngine):
             self.retire(key)
             self.engines[key] = served
+        elif isinstance(served, DenoisingEngine):
+            self.retire(key)
+            self.denoisers[key] = served
         else:
             self.batched[key] = served  # queued requests run on the new version
 
     def retire(self, key: str) -> None:
-        """Stops serving `key`; a generation engine finishes what it is generating first."""
+        """Stops serving `key`; an engine finishes what it is generating first."""
         self.batched.pop(key, None)
-        old = self.engines.pop(key, None)
-        if old is not None and old.has_work():
-            self.retiring.append(old)
+        for engines in (self.engines, self.denoisers):
+            old = engines.pop(key, None)
+            if old is not None and old.has_work():
+                self.retiring.append(old)
 
     def promote(self, spec: ModelSpec) -> bool:
         """Activates a version already served beside the active one, without loading it."""
-        for served in (self.batched, self.engines):
+        for served in (self.batched, self.engines, self.denoisers):
             if spec.key in served:
                 self.install(spec, served.pop(spec.key))
                 return True
@@ -228,7 +242,7 @@ class Worker:
     def serve(self) -> None:
         inbox = self.inbox
         while True:
-            busy = any(e.has_work() for e in [*self.engines.values(), *self.retiring])
+            busy = any(e.has_work() for e in self.stepping())
             try:
                 message = inbox.get_nowait() if busy else inbox.get(timeout=self.batcher.timeout())
             except queue.Empty:
@@ -246,15 +260,34 @@ class Worker:
             for name, engine in self.engines.items():
                 if engine.has_work():
                     self.generate_step(name, engine)
-            for engine in self.retiring:
-                self.generate_step(engine.lm.name or "retiring", engine)
+            for name, denoiser in self.denoisers.items():
+                if denoiser.has_work():
+                    self.denoise_step(name, denoiser)
+            for old in self.retiring:
+                self.step_retiring(old)
             self.retiring = [e for e in self.retiring if e.has_work()]
+
+    def stepping(self) -> list[GenerationEngine | DenoisingEngine]:
+        """The engines that advance by steps: the loop polls its inbox without blocking while
+        one of them has work."""
+        return [*self.engines.values(), *self.denoisers.values(), *self.retiring]
+
+    def step_retiring(self, engine: GenerationEngine | DenoisingEngine) -> None:
+        from app.worker.denoising import DenoisingEngine
+
+        if isinstance(engine, DenoisingEngine):
+            self.denoise_step(engine.generator.name or "retiring", engine)
+        else:
+            self.generate_step(engine.lm.name or "retiring", engine)
 
     def handle(self, message: Infer | Generate | Cancel | Load | Unload | Built) -> None:
         match message:
             case Infer(model=model) if model in self.batched:
                 request = Request(message.request_id, model, message.inputs, message.rows)
                 self.batcher.add(request)
+            case Infer(model=model) if model in self.denoisers:
+                request = Request(message.request_id, model, message.inputs, message.rows)
+                self.denoisers[model].add(request)
             case Generate(model=model) if model in self.engines:
                 self.engines[model].add(
                     message.request_id, message.prompt, message.params, message.n
@@ -263,7 +296,7 @@ class Worker:
                 reason = f"model {message.model!r} is not loaded here"
                 self.outbox.send(Failed([Failure(message.request_id, reason)]))
             case Cancel(request_id=request_id):
-                for engine in [*self.engines.values(), *self.retiring]:
+                for engine in self.stepping():
                     engine.cancel(request_id)
             case Load(request_id=request_id, spec=spec, side=False) if self.promote(spec):
                 log.info("now serving %s v%d (it was loaded beside)", spec.name, spec.version)
@@ -304,6 +337,24 @@ class Worker:
             return
         if events:
             self.outbox.send(Tokens(model, running, events))
+
+    def denoise_step(self, model: str, denoiser: DenoisingEngine) -> None:
+        """One forward pass over the model's running images: answers the requests whose last
+        image finished (one BatchDone, as a dynamic batch does) and sends the previews due."""
+        started = time.perf_counter()
+        try:
+            with self.precision():
+                images, done, previews = denoiser.step()
+        except Exception:
+            ids = denoiser.request_ids()
+            for request_id in ids:
+                denoiser.cancel(request_id)
+            self.report_failure(model, ids)
+            return
+        if previews:
+            self.outbox.send(Previews(previews))
+        if done:
+            self.outbox.send(BatchDone(model, images, time.perf_counter() - started, done))
 
     def report_failure(self, model: str, request_ids: list[int]) -> None:
         trace = traceback.format_exc()

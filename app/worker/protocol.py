@@ -5,7 +5,7 @@ arguments and answers with them. Both transports pickle them (inputs and outputs
 arrays), and msgspec Structs stay cheap to build and to pickle on the per-token path.
 
     API -> worker    WorkerConfig (at start), then Infer | Generate | Cancel | Load | Unload | Stop
-    worker -> API    Ready | Loaded | BatchDone | Tokens | Failed
+    worker -> API    Ready | Loaded | BatchDone | Tokens | Previews | Failed
     Ray replies      InferReply, EventsReply (an actor answers calls instead of streaming)
 
 Plain data only: the API process imports this module, and it must not pull in torch.
@@ -214,6 +214,22 @@ class Tokens(msgspec.Struct, frozen=True, gc=False):
     events: list[TokenEvent]
 
 
+class Preview(msgspec.Struct, frozen=True, gc=False):
+    """A diffusion request's images part-way, for streaming: uint8 (n, H, W) after `step` of
+    its `steps` denoising steps."""
+
+    request_id: int
+    step: int
+    steps: int
+    pixels: Any
+
+
+class Previews(msgspec.Struct, frozen=True, gc=False):
+    """The previews due after one denoising step (requests that asked for `preview_every`)."""
+
+    previews: list[Preview]
+
+
 class Failure(msgspec.Struct, frozen=True, gc=False):
     """Why a request failed in the worker; out of memory is worth a retry, the rest is a bug."""
 
@@ -226,7 +242,7 @@ class Failed(msgspec.Struct, frozen=True, gc=False):
     failures: list[Failure]
 
 
-FromWorker = Ready | Loaded | BatchDone | Tokens | Failed
+FromWorker = Ready | Loaded | BatchDone | Tokens | Previews | Failed
 
 
 # -- Ray actor replies -----------------------------------------------------------------------

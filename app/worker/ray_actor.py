@@ -30,6 +30,8 @@ from app.worker.protocol import (
     InferReply,
     Load,
     Loaded,
+    Preview,
+    Previews,
     Ready,
     TokenEvent,
     Tokens,
@@ -38,6 +40,7 @@ from app.worker.protocol import (
 )
 
 log = logging.getLogger("genserve.worker")
+PREVIEW_WAIT_S = 3660.0  # longer than any request may run (GENSERVE_REQUEST_TIMEOUT_S)
 
 
 @dataclass
@@ -61,6 +64,8 @@ class WorkerActor:
         self.worker = Worker.for_config(self, config)
         self.calls: dict[int, asyncio.Future[Any]] = {}  # infer and load calls awaiting an answer
         self.streams: dict[int, _Stream] = {}
+        # previews of the infer calls that asked for them; None ends one
+        self.previews: dict[int, asyncio.Queue[Preview | None]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ready: asyncio.Future[Ready] | None = None
         self.models: dict[str, int] = {}  # what it serves now: name -> version
@@ -103,7 +108,30 @@ class WorkerActor:
         await asyncio.Event().wait()
 
     async def infer(self, request: Infer) -> InferReply:
-        return await self._call(request.request_id, request)
+        inputs, request_id = request.inputs, request.request_id
+        if not (isinstance(inputs, dict) and inputs.get("preview_every")):
+            return await self._call(request_id, request)
+        previews = self.previews.setdefault(request_id, asyncio.Queue())
+        try:
+            return await self._call(request_id, request)
+        finally:
+            previews.put_nowait(None)
+            self.previews.pop(request_id, None)
+
+    async def next_preview(self, request_id: int, first: bool) -> Preview | None:
+        """Waits for the next preview of an infer call; None once it has been answered. The
+        first wait may come before the call itself (an async actor may start them in either
+        order); one that outlives its call, its client gone, ends after PREVIEW_WAIT_S."""
+        previews = self.previews.get(request_id)
+        if previews is None:
+            if not first:
+                return None
+            previews = self.previews.setdefault(request_id, asyncio.Queue())
+        try:
+            return await asyncio.wait_for(previews.get(), PREVIEW_WAIT_S)
+        except TimeoutError:
+            self.previews.pop(request_id, None)
+            return None
 
     async def load(self, request: Load) -> Loaded:
         """Hot-loads a version beside what this worker serves; answers once it serves or failed."""
@@ -170,6 +198,10 @@ class WorkerActor:
             case BatchDone(rows=rows, results=results):
                 for i, (request_id, output) in enumerate(results):
                     self._resolve(request_id, InferReply(output, rows if i == 0 else 0))
+            case Previews(previews=previews):
+                for preview in previews:
+                    if (queue := self.previews.get(preview.request_id)) is not None:
+                        queue.put_nowait(preview)
             case Tokens(running=running, events=events):
                 counted = False
                 for event in events:

@@ -216,16 +216,59 @@ class UNet(nn.Module):
     # -- sampling ----------------------------------------------------------------------------
 
     def predict_v(
-        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance: float
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, guidance: torch.Tensor
     ) -> torch.Tensor:
-        """v_u + w (v_c - v_u); w = 0 runs only the unconditional pass, w = 1 only the other."""
-        null = torch.full_like(t, self.null_label)
-        if labels is None or guidance == 0:
-            return self(x, t, null)
-        if guidance == 1:
-            return self(x, t, labels)
-        v_c, v_u = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
-        return v_u + guidance * (v_c - v_u)
+        """v_u + w (v_c - v_u) per image, each with its own label and scale w (B,), in one
+        forward pass. An image needs the conditional pass unless w = 0 or its label is the null
+        one, and the unconditional pass unless w = 1: so w = 0 runs only the unconditional
+        model and w = 1 only the conditional one."""
+        null = labels == self.null_label
+        cond = ~null & (guidance != 0)
+        uncond = null | (guidance != 1)
+        ci, ui = cond.nonzero().squeeze(1), uncond.nonzero().squeeze(1)
+        nulls = torch.full_like(ui, self.null_label)
+        out = self(
+            torch.cat([x[ci], x[ui]]), torch.cat([t[ci], t[ui]]), torch.cat([labels[ci], nulls])
+        )
+        v = torch.empty_like(x)
+        v_c, v_u = out[: len(ci)], out[len(ci) :]
+        v[ci], v[ui] = v_c, v_u
+        both = cond & uncond
+        if both.any():
+            w = guidance[both].view(-1, 1, 1, 1)
+            vu = v_u[both[ui]]
+            v[both] = vu + w * (v_c[both[ci]] - vu)
+        return v
+
+    @torch.no_grad()
+    def denoise(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        t_next: torch.Tensor,
+        labels: torch.Tensor,
+        guidance: torch.Tensor,
+    ) -> torch.Tensor:
+        """One DDIM (eta = 0) step for every image of x (B, 1, H, W), each on its own schedule:
+        from step t (B,) to t_next (B,) (-1: the clean image), with its own label (B,) (the
+        null label: unconditional) and guidance scale (B,). Images at different steps, of
+        requests asking for different step counts, share the forward pass: what a serving
+        worker needs to let images join and leave between steps."""
+        shape = (-1, 1, 1, 1)
+        a = self.alpha_bar[t].view(shape)
+        ones = torch.ones_like(t_next, dtype=a.dtype)
+        a_next = torch.where(t_next >= 0, self.alpha_bar[t_next.clamp(min=0)], ones).view(shape)
+        v = self.predict_v(x, t, labels, guidance)
+        x0 = (a.sqrt() * x - (1 - a).sqrt() * v).clamp(-1, 1)
+        eps = torch.where(a < 1, (x - a.sqrt() * x0) / (1 - a).clamp(min=1e-12).sqrt(), 0.0)
+        return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+
+    def schedule(self, steps: int) -> list[int]:
+        """The time steps of a `steps`-step DDIM run, evenly spaced from T - 1 down to 0."""
+        T = self.config.timesteps
+        if not 1 <= steps <= T:
+            raise ValueError(f"steps must lie in 1..{T}, got {steps}")
+        return torch.linspace(T - 1, 0, steps, dtype=torch.float64).round().long().tolist()
 
     @torch.no_grad()
     def sample(
@@ -238,19 +281,16 @@ class UNet(nn.Module):
         """DDIM (eta = 0) from x_T = noise (B, 1, H, W) to images (B, 1, H, W) in [-1, 1].
 
         labels None (or guidance 0): the unconditional model."""
-        T = self.config.timesteps
-        if not 1 <= steps <= T:
-            raise ValueError(f"steps must lie in 1..{T}, got {steps}")
-        ts = torch.linspace(T - 1, 0, steps, dtype=torch.float64).round().long().tolist()
+        ts = self.schedule(steps)
+        B, dev = noise.shape[0], noise.device
+        y = torch.full((B,), self.null_label, dtype=torch.long, device=dev)
+        if labels is not None:
+            y = labels.to(dev)
+        w = torch.full((B,), float(guidance), device=dev)
         x = noise
-        for i, t in enumerate(ts):
-            a = self.alpha_bar[t]
-            a_prev = self.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(a)
-            tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-            v = self.predict_v(x, tt, labels, guidance)
-            x0 = (a.sqrt() * x - (1 - a).sqrt() * v).clamp(-1, 1)
-            eps = ((x - a.sqrt() * x0) / (1 - a).sqrt()) if a < 1 else torch.zeros_like(x)
-            x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+        for t, t_next in zip(ts, [*ts[1:], -1], strict=True):
+            full = torch.full((B,), t, dtype=torch.long, device=dev)
+            x = self.denoise(x, full, torch.full_like(full, t_next), y, w)
         return x
 
 

@@ -16,9 +16,11 @@ def generate(client: TestClient, **body: object) -> dict:
     return response.json()
 
 
-def sse_events(client: TestClient, body: dict) -> list[tuple[str, dict]]:
+def sse_events(
+    client: TestClient, body: dict, path: str = "/generate/text"
+) -> list[tuple[str, dict]]:
     events, name = [], "message"
-    with client.stream("POST", "/generate/text", json={**body, "stream": True}) as response:
+    with client.stream("POST", path, json={**body, "stream": True}) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():

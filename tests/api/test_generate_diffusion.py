@@ -1,6 +1,7 @@
 """/generate/image on a tiny diffusion model trained here for a few steps, through the real pool:
 seeds fix the pixels alone or in a batch (whatever steps the neighbours ask for), guidance 0 is
-the unconditional model, and `steps` / `guidance` are refused where they do not apply."""
+the unconditional model, `stream: true` sends previews every k steps and then the images, and
+`steps` / `guidance` / `preview_every` are refused where they do not apply."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from models.artifacts import save_artifact
 from models.data.idx import load_mnist
 from models.image.diffusion import DiffusionConfig, UNet
 from models.training.diffusion import DiffusionTrainConfig, train_diffusion
+from tests.api.test_generate import sse_events
 from tests.api.test_generate_image import pixels
 from tests.conftest import DATA_DIR, make_settings, wait_until_ready
 from tests.tiny_models import small_pretrained
@@ -122,6 +124,9 @@ def test_guidance_zero_is_the_unconditional_model(client: TestClient) -> None:
         ({"steps": 2.5}, "steps"),
         ({"guidance": -0.5}, "guidance"),
         ({"guidance": 21}, "guidance"),
+        ({"preview_every": 5}, "preview_every applies with stream: true"),
+        ({"model": "tiny-cvae", "stream": True, "preview_every": 5}, "image-diffusion models only"),
+        ({"stream": True, "preview_every": 0}, "preview_every"),
     ],
 )
 def test_options_that_do_not_apply_are_a_422(client: TestClient, body: dict, needle: str) -> None:
@@ -133,3 +138,30 @@ def test_options_that_do_not_apply_are_a_422(client: TestClient, body: dict, nee
 def test_an_unconditional_diffusion_model_takes_steps(client: TestClient) -> None:
     a = images(client, model="tiny-udiffusion", n=2, seed=5, steps=3)
     assert same(a, images(client, model="tiny-udiffusion", n=2, seed=5, steps=3))
+
+
+def test_a_stream_sends_previews_every_k_steps_then_the_images(client: TestClient) -> None:
+    body = {"n": 2, "seed": 21, "label": 3, "steps": 10}
+    events = sse_events(client, {**body, "preview_every": 4}, "/generate/image")
+    assert [name for name, _ in events] == ["preview", "preview", "done"]
+    assert [(e["step"], e["steps"]) for _, e in events[:2]] == [(4, 10), (8, 10)]
+    previews = [[pixels(png) for png in e["images"]] for _, e in events[:2]]
+    done = events[-1][1]
+    assert done["model"] == "tiny-diffusion" and [i["label"] for i in done["images"]] == [3, 3]
+    final = [pixels(i["png_base64"]) for i in done["images"]]
+    assert same(final, images(client, **body)), "the same images as without stream"
+    assert all(p.shape == (28, 28) for p in previews[0]) and not same(previews[0], final)
+
+    default = sse_events(client, {"n": 1, "seed": 1, "steps": 25}, "/generate/image")
+    assert [e["step"] for name, e in default if name == "preview"] == [10, 20]
+    # a model that does not denoise streams its images in one `done` event
+    events = sse_events(client, {"model": "tiny-cvae", "n": 2, "seed": 1}, "/generate/image")
+    assert [name for name, _ in events] == ["done"] and len(events[0][1]["images"]) == 2
+
+
+def test_a_stream_carries_the_model_headers(client: TestClient) -> None:
+    body = {"n": 1, "seed": 2, "steps": 3, "stream": True}
+    with client.stream("POST", "/generate/image", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["x-model"] == "tiny-diffusion"
+        assert response.headers["x-model-version"] == "1"

@@ -17,6 +17,7 @@ from msgspec.structs import replace
 
 from app.pool.errors import LoadFailed
 from app.settings import REPO_ROOT
+from tests.api.test_generate import sse_events
 from tests.conftest import wait_until_ready
 from tests.helpers import held_out_sentences
 
@@ -72,6 +73,19 @@ def test_an_actor_serves_a_version_beside_the_active_one(client: TestClient) -> 
     )
     pool.unload(pool.key(other))
     assert other.version not in pool.workers()[0].beside.get("tiny-gpt", [])
+
+
+def test_a_diffusion_stream_gets_its_previews_from_the_actor(client: TestClient) -> None:
+    body = {"model": "mnist-diffusion", "n": 2, "seed": 3, "label": 5, "steps": 6}
+    events = sse_events(client, {**body, "preview_every": 2}, "/generate/image")
+    assert [(name, e.get("step")) for name, e in events] == [
+        ("preview", 2),
+        ("preview", 4),
+        ("done", None),
+    ]
+    plain = client.post("/generate/image", json=body)
+    assert plain.status_code == 200, plain.text
+    assert events[-1][1]["images"] == plain.json()["images"]
 
 
 def test_a_stream_closed_early_frees_its_place(client: TestClient) -> None:
