@@ -225,19 +225,27 @@ class UNet(nn.Module):
         null = labels == self.null_label
         cond = ~null & (guidance != 0)
         uncond = null | (guidance != 1)
+        nulls = torch.full_like(labels, self.null_label)
+        w = guidance.view(-1, 1, 1, 1)
+        # the uniform batches (one request alone) skip the indexing
+        if not cond.any():
+            return self(x, t, nulls)
+        if not uncond.any():
+            return self(x, t, labels)
+        if cond.all() and uncond.all():
+            out = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, nulls]))
+            v_c, v_u = out.chunk(2)
+            return v_u + w * (v_c - v_u)
         ci, ui = cond.nonzero().squeeze(1), uncond.nonzero().squeeze(1)
-        nulls = torch.full_like(ui, self.null_label)
         out = self(
-            torch.cat([x[ci], x[ui]]), torch.cat([t[ci], t[ui]]), torch.cat([labels[ci], nulls])
+            torch.cat([x[ci], x[ui]]), torch.cat([t[ci], t[ui]]), torch.cat([labels[ci], nulls[ui]])
         )
-        v = torch.empty_like(x)
         v_c, v_u = out[: len(ci)], out[len(ci) :]
+        v = torch.empty_like(x)
         v[ci], v[ui] = v_c, v_u
         both = cond & uncond
-        if both.any():
-            w = guidance[both].view(-1, 1, 1, 1)
-            vu = v_u[both[ui]]
-            v[both] = vu + w * (v_c[both[ci]] - vu)
+        vu = v_u[both[ui]]
+        v[both] = vu + w[both] * (v_c[both[ci]] - vu)
         return v
 
     @torch.no_grad()
