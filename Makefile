@@ -21,10 +21,10 @@ migrate: install
 run: migrate
 	$(BIN)/genserve serve
 
-# The Ray suites mostly wait on clusters starting and failing, not on the CPU: two modules
-# run at a time.
+# Most tests wait on servers, clusters and browsers starting, not on the CPU: two modules run
+# at a time (each pytest worker has its own PostgreSQL database, tests/conftest.py).
 test: install
-	$(BIN)/pytest -x -q --ignore=tests/ray
+	$(BIN)/pytest -x -q -n 2 --dist loadfile --ignore=tests/ray
 	$(BIN)/pytest -x -q -n 2 --dist loadfile tests/ray
 
 models: install

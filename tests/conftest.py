@@ -12,13 +12,38 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from app.db import Database, downgrade, migrate
 from app.settings import REPO_ROOT, Settings
 
 DATA_DIR = Path(os.environ.get("GENSERVE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
-POSTGRES_URL = os.environ.get("GENSERVE_TEST_POSTGRES_URL", "")
+
+
+def _database_of_this_worker(url: str) -> str:
+    """Under pytest-xdist (`make test` runs two at once) each worker migrates and drops its own
+    PostgreSQL database, `<name>_gw0`, ..., created on first use (the role needs CREATEDB,
+    which .ci/run grants); a lone pytest uses `url` itself."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    try:
+        engine = create_engine(base, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            query = text("SELECT 1 FROM pg_database WHERE datname = :name")
+            if conn.scalar(query, {"name": name}) is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+    except Exception:
+        return url  # unreachable: the PostgreSQL tests skip with the reason
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+POSTGRES_URL = _database_of_this_worker(os.environ.get("GENSERVE_TEST_POSTGRES_URL", ""))
+if POSTGRES_URL:  # for the tests (and servers they start) that read the variable itself
+    os.environ["GENSERVE_TEST_POSTGRES_URL"] = POSTGRES_URL
 
 
 def _postgres_skip_reason() -> str | None:
