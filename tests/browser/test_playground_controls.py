@@ -117,12 +117,16 @@ def test_image_controls_follow_the_model_and_its_errors_stay_with_it(
     page.select_option("#image-model", "mnist-diffusion")
     assert label.is_visible() and steps.is_visible() and guidance.is_visible()
     assert not truncation.is_visible()
-    page.fill("#image-form input[name=n]", "1")
-    page.fill("#image-form input[name=steps]", "2")
+    page.fill("#image-form input[name=n]", "2")
+    page.fill("#image-form input[name=steps]", "4")
     page.select_option("#image-label", "4")
     page.click("#image-go")
-    page.wait_for_selector("#image-output:not([hidden])")
-    assert sent[-1]["steps"] == 2 and sent[-1]["label"] == 4 and "truncation" not in sent[-1]
+    page.wait_for_selector("#image-output[alt*='generated']")
+    assert sent[-1]["steps"] == 4 and sent[-1]["label"] == 4 and "truncation" not in sent[-1]
+    # it streams: a preview grid every step here (about ten per request), then the images
+    assert sent[-1]["stream"] is True and sent[-1]["preview_every"] == 1
+    assert page.get_attribute("#image-output", "data-previews") == "3"
+    assert page.evaluate("document.getElementById('image-output').naturalWidth") == 2 * 28
     screenshot(page.locator("#image"), "image-diffusion-controls")
 
 
