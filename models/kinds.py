@@ -374,6 +374,12 @@ class GANParams(ImageGenParams):
     lr: LearningRate = doc(2e-4, "Adam learning rate for both networks (beta1 0.5)")
     channels: Annotated[int, Ge(4), Le(512)] = doc(32, "base width of both networks")
     ema: Annotated[float, Ge(0), Le(0.99999)] = doc(0.0, "> 0: serve an EMA of G's weights")
+    ema_warmup: bool = doc(False, "EMA decay min(ema, (1+t)/(10+t)) at step t: forgets the init")
+    loss: Literal["bce", "hinge"] = doc(
+        "bce", "bce: non-saturating loss with label smoothing; hinge: the SN-GAN hinge loss"
+    )
+    spectral_norm: bool = doc(False, "spectral norm on D's layers instead of BatchNorm")
+    lr_d: Annotated[float, Ge(0), Le(1.0)] = doc(0.0, "D's own Adam learning rate (0: lr)")
 
     def footprint(self, data: DataShape, kind: str) -> Footprint:
         """G: z (+ a 16-wide label embedding) -> 2C x H/4 x W/4 (BatchNorm) -> C -> 1 with

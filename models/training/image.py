@@ -49,8 +49,11 @@ class GANTrainConfig:
     lr: float = 2e-4  # Adam for both networks, as in DCGAN
     beta1: float = 0.5  # DCGAN's Adam momentum; 0.9 oscillates
     real_label: float = 0.9  # one-sided label smoothing: keeps D from becoming overconfident
+    loss: str = "bce"  # "bce": non-saturating GAN loss; "hinge": hinge D loss, G maximises D
+    lr_d: float = 0.0  # > 0: D's own learning rate (TTUR, Heusel et al. 2017); 0: lr
     aux_weight: float = 1.0  # weight of the auxiliary class loss (conditional models only)
     ema: float = 0.0  # > 0: serve an exponential moving average of G's weights (e.g. 0.999)
+    ema_warmup: bool = False  # decay min(ema, (1 + t) / (10 + t)) at step t: forget the init
     bn_refresh_batches: int = 50  # batches of 256 fakes that re-estimate BatchNorm at the end
     max_seconds: float = 0.0  # stop early after this much training time (0: no limit)
     seed: int = 0
@@ -264,7 +267,12 @@ def train_gan(
     device: torch.device,
     hooks: TrainHooks | None = None,
 ) -> dict[str, Any]:
-    """DCGAN training (non-saturating loss) on float32 (N, H, W) images in [0, 1].
+    """DCGAN training on float32 (N, H, W) images in [0, 1].
+
+    cfg.loss "bce" is the non-saturating loss with one-sided label smoothing (real_label);
+    "hinge" trains D to push real logits above 1 and fake ones below -1 and G to raise D's
+    logit on its fakes (Lim & Ye 2017, the loss of SN-GAN); its D stops pushing on images it
+    already separates by the margin, so it does not saturate the way a sigmoid does.
 
     For conditional models fakes get uniformly drawn labels; the discriminator's auxiliary
     head learns the classes on real images only and the generator is asked to produce images
@@ -283,7 +291,10 @@ def train_gan(
     x = x * 2 - 1  # tanh range
     betas = (cfg.beta1, 0.999)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d or cfg.lr, betas=betas)
+    if cfg.loss not in ("bce", "hinge"):
+        raise ValueError(f"loss {cfg.loss!r}: 'bce' or 'hinge'")
+    hinge = cfg.loss == "hinge"
     modules = {"generator": generator, "discriminator": discriminator}
     ema = copy.deepcopy(generator).eval() if cfg.ema else None  # averaged weights, served
     if ema is not None:
@@ -317,16 +328,20 @@ def train_gan(
             z = torch.randn(B, latent, device=device)
             y_fake = torch.randint(0, k, (B,), device=device) if k else None
 
-            # discriminator: real -> real_label (smoothed), fake -> 0
+            # discriminator: real -> real_label (smoothed), fake -> 0; hinge: real > 1, fake < -1
             with autocast(device):
                 fake = g_net(z, y_fake)  # (B, 1, H, W)
                 logit_real, cls_real = d_net(real, y_real)
                 logit_fake, _ = d_net(fake.detach(), y_fake)
-                loss_d = F.binary_cross_entropy_with_logits(
-                    logit_real.float(), torch.full((B,), cfg.real_label, device=device)
-                ) + F.binary_cross_entropy_with_logits(
-                    logit_fake.float(), torch.zeros(B, device=device)
-                )
+                if hinge:
+                    loss_d = F.relu(1 - logit_real.float()).mean()
+                    loss_d = loss_d + F.relu(1 + logit_fake.float()).mean()
+                else:
+                    loss_d = F.binary_cross_entropy_with_logits(
+                        logit_real.float(), torch.full((B,), cfg.real_label, device=device)
+                    ) + F.binary_cross_entropy_with_logits(
+                        logit_fake.float(), torch.zeros(B, device=device)
+                    )
                 if k:
                     loss_d = loss_d + cfg.aux_weight * F.cross_entropy(cls_real.float(), y_real)
             _step(opt_d, scaler, loss_d)
@@ -334,15 +349,20 @@ def train_gan(
             # generator: make D call the fakes real (and of the asked-for class)
             with autocast(device):
                 logit_fake, cls_fake = d_net(fake, y_fake)
-                loss_g = F.binary_cross_entropy_with_logits(
-                    logit_fake.float(), torch.ones(B, device=device)
-                )
+                if hinge:
+                    loss_g = -logit_fake.float().mean()
+                else:
+                    loss_g = F.binary_cross_entropy_with_logits(
+                        logit_fake.float(), torch.ones(B, device=device)
+                    )
                 if k:
                     loss_g = loss_g + cfg.aux_weight * F.cross_entropy(cls_fake.float(), y_fake)
             _step(opt_g, scaler, loss_g)
             if ema is not None:  # average out the oscillation of adversarial training
+                t = epoch * steps_per_epoch + i
+                decay = min(cfg.ema, (1 + t) / (10 + t)) if cfg.ema_warmup else cfg.ema
                 for p_ema, p in zip(ema.parameters(), generator.parameters(), strict=True):
-                    p_ema.lerp_(p.detach(), 1 - cfg.ema)
+                    p_ema.lerp_(p.detach(), 1 - decay)
             totals += torch.stack(
                 [
                     loss_d.detach(),
@@ -366,7 +386,12 @@ def train_gan(
     refresh_batchnorm(generator, device, batches=cfg.bn_refresh_batches)
     discriminator.eval()
     last = state["history"][-1] if state["history"] else {}
-    return {**last, "steps": state.get("steps", 0), "config": asdict(cfg)}
+    return {
+        **last,
+        "steps": state.get("steps", 0),
+        "config": asdict(cfg),
+        "history": state["history"],
+    }
 
 
 # -----------------------------------------------------------------------------
@@ -436,10 +461,24 @@ def train_image_gan(
 ) -> TrainResult:
     labels, num_classes = _image_labels(train, p.conditional)
     torch.manual_seed(p.seed)
-    gan = GANConfig(tuple(train.images.shape[1:]), p.latent_dim, p.channels, num_classes)
+    gan = GANConfig(
+        tuple(train.images.shape[1:]),
+        p.latent_dim,
+        p.channels,
+        num_classes,
+        spectral_norm=p.spectral_norm,
+    )
     generator = Generator(gan)
     cfg = GANTrainConfig(
-        p.epochs, p.batch_size, p.lr, ema=p.ema, max_seconds=p.max_seconds, seed=p.seed
+        p.epochs,
+        p.batch_size,
+        p.lr,
+        loss=p.loss,
+        lr_d=p.lr_d,
+        ema=p.ema,
+        ema_warmup=p.ema_warmup,
+        max_seconds=p.max_seconds,
+        seed=p.seed,
     )
     result = train_gan(generator, Discriminator(gan), train.images, labels, cfg, device, hooks)
     return _image_result(kind, train, generator, result, {})

@@ -318,3 +318,43 @@ def test_training_checkpoints_and_resumes(tmp_path: Path) -> None:
     )  # no-op
     for a, b in zip(d.state_dict().values(), d2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_hinge_spectral_norm_gan_trains_round_trips_and_serves(tmp_path: Path) -> None:
+    """The image-gan kind's hinge loss, spectral-norm D and TTUR train; the artifact (generator
+    only) records the variant in model_args and serves exactly what was trained."""
+    from models.data import ImageSet, split
+    from models.kinds import KINDS
+    from models.training.hooks import TrainHooks
+
+    rng = np.random.default_rng(0)
+    train, test = split(ImageSet(rng.random((64, 8, 8), dtype=np.float32), None, None), 0.25, 0)
+    spec = KINDS["image-gan"]
+    params = spec.params(
+        epochs=2,
+        latent_dim=4,
+        channels=8,
+        batch_size=16,
+        loss="hinge",
+        spectral_norm=True,
+        lr_d=4e-4,
+        ema=0.9,
+    )
+    rows: list[dict] = []
+    hooks = TrainHooks(on_epoch=rows.append, work_dir=tmp_path / "work")
+    result = spec.trainer()("image-gan", train, test, params, hooks, torch.device("cpu"))
+    assert len(rows) == 2 and all(np.isfinite(r["loss_d"]) for r in rows)
+    assert result.config["model_args"]["spectral_norm"] is True
+    config = {**result.config, "name": "t-sn"}
+    digest, _ = save_artifact(tmp_path / "a", config, module=result.module, card="x")
+    gen = load_artifact(tmp_path / "a", expected_sha256=digest)
+    z = gen.noise.sample(3, torch.Generator().manual_seed(0))
+    served = gen.generate(z)
+    assert served.shape == (3, 8, 8)
+    with torch.no_grad():
+        trained = ((result.module.eval()(z) + 1) / 2).squeeze(1)
+    torch.testing.assert_close(served, trained)
+
+    d = Discriminator(GANConfig(latent_dim=4, channels=8, spectral_norm=True))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules())
+    assert torch.nn.utils.parametrize.is_parametrized(d.adv)
