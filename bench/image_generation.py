@@ -62,7 +62,9 @@ def main() -> None:
     print(f"machine: {machine()}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url, startup = start(GENSERVE, {"GENSERVE_STATE_DIR": tmp})
+        # 64 diffusion images at 50 steps take longer than the default 30 s on a small CPU
+        env = {"GENSERVE_STATE_DIR": tmp, "GENSERVE_REQUEST_TIMEOUT_S": "300"}
+        proc, url, startup = start(GENSERVE, env)
         try:
             print(f"genserve ready in {startup:.2f} s; model {args.model}")
             for steps in args.steps:
