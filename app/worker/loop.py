@@ -287,7 +287,10 @@ class Worker:
                 self.batcher.add(request)
             case Infer(model=model) if model in self.denoisers:
                 request = Request(message.request_id, model, message.inputs, message.rows)
-                self.denoisers[model].add(request)
+                try:
+                    self.denoisers[model].add(request)
+                except Exception:  # its caller's failure, never the loop's
+                    self.report_failure(model, [request.id])
             case Generate(model=model) if model in self.engines:
                 self.engines[model].add(
                     message.request_id, message.prompt, message.params, message.n

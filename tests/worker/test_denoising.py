@@ -122,3 +122,26 @@ def test_previews_every_k_steps_and_cancel(generator: DiffusionImageGenerator) -
     engine.cancel(3)
     sizes, results, _ = run(engine)
     assert list(results) == [4] and all(images == 1 for _, images in sizes)
+
+
+def test_a_request_the_engine_cannot_take_fails_alone(generator: DiffusionImageGenerator) -> None:
+    """Through the worker's inbox: a bad request is a failure for its caller, not a crash of
+    the worker loop, and the others are answered."""
+    from app.worker.batching import DynamicBatcher
+    from app.worker.loop import Worker
+    from app.worker.protocol import BatchDone, Failed, Infer
+    from tests.pool.test_worker_failures import Outbox
+
+    outbox = Outbox()
+    worker = Worker(outbox, DynamicBatcher(8, 0.0))  # type: ignore[arg-type]
+    worker.denoisers["tiny"] = DenoisingEngine(generator, max_images=8)
+    good = {"seed": 1, "label": 2, "truncation": 1.0, "steps": 2}
+    worker.handle(Infer(1, "tiny", {**good, "steps": 5000}, 1))  # past the model's T
+    worker.handle(Infer(2, "tiny", good, 1))
+    while worker.denoisers["tiny"].has_work():
+        worker.denoise_step("tiny", worker.denoisers["tiny"])
+    failed = [m for m in outbox.sent if isinstance(m, Failed)]
+    assert [f.request_id for m in failed for f in m.failures] == [1]
+    assert "steps" in failed[0].failures[0].reason
+    done = [m for m in outbox.sent if isinstance(m, BatchDone)]
+    assert [request_id for m in done for request_id, _ in m.results] == [2]
