@@ -63,19 +63,19 @@ class DenoisingEngine:
         params, n, gen = request.inputs, request.rows, self.generator
         rng = seeded(params["seed"])
         x = gen.noise.sample(n, rng) * params["truncation"]  # drawn as ImageExecutor does
-        names = None
-        labels = torch.full((n,), self.model.null_label, dtype=torch.long)
-        if gen.num_classes:
-            if params["label"] is None:
-                labels = torch.randint(gen.num_classes, (n,), generator=rng)
-            else:
-                labels = torch.full((n,), params["label"])
-            names = labels.tolist()
         steps = params.get("steps") or gen.steps
         guidance = params.get("guidance")
         guidance = gen.guidance if guidance is None else float(guidance)
-        if not gen.num_classes or guidance == 0:
-            labels = torch.full((n,), self.model.null_label, dtype=torch.long)
+        names = None  # the labels the response reports, drawn even when unused (guidance 0)
+        labels = torch.full((n,), self.model.null_label, dtype=torch.long)
+        if gen.num_classes:
+            if params["label"] is None:
+                drawn = torch.randint(gen.num_classes, (n,), generator=rng)
+            else:
+                drawn = torch.full((n,), params["label"])
+            names = drawn.tolist()
+            if guidance != 0:
+                labels = drawn
         job = _Job(
             request,
             x.to(gen.device),
